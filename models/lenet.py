@@ -1,0 +1,47 @@
+"""LeNet-5 exactly as the course specifies."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+
+class LeNet(nn.Module):
+    """conv 6@5x5 + ReLU + maxpool 2; conv 16@5x5 + ReLU + maxpool 2; flatten; 256; 128; classes.
+
+    With `return_shapes=True` (the course's interface) `forward` returns ``(logits, shape_dict)``
+    where ``shape_dict[k]`` is the output shape of stage k (1..6) as a list. The training config
+    turns it off so the hot loop builds no dict per step.
+    """
+
+    def __init__(self, in_channels: int = 3, image_size: int = 32, num_classes: int = 100,
+                 return_shapes: bool = True) -> None:
+        super().__init__()
+        self.return_shapes = return_shapes
+        self.conv1 = nn.Conv2d(in_channels, 6, kernel_size=5, stride=1)
+        self.conv2 = nn.Conv2d(6, 16, kernel_size=5, stride=1)
+        side = ((image_size - 4) // 2 - 4) // 2
+        if side < 1:
+            raise ValueError(f"LeNet needs images of at least 16x16 pixels, got image_size={image_size}")
+        self.fc1 = nn.Linear(16 * side * side, 256)
+        self.fc2 = nn.Linear(256, 128)
+        self.fc3 = nn.Linear(128, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, dict[int, list[int]]]:
+        stages = []
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2, 2)
+        stages.append(x)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2, 2)
+        stages.append(x)
+        x = torch.flatten(x, 1)
+        stages.append(x)
+        x = F.relu(self.fc1(x))
+        stages.append(x)
+        x = F.relu(self.fc2(x))
+        stages.append(x)
+        x = self.fc3(x)
+        if not self.return_shapes:
+            return x
+        stages.append(x)
+        return x, {k: list(t.shape) for k, t in enumerate(stages, 1)}

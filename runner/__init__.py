@@ -1,0 +1,1 @@
+"""sweep-runner: Hydra-configured image-classification runs, sweeps and result tables."""

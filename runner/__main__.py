@@ -1,0 +1,47 @@
+"""`python -m runner [overrides]`: one run, or with `-m` a sweep, composed by Hydra from conf/."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from runner.config import TRUSTED_TARGETS  # importing it registers the schema Hydra composes with
+from runner.errors import ConfigError
+
+log = logging.getLogger("runner")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config", execution_whitelist=TRUSTED_TARGETS)
+def main(cfg: DictConfig) -> float | None:
+    from runner.train import train  # torch and friends load after Hydra has parsed the command line
+
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    try:
+        summary = train(cfg, run_dir)
+    except ConfigError as e:
+        if in_sweep:  # one bad combination must not end the sweep: it is recorded as failed
+            log.error("run %s failed: %s", run_dir, e)
+            return None
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except Exception as e:
+        if in_sweep:
+            log.exception("run %s failed: %s", run_dir, e)
+            return None
+        raise
+    log.info("run folder: %s", run_dir)
+    log.info("status: %s, best val acc: %s (epoch %s)", summary["status"],
+             "n/a" if summary["best_val_acc"] is None else f"{summary['best_val_acc']:.2f}", summary["best_epoch"])
+    return summary["best_val_acc"]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""The typed schema of a run's top-level keys, and the start-up checks Hydra's types can't express.
+
+Hydra validates types and unknown keys against `RunConfig` while composing (``batch_size=abc``
+or ``lrr=0.1`` fail there, before anything runs); `check_config` then rejects values that have
+the right type but make no sense, each with one line naming the key, the value and the fix.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig
+
+from runner.errors import ConfigError
+
+
+@dataclass
+class RunConfig:
+    batch_size: int = 32
+    lr: float = 0.001
+    epochs: int = 10
+    seed: Optional[int] = 0
+    device: str = "auto"
+    resume: Optional[str] = None
+    num_workers: int = 0
+    tensorboard: bool = True
+    progress: str = "auto"
+    compute: Any = MISSING
+    model: Any = MISSING
+    optimizer: Any = MISSING
+    scheduler: Any = MISSING
+    augmentation: Any = MISSING
+    dataset: Any = MISSING
+
+
+ConfigStore.instance().store(name="run_schema", node=RunConfig)
+
+# Where `_target_`s may point (Hydra 1.4 refuses or warns about anything else): our packages,
+# PyTorch, and the libraries Hydra's plugins instantiate from their own configs.
+TRUSTED_TARGETS = ("models.*", "data.*", "runner.*", "torch.*", "torchvision.*", "optuna.*",
+                   "hydra_plugins.*", "logging.*", "timm.*")
+
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise ConfigError for the first value that can't work."""
+    checks = [
+        (cfg.lr > 0, "lr", cfg.lr, "use a positive learning rate, e.g. lr=0.01"),
+        (cfg.batch_size >= 1, "batch_size", cfg.batch_size, "use batch_size=1 or more"),
+        (cfg.epochs >= 1, "epochs", cfg.epochs, "use epochs=1 or more"),
+        (cfg.num_workers >= 0, "num_workers", cfg.num_workers, "use num_workers=0 or more"),
+        (bool(DEVICE_PATTERN.match(str(cfg.device))), "device", cfg.device, "use device=auto, cpu or cuda"),
+        (str(cfg.progress) in ("auto", "True", "False", "true", "false"), "progress", cfg.progress,
+         "use progress=auto, true or false"),
+        (cfg.seed is None or cfg.seed >= 0, "seed", cfg.seed, "use a seed of 0 or more, or seed=null"),
+    ]
+    for ok, key, value, fix in checks:
+        if not ok:
+            raise ConfigError(f"{key}={value} is invalid: {fix}")
+    for group in ("model", "optimizer", "scheduler", "augmentation", "dataset"):
+        if "_target_" not in cfg[group]:
+            raise ConfigError(f"{group} has no _target_; pick a file from conf/{group}/, e.g. {group}=<name>")

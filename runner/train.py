@@ -1,0 +1,311 @@
+"""One training run, top to bottom: config -> data set -> model -> training loop -> run folder.
+
+`train(cfg, run_dir)` is the whole of it; the entry point (`runner/__main__.py`) only gives it
+Hydra's config and output folder. The data set stays resident as uint8 tensors (on the GPU when
+training there), augmentation and normalisation run per batch on tensors, and the loop reads
+losses and accuracies back once per epoch, never per step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from hydra.utils import execution_whitelist, instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import nn
+
+from data.augment import Normalize
+from data.base import ImageSplits
+from models import count_model_params
+from runner.checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from runner.config import TRUSTED_TARGETS, check_config
+from runner.errors import ConfigError
+from runner.run_folder import RunFolder
+
+log = logging.getLogger("runner")
+
+EVAL_BATCH = 1024  # validation batch size: it changes no result, only speed
+
+
+# ---------------------------------------------------------------- set-up helpers
+def seed_everything(seed: int | None) -> None:
+    """Seed every generator we draw from; `seed=0` is a seed like any other (None: don't seed)."""
+    if seed is None:
+        return
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} but no CUDA GPU is visible; use device=auto or device=cpu")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device=mps but MPS is not available; use device=auto or device=cpu")
+    return torch.device(name)
+
+
+def configure_compute(compute: DictConfig, device: torch.device) -> torch.dtype | None:
+    """Apply the compute switches; return the autocast dtype, or None for full precision."""
+    if str(compute.threads) != "auto":
+        torch.set_num_threads(int(compute.threads))
+    if device.type == "cpu":
+        torch.set_flush_denormal(True)  # denormals make CPU convolutions crawl late in training
+        return torch.bfloat16 if str(compute.amp) in ("true", "True") else None
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = bool(compute.cudnn_benchmark)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        if str(compute.amp) in ("auto", "true", "True"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return None
+
+
+def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
+    """Instantiate the scheduler config; `interval` says whether it steps per epoch or per batch."""
+    options = OmegaConf.to_container(cfg, resolve=True)
+    interval = options.pop("interval", "epoch")
+    if interval not in ("epoch", "step"):
+        raise ConfigError(f"scheduler.interval={interval} is invalid: use epoch or step")
+    if interval == "step" and "total_steps" in options and options["total_steps"] is None:
+        options["total_steps"] = steps_per_epoch * options.pop("epochs", 1)
+    return instantiate(options)(optimizer), interval
+
+
+def batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, device: torch.device,
+            shuffle: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (uint8 images, labels) batches on `device` straight from resident tensors, no DataLoader."""
+    n = len(labels)
+    order = torch.randperm(n).to(images.device) if shuffle else None
+    for start in range(0, n, batch_size):
+        if order is None:
+            x, y = images[start:start + batch_size], labels[start:start + batch_size]
+        else:
+            idx = order[start:start + batch_size]
+            x, y = images[idx], labels[idx]
+        yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+def to_model_input(x: torch.Tensor, normalize: nn.Module, channels_last: bool) -> torch.Tensor:
+    x = normalize(x)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+# ---------------------------------------------------------------- one pass each way
+def train_one_epoch(model, data, augment, normalize, loss_fn, optimizer, scheduler, step_per_batch: bool,
+                    amp_dtype, channels_last: bool, progress) -> dict[str, float]:
+    model.train()
+    device = next(model.parameters()).device
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    for x, y in data:
+        x = to_model_input(augment(x), normalize, channels_last)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            logits = model(x)
+            loss = loss_fn(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step_per_batch:
+            scheduler.step()
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.detach().argmax(1) == y).sum()
+        seen += len(y)
+        progress.update(1)
+    return {"train_loss": loss_sum.item() / seen, "train_acc": 100.0 * correct.item() / seen}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, normalize: nn.Module,
+             amp_dtype: torch.dtype | None = None, channels_last: bool = False) -> dict[str, float]:
+    """Loss, top-1 and top-5 accuracy (percent) over a whole split."""
+    model.eval()
+    device = next(model.parameters()).device
+    loss_sum = torch.zeros((), device=device)
+    top1 = torch.zeros((), device=device, dtype=torch.long)
+    top5 = torch.zeros((), device=device, dtype=torch.long)
+    for x, y in batches(images, labels, EVAL_BATCH, device, shuffle=False):
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            logits = model(to_model_input(x, normalize, channels_last)).float()
+        loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum")
+        best = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        top1 += (best[:, 0] == y).sum()
+        top5 += (best == y[:, None]).any(dim=1).sum()
+    n = len(labels)
+    return {"val_loss": loss_sum.item() / n, "val_acc": 100.0 * top1.item() / n, "val_top5": 100.0 * top5.item() / n}
+
+
+# ---------------------------------------------------------------- the run
+def load_data(cfg: DictConfig) -> tuple[Any, ImageSplits]:
+    """Instantiate the data set config, load its splits, and fill in a class count left as null."""
+    dataset = instantiate(cfg.dataset)
+    splits = dataset.load()
+    if cfg.dataset.num_classes is None:
+        with open_dict(cfg):
+            cfg.dataset.num_classes = splits.num_classes
+    return dataset, splits
+
+
+def place(splits: ImageSplits, device: torch.device, data_on_device: str) -> ImageSplits:
+    """Move the uint8 splits to the GPU once when they fit, else pin them for fast copies."""
+    if device.type != "cuda":
+        return splits
+    size = sum(t.numel() for t in (splits.train_images, splits.val_images))
+    fits = size < 0.5 * torch.cuda.mem_get_info(device)[0]
+    target = device if (str(data_on_device) in ("true", "True") or (str(data_on_device) == "auto" and fits)) else None
+    move = (lambda t: t.to(target)) if target is not None else (lambda t: t.pin_memory())
+    return ImageSplits(move(splits.train_images), move(splits.train_labels), move(splits.val_images),
+                       move(splits.val_labels), splits.test_images, splits.test_labels, splits.classes)
+
+
+def progress_bar(cfg: DictConfig, total: int, epoch: int):
+    from tqdm.auto import tqdm
+
+    show = sys.stderr.isatty() if str(cfg.progress) == "auto" else str(cfg.progress) in ("true", "True")
+    return tqdm(total=total, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not show, mininterval=0.5)
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Train one model as `cfg` says, writing everything into `run_dir`; return the summary."""
+    with execution_whitelist(TRUSTED_TARGETS):
+        return _train(cfg, run_dir)
+
+
+def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    started = time.perf_counter()
+    folder = RunFolder(run_dir, tensorboard=bool(cfg.get("tensorboard", True)))
+    history: list[dict[str, float]] = []
+    summary: dict[str, Any] = {"status": "running", "best_val_acc": None, "best_epoch": None,
+                               "epochs_done": 0, "params_m": None, "train_s": 0.0, "wall_s": None,
+                               "compile_s": 0.0, "device": None, "resumed_from": cfg.get("resume"), "error": None}
+    try:
+        # config -> device -> data set -> model -> optimiser
+        check_config(cfg)
+        seed_everything(cfg.seed)
+        device = pick_device(str(cfg.device))
+        amp_dtype = configure_compute(cfg.compute, device)
+        channels_last = bool(cfg.compute.channels_last)
+        dataset, splits = load_data(cfg)
+        splits = place(splits, device, cfg.compute.data_on_device)
+        model = instantiate(cfg.model).to(device)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        summary.update(params_m=count_model_params(model), device=str(device))
+        optimizer = instantiate(cfg.optimizer)(params=[p for p in model.parameters() if p.requires_grad])
+        steps_per_epoch = math.ceil(len(splits.train_labels) / cfg.batch_size)
+        scheduler, interval = build_scheduler(cfg.scheduler, optimizer, steps_per_epoch)
+        augment = instantiate(cfg.augmentation).to(device)
+        normalize = Normalize(dataset.mean, dataset.std).to(device)
+        loss_fn = nn.CrossEntropyLoss(label_smoothing=float(cfg.get("label_smoothing", 0.0)))
+        start_epoch, best_acc, best_epoch = 0, -math.inf, None
+
+        if cfg.resume:
+            state = load_checkpoint(cfg.resume, key="resume")
+            load_model_state(model, state, key="resume")
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            history = list(state["history"])
+            start_epoch, best_acc, best_epoch = state["epoch"], state["best_val_acc"], state["best_epoch"]
+            torch.set_rng_state(state["rng"]["torch"])
+            if device.type == "cuda" and state["rng"].get("cuda") is not None:
+                torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+            log.info("resuming %s from epoch %d (best val acc so far %.2f)", cfg.resume, start_epoch + 1, best_acc)
+
+        train_model = model
+        if cfg.compute.compile:
+            train_model, summary["compile_s"] = compile_model(model, splits, augment, normalize, loss_fn,
+                                                              amp_dtype, channels_last, cfg.batch_size)
+        plain_cfg = OmegaConf.to_container(cfg, resolve=True)
+        log.info("%s on %s: %d train / %d val images, %.6fM parameters, %s", cfg.model._target_.split(".")[-1],
+                 device, len(splits.train_labels), len(splits.val_labels), summary["params_m"], run_dir)
+
+        for epoch in range(start_epoch + 1, cfg.epochs + 1):
+            lr = optimizer.param_groups[0]["lr"]
+            t0 = time.perf_counter()
+            with progress_bar(cfg, steps_per_epoch, epoch) as bar:
+                data = batches(splits.train_images, splits.train_labels, cfg.batch_size, device, shuffle=True)
+                row = train_one_epoch(train_model, data, augment, normalize, loss_fn, optimizer, scheduler,
+                                      interval == "step", amp_dtype, channels_last, bar)
+            t1 = time.perf_counter()
+            row.update(evaluate(train_model, splits.val_images, splits.val_labels, normalize, amp_dtype, channels_last))
+            t2 = time.perf_counter()
+            if interval == "epoch":
+                scheduler.step()
+            history.append({"epoch": epoch, **row, "lr": lr, "train_s": t1 - t0, "val_s": t2 - t1})
+            summary["epochs_done"] = epoch
+            summary["train_s"] = sum(h["train_s"] for h in history)
+            log.info("epoch %d/%d  train loss %.4f acc %.2f  val loss %.4f acc %.2f top5 %.2f  (%.1fs + %.1fs)",
+                     epoch, cfg.epochs, row["train_loss"], row["train_acc"], row["val_loss"], row["val_acc"],
+                     row["val_top5"], t1 - t0, t2 - t1)
+            folder.write_metrics(history)
+            if not math.isfinite(row["train_loss"]):
+                summary["status"] = "diverged"
+                log.warning("training loss is %s at epoch %d: stopping this run as diverged", row["train_loss"], epoch)
+                break
+            improved = row["val_acc"] > best_acc
+            if improved:
+                best_acc, best_epoch = row["val_acc"], epoch
+            state = {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "best_val_acc": best_acc, "best_epoch": best_epoch,
+                     "history": history, "config": plain_cfg,
+                     "rng": {"torch": torch.get_rng_state(),
+                             "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}}
+            save_checkpoint(folder.checkpoint, state)
+            if improved:
+                save_checkpoint(folder.best_checkpoint, state)
+            summary.update(best_val_acc=best_acc, best_epoch=best_epoch)
+        else:
+            summary["status"] = "completed"
+        if best_epoch is not None:
+            summary.update(best_val_acc=best_acc, best_epoch=best_epoch)
+        return summary
+    except KeyboardInterrupt:
+        summary["status"] = "interrupted"
+        raise
+    except BaseException as e:
+        summary["status"] = "failed"
+        summary["error"] = f"{type(e).__name__}: {e}".strip().splitlines()[-1] if str(e) else type(e).__name__
+        raise
+    finally:
+        summary["wall_s"] = time.perf_counter() - started
+        folder.write_summary(summary)
+        try:
+            folder.plot_curves(history)
+        finally:
+            folder.close()
+
+
+def compile_model(model, splits, augment, normalize, loss_fn, amp_dtype, channels_last, batch_size):
+    """torch.compile the model and pay its compile time up front, so it's reported apart from training.
+
+    The warm-up step is undone: parameters, buffers and the RNG are restored, so compile=true
+    trains the same steps as compile=false.
+    """
+    compiled = torch.compile(model)
+    device = next(model.parameters()).device
+    saved_state = {k: v.clone() for k, v in model.state_dict().items()}
+    saved_rng = torch.get_rng_state()
+    t0 = time.perf_counter()
+    x, y = next(batches(splits.train_images, splits.train_labels, batch_size, device, shuffle=False))
+    model.train()
+    with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        loss_fn(compiled(to_model_input(augment(x), normalize, channels_last)), y).backward()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    compile_s = time.perf_counter() - t0
+    model.load_state_dict(saved_state)
+    model.zero_grad(set_to_none=True)
+    torch.set_rng_state(saved_rng)
+    return compiled, compile_s
