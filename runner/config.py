@@ -28,6 +28,8 @@ class RunConfig:
     num_workers: int = 0
     tensorboard: bool = True
     progress: str = "auto"
+    label_smoothing: float = 0.0
+    grad_clip: Optional[float] = None
     compute: Any = MISSING
     model: Any = MISSING
     optimizer: Any = MISSING
@@ -56,6 +58,8 @@ def check_config(cfg: DictConfig) -> None:
         (bool(DEVICE_PATTERN.match(str(cfg.device))), "device", cfg.device, "use device=auto, cpu or cuda"),
         (str(cfg.progress) in ("auto", "True", "False", "true", "false"), "progress", cfg.progress,
          "use progress=auto, true or false"),
+        (0.0 <= cfg.label_smoothing < 1.0, "label_smoothing", cfg.label_smoothing, "use a value in [0, 1), e.g. 0.1"),
+        (cfg.grad_clip is None or cfg.grad_clip > 0, "grad_clip", cfg.grad_clip, "use a positive norm or grad_clip=null"),
         (cfg.seed is None or cfg.seed >= 0, "seed", cfg.seed, "use a seed of 0 or more, or seed=null"),
     ]
     for ok, key, value, fix in checks:

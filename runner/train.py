@@ -78,8 +78,8 @@ def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, steps_per
     interval = options.pop("interval", "epoch")
     if interval not in ("epoch", "step"):
         raise ConfigError(f"scheduler.interval={interval} is invalid: use epoch or step")
-    if interval == "step" and "total_steps" in options and options["total_steps"] is None:
-        options["total_steps"] = steps_per_epoch * options.pop("epochs", 1)
+    if options.get("steps_per_epoch", "unset") is None:  # e.g. OneCycleLR: only the loop knows it
+        options["steps_per_epoch"] = steps_per_epoch
     return instantiate(options)(optimizer), interval
 
 
@@ -104,7 +104,7 @@ def to_model_input(x: torch.Tensor, normalize: nn.Module, channels_last: bool) -
 
 # ---------------------------------------------------------------- one pass each way
 def train_one_epoch(model, data, augment, normalize, loss_fn, optimizer, scheduler, step_per_batch: bool,
-                    amp_dtype, channels_last: bool, progress) -> dict[str, float]:
+                    amp_dtype, channels_last: bool, grad_clip: float | None, progress) -> dict[str, float]:
     model.train()
     device = next(model.parameters()).device
     loss_sum = torch.zeros((), device=device)
@@ -117,6 +117,8 @@ def train_one_epoch(model, data, augment, normalize, loss_fn, optimizer, schedul
             loss = loss_fn(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
         if step_per_batch:
             scheduler.step()
@@ -208,7 +210,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         scheduler, interval = build_scheduler(cfg.scheduler, optimizer, steps_per_epoch)
         augment = instantiate(cfg.augmentation).to(device)
         normalize = Normalize(dataset.mean, dataset.std).to(device)
-        loss_fn = nn.CrossEntropyLoss(label_smoothing=float(cfg.get("label_smoothing", 0.0)))
+        loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         start_epoch, best_acc, best_epoch = 0, -math.inf, None
 
         if cfg.resume:
@@ -237,7 +239,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             with progress_bar(cfg, steps_per_epoch, epoch) as bar:
                 data = batches(splits.train_images, splits.train_labels, cfg.batch_size, device, shuffle=True)
                 row = train_one_epoch(train_model, data, augment, normalize, loss_fn, optimizer, scheduler,
-                                      interval == "step", amp_dtype, channels_last, bar)
+                                      interval == "step", amp_dtype, channels_last, cfg.grad_clip, bar)
             t1 = time.perf_counter()
             row.update(evaluate(train_model, splits.val_images, splits.val_labels, normalize, amp_dtype, channels_last))
             t2 = time.perf_counter()
