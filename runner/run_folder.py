@@ -47,6 +47,12 @@ class RunFolder:
                 self._writer.add_scalar(name, row[name], row["epoch"])
             self._writer.flush()
 
+    def write_config(self, plain_cfg: dict[str, Any]) -> None:
+        """The fully resolved config (Hydra's .hydra/config.yaml keeps interpolations unresolved)."""
+        import yaml
+
+        atomic_write_text(self.path / "config.yaml", yaml.safe_dump(plain_cfg, sort_keys=False))
+
     def write_summary(self, summary: dict[str, Any]) -> None:
         assert summary["status"] in STATUSES, summary["status"]
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in summary.items()}

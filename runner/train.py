@@ -230,6 +230,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             train_model, summary["compile_s"] = compile_model(model, splits, augment, normalize, loss_fn,
                                                               amp_dtype, channels_last, cfg.batch_size)
         plain_cfg = OmegaConf.to_container(cfg, resolve=True)
+        folder.write_config(plain_cfg)
         log.info("%s on %s: %d train / %d val images, %.6fM parameters, %s", cfg.model._target_.split(".")[-1],
                  device, len(splits.train_labels), len(splits.val_labels), summary["params_m"], run_dir)
 

@@ -1,0 +1,89 @@
+"""`python -m runner.eval checkpoint=PATH [split=val|test] [device=auto] [dataset.root=DIR]`
+
+Loads a checkpoint (its resolved config travels inside it), rebuilds the model and data set
+from that config, and prints top-1, top-5 and how long evaluation took, like the course's
+eval script. `split=test` reports the held-out test split where the data set has one; it is
+never used for selecting a model. Other `dataset.KEY=VALUE` arguments override the stored data
+set config (e.g. a new root on another machine).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import torch
+from hydra.utils import execution_whitelist, instantiate
+from omegaconf import OmegaConf
+
+from data.augment import Normalize
+from runner.checkpoint import load_checkpoint, load_model_state
+from runner.config import TRUSTED_TARGETS
+from runner.errors import ConfigError
+from runner.train import configure_compute, evaluate, pick_device
+
+USAGE = "usage: python -m runner.eval checkpoint=PATH [split=val|test] [device=auto] [dataset.root=DIR]"
+
+
+def parse_args(argv: list[str]) -> dict[str, Any]:
+    options: dict[str, Any] = {"checkpoint": None, "split": "val", "device": "auto", "dataset": {}}
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep:
+            raise ConfigError(f"argument {arg!r} is not KEY=VALUE; {USAGE}")
+        if key.startswith("dataset."):
+            options["dataset"][key[len("dataset."):]] = yaml_value(value)
+        elif key in options and key != "dataset":
+            options[key] = value
+        else:
+            raise ConfigError(f"unknown key {key!r}; {USAGE}")
+    if not options["checkpoint"]:
+        raise ConfigError(f"checkpoint is missing; {USAGE}")
+    return options
+
+
+def yaml_value(text: str) -> Any:
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def run_eval(checkpoint: str, split: str = "val", device: str = "auto",
+             dataset_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Evaluate a checkpoint on one split; returns top1, top5, loss, images and eval_s."""
+    state = load_checkpoint(checkpoint)
+    cfg = OmegaConf.create(state["config"])
+    if dataset_overrides:
+        cfg.dataset = OmegaConf.merge(cfg.dataset, dataset_overrides)
+    torch_device = pick_device(device)
+    amp_dtype = configure_compute(cfg.compute, torch_device)
+    with execution_whitelist(TRUSTED_TARGETS):
+        dataset = instantiate(cfg.dataset)
+        images, labels = dataset.load().split(split)
+        model = instantiate(cfg.model)
+    load_model_state(model, state)
+    model = model.to(torch_device)
+    normalize = Normalize(dataset.mean, dataset.std).to(torch_device)
+    started = time.perf_counter()
+    metrics = evaluate(model, images.to(torch_device), labels.to(torch_device), normalize, amp_dtype)
+    eval_s = time.perf_counter() - started
+    return {"split": split, "top1": metrics["val_acc"], "top5": metrics["val_top5"], "loss": metrics["val_loss"],
+            "images": len(labels), "eval_s": eval_s, "epoch": state["epoch"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        options = parse_args(sys.argv[1:] if argv is None else argv)
+        result = run_eval(options["checkpoint"], options["split"], options["device"], options["dataset"])
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"checkpoint: {options['checkpoint']} (epoch {result['epoch']})")
+    print(f"{result['split']}: top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  loss {result['loss']:.4f}  "
+          f"on {result['images']} images in {result['eval_s']:.2f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
