@@ -141,8 +141,12 @@ class ImageDataset:
         from sklearn.model_selection import train_test_split
 
         indices = np.arange(len(labels))
-        train_idx, val_idx = train_test_split(
-            indices, test_size=self.val_fraction, random_state=self.split_seed, stratify=labels)
+        try:
+            train_idx, val_idx = train_test_split(
+                indices, test_size=self.val_fraction, random_state=self.split_seed, stratify=labels)
+        except ValueError as e:  # too few images per class to stratify
+            raise ConfigError(f"dataset.val_fraction={self.val_fraction} can't split {len(labels)} images "
+                              f"by class ({str(e).splitlines()[0]}); use more images or another val_fraction") from None
         return np.sort(train_idx), np.sort(val_idx)
 
 

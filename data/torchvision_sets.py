@@ -30,7 +30,7 @@ class _InMemoryTorchvision(ImageDataset):
             ds = self.torchvision_class(str(root), train=train, download=self.download)
         except RuntimeError as e:  # torchvision's "Dataset not found or corrupted"
             raise ConfigError(
-                f"dataset.root={root}: {e} Point dataset.root at the folder holding it, "
+                f"dataset.root={root}: {str(e).rstrip('.')}; point dataset.root at the folder holding it, "
                 f"or add dataset.download=true") from None
         data = torch.as_tensor(np.asarray(ds.data))
         images = data[:, None] if data.ndim == 3 else data.permute(0, 3, 1, 2)  # -> N, C, H, W

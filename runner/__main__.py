@@ -13,11 +13,13 @@ from omegaconf import DictConfig
 
 from runner.config import TRUSTED_TARGETS  # importing it registers the schema Hydra composes with
 from runner.errors import ConfigError
+from runner.optuna_sweeper import register as register_optuna_sweeper
 
 log = logging.getLogger("runner")
+register_optuna_sweeper()  # hydra/sweeper=optuna (conf/hydra/sweeper/optuna.yaml) points at our resumable class
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config", execution_whitelist=TRUSTED_TARGETS)
+@hydra.main(config_path="../conf", config_name="config", execution_whitelist=TRUSTED_TARGETS)
 def main(cfg: DictConfig) -> float | None:
     from runner.train import train  # torch and friends load after Hydra has parsed the command line
 

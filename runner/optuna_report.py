@@ -1,0 +1,189 @@
+"""An Optuna study's outcome in its sweep dir: best.json, optimization_results.yaml and plots.
+
+Written by the sweeper (runner/optuna_sweeper.py) at the end of every search, and on demand:
+
+    python -m runner.optuna_report SWEEP_DIR                    # the study in SWEEP_DIR/optuna.db
+    python -m runner.optuna_report SWEEP_DIR --storage postgresql://host/db --study-name lenet_digits
+
+best.json                       best value, parameters, trial number, job number and run folder,
+                                plus the trials by state
+optimization_results.yaml       the same best parameters/value in the Optuna plugin's format
+optuna_history.png              optimisation history          } Optuna's matplotlib plots (no
+optuna_parallel_coordinate.png  parallel coordinates          } plotly needed); a plot that can't
+optuna_param_importances.png    parameter importance (fANOVA) } be made is skipped with a log line
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+
+PLOTS = {
+    "optuna_history.png": "plot_optimization_history",
+    "optuna_parallel_coordinate.png": "plot_parallel_coordinate",
+    "optuna_param_importances.png": "plot_param_importances",
+}
+
+
+def display_url(storage: Any) -> str:
+    """The storage as it can be shown and written down: a URL without its password."""
+    if storage is None:
+        return "memory (no resume)"
+    if not isinstance(storage, str):
+        return type(storage).__name__
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(storage).render_as_string(hide_password=True)
+    except Exception:
+        return storage.split("@")[-1] if "@" in storage else storage
+
+
+def best_summary(study: Any, storage: Any = None) -> dict[str, Any]:
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    out: dict[str, Any] = {
+        "study_name": study.study_name,
+        "storage": display_url(storage),
+        "direction": study.direction.name.lower(),
+        "best_value": None, "best_params": None, "best_trial": None, "best_job_num": None,
+        "best_run_dir": None, "best_status": None,
+        "trials": dict(Counter(t.state.name for t in trials)),
+        "statuses": dict(Counter(str(t.user_attrs.get("status", "n/a")) for t in trials
+                                 if t.state != TrialState.WAITING and "duplicate_of" not in t.user_attrs)),
+    }
+    if complete:
+        best = study.best_trial
+        out.update(best_value=best.value, best_params=best.params, best_trial=best.number,
+                   best_job_num=best.user_attrs.get("job_num"), best_run_dir=best.user_attrs.get("run_dir"),
+                   best_status=best.user_attrs.get("status"))
+    return out
+
+
+def write_report(study: Any, out_dir: str | os.PathLike, storage: Any = None, plots: bool = True) -> dict[str, Any]:
+    """Write best.json, optimization_results.yaml and the plots into `out_dir`; log the best trial."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = best_summary(study, storage)
+    if summary["best_trial"] is None:
+        log.warning("Optuna study '%s': no completed trial yet, so no best parameters (trials: %s)",
+                    summary["study_name"], summary["trials"])
+    else:
+        log.info("Best value: %.4f (trial %d, job %s, %s)", summary["best_value"], summary["best_trial"],
+                 summary["best_job_num"], summary["best_run_dir"])
+        log.info("Best parameters: %s", " ".join(f"{k}={v}" for k, v in summary["best_params"].items()))
+        _atomic_write(out_dir / "optimization_results.yaml", lambda p: _dump_yaml(
+            {"name": "optuna", "best_params": summary["best_params"], "best_value": summary["best_value"]}, p))
+    if plots:
+        summary["plots"] = write_plots(study, out_dir)
+    _atomic_write(out_dir / "best.json", lambda p: p.write_text(json.dumps(summary, indent=2, default=str) + "\n"))
+    log.info("Study summary: %s", out_dir / "best.json")
+    return summary
+
+
+def write_plots(study: Any, out_dir: Path) -> list[str]:
+    """Optuna's matplotlib plots as PNG files; returns the files written, skips (and logs) the rest."""
+    from optuna.trial import TrialState
+
+    n_complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    written = []
+    for name, function in PLOTS.items():
+        # Each needs completed trials: none to draw a history, two to fit an importance model.
+        needed = 2 if function == "plot_param_importances" else 1
+        if n_complete < needed:
+            log.info("Skipping %s: %d completed trial(s), it needs %d", name, n_complete, needed)
+            continue
+        try:
+            _plot(study, function, out_dir / name)
+            written.append(name)
+        except Exception as e:  # e.g. importance when every trial has the same parameters
+            log.info("Skipping %s: %s: %s", name, type(e).__name__, e)
+    return written
+
+
+def _plot(study: Any, function: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import optuna.visualization.matplotlib as ovm
+    from optuna.exceptions import ExperimentalWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)  # the matplotlib backend is "experimental"
+        warnings.simplefilter("ignore", UserWarning)  # e.g. "n trials are skipped" for FAIL trials
+        axes = getattr(ovm, function)(study)
+    figure = np.ravel(axes)[0].figure
+    try:
+        figure.set_size_inches(max(figure.get_size_inches()[0], 8), max(figure.get_size_inches()[1], 5))
+        figure.tight_layout()
+        _atomic_write(path, lambda p: figure.savefig(p, dpi=100, format="png"))
+    finally:
+        plt.close(figure)
+
+
+def _dump_yaml(data: dict, path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    OmegaConf.save(OmegaConf.create(data), path)
+
+
+def _atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
+    """Write through a temporary file in the same folder, so a reader never sees half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m runner.optuna_report", description=__doc__.split("\n")[0])
+    parser.add_argument("sweep_dir", type=Path, help="where the report goes (and the default sqlite storage)")
+    parser.add_argument("--storage", help="storage URL (default: sqlite:///SWEEP_DIR/optuna.db)")
+    parser.add_argument("--study-name", help="study to report (default: the storage's only study)")
+    parser.add_argument("--no-plots", action="store_true", help="write best.json only")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = args.storage
+    if storage is None:
+        db = args.sweep_dir / "optuna.db"
+        if not db.exists():
+            print(f"error: no {db}; give the study's storage with --storage URL", file=sys.stderr)
+            return 2
+        storage = f"sqlite:///{db}"
+    name = args.study_name
+    if name is None:
+        names = optuna.get_all_study_names(storage)
+        if len(names) != 1:
+            print(f"error: {display_url(storage)} holds {len(names)} studies ({', '.join(names) or 'none'}); "
+                  "pick one with --study-name", file=sys.stderr)
+            return 2
+        name = names[0]
+    study = optuna.load_study(study_name=name, storage=storage)
+    write_report(study, args.sweep_dir, storage, plots=not args.no_plots)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
