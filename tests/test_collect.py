@@ -41,7 +41,7 @@ def test_a_grid_of_four_gives_four_rows_and_four_lines(grid):
     rows = [line for line in proc.stdout.splitlines() if line.startswith("|")]
     header = [cell.strip() for cell in rows[0].strip("|").split("|")]
     printed = [float(line.strip("|").split("|")[header.index("best_val_acc")]) for line in rows[2:]]
-    assert printed == sorted(table["best_val_acc"], reverse=True)
+    assert printed == [round(acc, 2) for acc in sorted(table["best_val_acc"], reverse=True)]
 
 
 def test_crashed_and_diverged_runs_are_recorded_and_the_sweep_goes_on(tmp_path):
