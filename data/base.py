@@ -46,14 +46,6 @@ class ImageSplits:
     def channels(self) -> int:
         return int(self.train_images.shape[1])
 
-    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        if name not in ("train", "val", "test"):
-            raise ConfigError(f"split={name!r} is not a split; use split=train, val or test")
-        images, labels = getattr(self, f"{name}_images"), getattr(self, f"{name}_labels")
-        if images is None:
-            raise ConfigError(f"split={name} does not exist for this data set; use split=val")
-        return images, labels
-
 
 class ImageDataset:
     """Base of every data set config. Subclasses implement `_load()`.
@@ -98,6 +90,14 @@ class ImageDataset:
     def _load(self) -> ImageSplits:
         raise NotImplementedError
 
+    def file_lists(self) -> dict[str, tuple[list[Path], list[int]]] | None:
+        """Each split's image files and labels, for data sets read from image files.
+
+        It lets a data set too big to hold in memory stream from disk instead (data/splits.py);
+        data sets that come as arrays (digits, MNIST, CIFAR-10) return None and are always resident.
+        """
+        return None
+
     # --- shared -----------------------------------------------------------------------
     def _key(self) -> tuple:
         return (type(self).__qualname__, str(self.root), self.image_size, self.channels, self.val_fraction,
@@ -122,10 +122,16 @@ class ImageDataset:
             raise ConfigError(
                 f"dataset.channels={self.channels} but the images have {splits.channels}; "
                 f"set dataset.channels={splits.channels}")
-        if self.num_classes is not None and splits.num_classes > self.num_classes:
+        self.check_labels(splits.num_classes)
+
+    def check_labels(self, label_count: int) -> None:
+        """Refuse labels the model's output layer can't represent; fill num_classes if left null."""
+        if self.num_classes is None:
+            self.num_classes = label_count
+        elif label_count > self.num_classes:
             raise ConfigError(
                 f"dataset.num_classes={self.num_classes} but the labels go up to "
-                f"{splits.num_classes - 1}; set dataset.num_classes={splits.num_classes}")
+                f"{label_count - 1}; set dataset.num_classes={label_count}")
 
     def require_root(self) -> Path:
         if self.root is None:
@@ -181,7 +187,7 @@ def decode_image(path: str | Path, image_size: int, channels: int) -> np.ndarray
         im = im.convert("RGB" if channels == 3 else "L")
         if im.size != (image_size, image_size):
             im = im.resize((image_size, image_size), Image.BILINEAR)
-        arr = np.asarray(im, dtype=np.uint8)
+        arr = np.array(im, dtype=np.uint8)  # a writable copy: torch warns on read-only arrays
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 

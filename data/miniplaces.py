@@ -61,7 +61,7 @@ class MiniPlaces(ImageDataset):
                 f"dataset.download=true but MiniPlaces could not be fetched ({e.__class__.__name__}: {e}); "
                 f"download {DATA_URL} by hand and pass dataset.root=DIR") from None
 
-    def _load(self) -> ImageSplits:
+    def _list_paths(self) -> dict[str, Path]:
         root = self.require_root()
         if self.download:
             self.download_files(root)
@@ -71,19 +71,31 @@ class MiniPlaces(ImageDataset):
                 raise ConfigError(
                     f"dataset.root={root} has no {split}.txt; point dataset.root at the MiniPlaces folder "
                     f"(with train.txt, val.txt, train/, val/) or add dataset.download=true")
+        return lists
+
+    def file_lists(self) -> dict[str, tuple[list[Path], list[int]]]:
+        out = {}
+        for split, path in self._list_paths().items():
+            files, labels = read_list(path)
+            paths = [self.root / f for f in files]
+            missing = next((p for p in paths if not p.exists()), None)
+            if missing is not None:
+                raise ConfigError(f"{path} lists {missing.relative_to(self.root)}, which is not under "
+                                  f"dataset.root={self.root}")
+            out[split] = (paths, labels)
+        return out
+
+    def _load(self) -> ImageSplits:
+        lists = self._list_paths()
         key = fingerprint(lists["train"].read_bytes(), lists["val"].read_bytes(), self.image_size, self.channels)
-        cache = root / ".sweep_runner_cache" / f"miniplaces_{self.image_size}px_{self.channels}ch.pt"
+        cache = self.root / ".sweep_runner_cache" / f"miniplaces_{self.image_size}px_{self.channels}ch.pt"
 
         def build() -> dict[str, torch.Tensor]:
-            log.info("decoding MiniPlaces under %s to %dx%d (once; cached at %s)", root, self.image_size,
+            log.info("decoding MiniPlaces under %s to %dx%d (once; cached at %s)", self.root, self.image_size,
                      self.image_size, cache)
             out = {}
-            for split, path in lists.items():
-                files, labels = read_list(path)
-                missing = next((f for f in files if not (root / f).exists()), None)
-                if missing is not None:
-                    raise ConfigError(f"{path} lists {missing}, which is not under dataset.root={root}")
-                out[f"{split}_images"] = decode_images([root / f for f in files], self.image_size, self.channels)
+            for split, (paths, labels) in self.file_lists().items():
+                out[f"{split}_images"] = decode_images(paths, self.image_size, self.channels)
                 out[f"{split}_labels"] = torch.tensor(labels, dtype=torch.int64)
             return out
 

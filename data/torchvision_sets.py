@@ -61,7 +61,18 @@ class ImageFolder(ImageDataset):
         test = next((root / n for n in ("test", "val") if (root / n).is_dir() and train != root), None)
         return train, test
 
-    def _load(self) -> ImageSplits:
+    def file_lists(self) -> dict[str, tuple[list[Path], list[int]]]:
+        train_set, test_set = self._scan()
+        labels = np.array(train_set.targets)
+        train_idx, val_idx = self.stratified_split(labels)
+        paths = [Path(p) for p, _ in train_set.samples]
+        out = {"train": ([paths[i] for i in train_idx], labels[train_idx].tolist()),
+               "val": ([paths[i] for i in val_idx], labels[val_idx].tolist())}
+        if test_set is not None:
+            out["test"] = ([Path(p) for p, _ in test_set.samples], list(test_set.targets))
+        return out
+
+    def _scan(self):
         train_dir, test_dir = self._folders()
         try:
             train_set = torchvision.datasets.ImageFolder(str(train_dir))
@@ -71,6 +82,10 @@ class ImageFolder(ImageDataset):
         if test_set is not None and test_set.classes != train_set.classes:
             raise ConfigError(f"{test_dir} has classes {test_set.classes[:5]}... unlike {train_dir}; "
                               f"make their class folders match")
+        return train_set, test_set
+
+    def _load(self) -> ImageSplits:
+        train_set, test_set = self._scan()
         sources = [train_set.samples] + ([test_set.samples] if test_set else [])
         key = fingerprint([(p, Path(p).stat().st_size, c) for s in sources for p, c in s],
                           self.image_size, self.channels)

@@ -13,11 +13,11 @@ import sys
 import time
 from typing import Any
 
-import torch
 from hydra.utils import execution_whitelist, instantiate
 from omegaconf import OmegaConf
 
 from data.augment import Normalize
+from data.splits import open_splits
 from runner.checkpoint import load_checkpoint, load_model_state
 from runner.config import TRUSTED_TARGETS
 from runner.errors import ConfigError
@@ -60,16 +60,19 @@ def run_eval(checkpoint: str, split: str = "val", device: str = "auto",
     amp_dtype = configure_compute(cfg.compute, torch_device)
     with execution_whitelist(TRUSTED_TARGETS):
         dataset = instantiate(cfg.dataset)
-        images, labels = dataset.load().split(split)
+        splits = open_splits(dataset, str(cfg.compute.data_path), torch_device, cfg.num_workers)
+        if split not in splits:
+            raise ConfigError(f"split={split} does not exist for this data set (it has {', '.join(splits)}); "
+                              f"use split=val")
         model = instantiate(cfg.model)
     load_model_state(model, state)
     model = model.to(torch_device)
     normalize = Normalize(dataset.mean, dataset.std).to(torch_device)
     started = time.perf_counter()
-    metrics = evaluate(model, images.to(torch_device), labels.to(torch_device), normalize, amp_dtype)
+    metrics = evaluate(model, splits[split], normalize, amp_dtype)
     eval_s = time.perf_counter() - started
     return {"split": split, "top1": metrics["val_acc"], "top5": metrics["val_top5"], "loss": metrics["val_loss"],
-            "images": len(labels), "eval_s": eval_s, "epoch": state["epoch"]}
+            "images": len(splits[split].labels), "eval_s": eval_s, "epoch": state["epoch"]}
 
 
 def main(argv: list[str] | None = None) -> int:

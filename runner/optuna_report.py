@@ -125,7 +125,12 @@ def _plot(study: Any, function: str, path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)  # the matplotlib backend is "experimental"
         warnings.simplefilter("ignore", UserWarning)  # e.g. "n trials are skipped" for FAIL trials
-        axes = getattr(ovm, function)(study)
+        kwargs = {}
+        if function == "plot_param_importances":  # Optuna's default fANOVA, seeded: the same study, the same plot
+            from optuna.importance import FanovaImportanceEvaluator
+
+            kwargs["evaluator"] = FanovaImportanceEvaluator(seed=0)
+        axes = getattr(ovm, function)(study, **kwargs)
     figure = np.ravel(axes)[0].figure
     try:
         figure.set_size_inches(max(figure.get_size_inches()[0], 8), max(figure.get_size_inches()[1], 5))

@@ -171,7 +171,12 @@ class ResumableOptunaSweeper(OptunaSweeper):
                 stopped = "the sampler only suggests parameter sets that already ran"
                 break
 
-            returns = impl.launcher.launch(overrides, initial_job_idx=next_job)
+            try:
+                returns = impl.launcher.launch(overrides, initial_job_idx=next_job)
+            except BaseException:  # Ctrl-C (or a launcher error): leave no trial of ours RUNNING
+                log.warning("Search interrupted: re-queueing the trials that were running")
+                self._recover_stale(study)
+                raise
             next_job += len(returns)
             failures = sum(not record_result(study, trial, ret) for trial, ret in zip(trials, returns))
             if failures / len(returns) > impl.max_failure_rate:
@@ -393,7 +398,9 @@ def _seen_params(study: Any) -> dict[tuple, int]:
 
 
 def _params_key(params: dict[str, Any]) -> tuple:
-    return tuple(sorted((k, repr(v)) for k, v in params.items()))
+    """A parameter set, comparable across trials (floats to 12 digits: a stepped float range's
+    points as Optuna suggests them and as _space_points computes them may differ in the last bit)."""
+    return tuple(sorted((k, f"{v:.12g}" if isinstance(v, float) else repr(v)) for k, v in params.items()))
 
 
 def _space_points(distribution: Any) -> list | None:
@@ -413,7 +420,7 @@ def _space_points(distribution: Any) -> list | None:
 def _space_size(space: dict) -> int | None:
     """Points in a search space of discrete dimensions only; None if any dimension is continuous."""
     sizes = [_space_points(d) for d in space.values()]
-    if not space or any(s is None for s in sizes):
+    if any(s is None for s in sizes):  # an empty space has one point: the search runs once
         return None
     return math.prod(len(s) for s in sizes)
 

@@ -8,14 +8,13 @@ losses and accuracies back once per epoch, never per step.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import random
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,7 +23,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from data.augment import Normalize
-from data.base import ImageSplits
+from data.base import ImageDataset
+from data.splits import Split, open_splits
 from models import count_model_params
 from runner.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from runner.config import TRUSTED_TARGETS, check_config
@@ -83,20 +83,6 @@ def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, steps_per
     return instantiate(options)(optimizer), interval
 
 
-def batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, device: torch.device,
-            shuffle: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (uint8 images, labels) batches on `device` straight from resident tensors, no DataLoader."""
-    n = len(labels)
-    order = torch.randperm(n).to(images.device) if shuffle else None
-    for start in range(0, n, batch_size):
-        if order is None:
-            x, y = images[start:start + batch_size], labels[start:start + batch_size]
-        else:
-            idx = order[start:start + batch_size]
-            x, y = images[idx], labels[idx]
-        yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-
-
 def to_model_input(x: torch.Tensor, normalize: nn.Module, channels_last: bool) -> torch.Tensor:
     x = normalize(x)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
@@ -130,46 +116,34 @@ def train_one_epoch(model, data, augment, normalize, loss_fn, optimizer, schedul
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, normalize: nn.Module,
-             amp_dtype: torch.dtype | None = None, channels_last: bool = False) -> dict[str, float]:
+def evaluate(model: nn.Module, split: Split, normalize: nn.Module, amp_dtype: torch.dtype | None = None,
+             channels_last: bool = False) -> dict[str, float]:
     """Loss, top-1 and top-5 accuracy (percent) over a whole split."""
     model.eval()
     device = next(model.parameters()).device
     loss_sum = torch.zeros((), device=device)
     top1 = torch.zeros((), device=device, dtype=torch.long)
     top5 = torch.zeros((), device=device, dtype=torch.long)
-    for x, y in batches(images, labels, EVAL_BATCH, device, shuffle=False):
+    for x, y in split.batches(EVAL_BATCH, shuffle=False, device=device):
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             logits = model(to_model_input(x, normalize, channels_last)).float()
         loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum")
         best = logits.topk(min(5, logits.shape[1]), dim=1).indices
         top1 += (best[:, 0] == y).sum()
         top5 += (best == y[:, None]).any(dim=1).sum()
-    n = len(labels)
+    n = len(split.labels)
     return {"val_loss": loss_sum.item() / n, "val_acc": 100.0 * top1.item() / n, "val_top5": 100.0 * top5.item() / n}
 
 
 # ---------------------------------------------------------------- the run
-def load_data(cfg: DictConfig) -> tuple[Any, ImageSplits]:
-    """Instantiate the data set config, load its splits, and fill in a class count left as null."""
+def load_data(cfg: DictConfig, device: torch.device) -> tuple[ImageDataset, dict[str, Split]]:
+    """Instantiate the data set config and open its splits; fill in a class count left as null."""
     dataset = instantiate(cfg.dataset)
-    splits = dataset.load()
+    splits = open_splits(dataset, str(cfg.compute.data_path), device, cfg.num_workers, cfg.compute.data_on_device)
     if cfg.dataset.num_classes is None:
         with open_dict(cfg):
-            cfg.dataset.num_classes = splits.num_classes
+            cfg.dataset.num_classes = dataset.num_classes
     return dataset, splits
-
-
-def place(splits: ImageSplits, device: torch.device, data_on_device: str) -> ImageSplits:
-    """Move the uint8 splits to the GPU once when they fit, else pin them for fast copies."""
-    if device.type != "cuda":
-        return splits
-    size = sum(t.numel() for t in (splits.train_images, splits.val_images))
-    fits = size < 0.5 * torch.cuda.mem_get_info(device)[0]
-    target = device if (str(data_on_device) in ("true", "True") or (str(data_on_device) == "auto" and fits)) else None
-    move = (lambda t: t.to(target)) if target is not None else (lambda t: t.pin_memory())
-    return ImageSplits(move(splits.train_images), move(splits.train_labels), move(splits.val_images),
-                       move(splits.val_labels), splits.test_images, splits.test_labels, splits.classes)
 
 
 def progress_bar(cfg: DictConfig, total: int, epoch: int):
@@ -190,7 +164,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     folder = RunFolder(run_dir, tensorboard=bool(cfg.get("tensorboard", True)))
     history: list[dict[str, float]] = []
     summary: dict[str, Any] = {"status": "running", "best_val_acc": None, "best_epoch": None,
-                               "epochs_done": 0, "params_m": None, "train_s": 0.0, "wall_s": None,
+                               "epochs_done": 0, "params_m": None, "train_s": 0.0, "val_s": 0.0, "wall_s": None,
                                "compile_s": 0.0, "device": None, "resumed_from": cfg.get("resume"), "error": None}
     try:
         # config -> device -> data set -> model -> optimiser
@@ -199,14 +173,13 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         device = pick_device(str(cfg.device))
         amp_dtype = configure_compute(cfg.compute, device)
         channels_last = bool(cfg.compute.channels_last)
-        dataset, splits = load_data(cfg)
-        splits = place(splits, device, cfg.compute.data_on_device)
+        dataset, splits = load_data(cfg, device)
         model = instantiate(cfg.model).to(device)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         summary.update(params_m=count_model_params(model), device=str(device))
         optimizer = instantiate(cfg.optimizer)(params=[p for p in model.parameters() if p.requires_grad])
-        steps_per_epoch = math.ceil(len(splits.train_labels) / cfg.batch_size)
+        steps_per_epoch = math.ceil(len(splits["train"].labels) / cfg.batch_size)
         scheduler, interval = build_scheduler(cfg.scheduler, optimizer, steps_per_epoch)
         augment = instantiate(cfg.augmentation).to(device)
         normalize = Normalize(dataset.mean, dataset.std).to(device)
@@ -232,23 +205,24 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         plain_cfg = OmegaConf.to_container(cfg, resolve=True)
         folder.write_config(plain_cfg)
         log.info("%s on %s: %d train / %d val images, %.6fM parameters, %s", cfg.model._target_.split(".")[-1],
-                 device, len(splits.train_labels), len(splits.val_labels), summary["params_m"], run_dir)
+                 device, len(splits["train"].labels), len(splits["val"].labels), summary["params_m"], run_dir)
 
         for epoch in range(start_epoch + 1, cfg.epochs + 1):
             lr = optimizer.param_groups[0]["lr"]
             t0 = time.perf_counter()
             with progress_bar(cfg, steps_per_epoch, epoch) as bar:
-                data = batches(splits.train_images, splits.train_labels, cfg.batch_size, device, shuffle=True)
+                data = splits["train"].batches(cfg.batch_size, shuffle=True, device=device)
                 row = train_one_epoch(train_model, data, augment, normalize, loss_fn, optimizer, scheduler,
                                       interval == "step", amp_dtype, channels_last, cfg.grad_clip, bar)
             t1 = time.perf_counter()
-            row.update(evaluate(train_model, splits.val_images, splits.val_labels, normalize, amp_dtype, channels_last))
+            row.update(evaluate(train_model, splits["val"], normalize, amp_dtype, channels_last))
             t2 = time.perf_counter()
             if interval == "epoch":
                 scheduler.step()
             history.append({"epoch": epoch, **row, "lr": lr, "train_s": t1 - t0, "val_s": t2 - t1})
             summary["epochs_done"] = epoch
             summary["train_s"] = sum(h["train_s"] for h in history)
+            summary["val_s"] = sum(h["val_s"] for h in history)
             log.info("epoch %d/%d  train loss %.4f acc %.2f  val loss %.4f acc %.2f top5 %.2f  (%.1fs + %.1fs)",
                      epoch, cfg.epochs, row["train_loss"], row["train_acc"], row["val_loss"], row["val_acc"],
                      row["val_top5"], t1 - t0, t2 - t1)
@@ -301,7 +275,7 @@ def compile_model(model, splits, augment, normalize, loss_fn, amp_dtype, channel
     saved_state = {k: v.clone() for k, v in model.state_dict().items()}
     saved_rng = torch.get_rng_state()
     t0 = time.perf_counter()
-    x, y = next(batches(splits.train_images, splits.train_labels, batch_size, device, shuffle=False))
+    x, y = next(splits["train"].batches(batch_size, shuffle=False, device=device))
     model.train()
     with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         loss_fn(compiled(to_model_input(augment(x), normalize, channels_last)), y).backward()

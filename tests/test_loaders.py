@@ -139,3 +139,30 @@ def test_imagefolder_tree_with_test_folder(make_cfg, tmp_path):
                              "dataset.val_fraction=0.4", "epochs=1", "batch_size=4"), tmp_path / "run")
     assert summary["status"] == "completed"
     assert "num_classes: 3" in (tmp_path / "run" / "config.yaml").read_text()
+
+
+def test_streamed_and_resident_paths_see_the_same_pixels_and_reach_the_same_accuracy(make_cfg, tmp_path):
+    from data.splits import StreamedSplit, open_splits
+
+    root = write_miniplaces(tmp_path / "miniplaces", classes=3, train_per_class=12, val_per_class=4)
+    cfg = make_cfg("dataset=miniplaces", f"dataset.root={root}", "dataset.num_classes=3")
+    with execution_whitelist(TRUSTED_TARGETS):
+        streamed = open_splits(instantiate(cfg.dataset), "stream", torch.device("cpu"))
+        resident = open_splits(instantiate(cfg.dataset), "resident", torch.device("cpu"))
+    assert isinstance(streamed["train"], StreamedSplit)
+    x_stream, y_stream = next(streamed["val"].batches(100, shuffle=False, device=torch.device("cpu")))
+    x_res, y_res = next(resident["val"].batches(100, shuffle=False, device=torch.device("cpu")))
+    assert torch.equal(x_stream, x_res) and torch.equal(y_stream, y_res)
+
+    accuracy = {}
+    for path in ("stream", "resident"):
+        summary = train(make_cfg("dataset=miniplaces", f"dataset.root={root}", "dataset.num_classes=3", "epochs=6",
+                                 "batch_size=4", "lr=0.01", f"compute.data_path={path}"), tmp_path / path)
+        accuracy[path] = summary["best_val_acc"]
+    assert accuracy["resident"] >= 90.0
+    assert abs(accuracy["stream"] - accuracy["resident"]) <= 10.0
+
+
+def test_streaming_an_array_data_set_is_refused(make_cfg, tmp_path):
+    with pytest.raises(ConfigError, match="compute.data_path=stream needs an image-file data set"):
+        train(make_cfg("compute.data_path=stream", "epochs=1"), tmp_path)

@@ -98,29 +98,28 @@ def test_failing_and_diverging_trials_do_not_end_the_search(tmp_path):
 
 
 def test_trial_left_running_by_a_killed_sweep_runs_again_in_a_new_folder(tmp_path):
+    # What `kill -9` during job 0 leaves behind: a RUNNING trial owned by a process that is gone,
+    # and a job folder without summary.json.
     sweep_dir = tmp_path / "study"
-    search = ["hparams_search=lenet_optuna", "hydra.sweeper.sampler.seed=0"]
-    sweep(sweep_dir, *search, "hydra.sweeper.n_trials=1")
-
-    # What `kill -9` during job 1 leaves: a RUNNING trial owned by a dead process, and its folder.
+    (sweep_dir / "0" / ".hydra").mkdir(parents=True)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    study = load(sweep_dir, "lenet_digits")
+    study = optuna.create_study(study_name="lenet_digits", storage=f"sqlite:///{sweep_dir}/optuna.db",
+                                direction="maximize")
     stale = study.ask({"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True),
                        "batch_size": optuna.distributions.CategoricalDistribution([8, 16, 32, 64])})
-    for key, value in {"owner": f"{socket.gethostname()}:{dead.pid}", "job_num": 1,
-                       "run_dir": str(sweep_dir / "1"), "sweep_dir": str(sweep_dir.resolve())}.items():
+    for key, value in {"owner": f"{socket.gethostname()}:{dead.pid}", "job_num": 0,
+                       "run_dir": str(sweep_dir / "0"), "sweep_dir": str(sweep_dir.resolve())}.items():
         stale.set_user_attr(key, value)
-    (sweep_dir / "1" / ".hydra").mkdir(parents=True)
 
-    out = sweep(sweep_dir, *search, "hydra.sweeper.n_trials=2")
-    assert "was left RUNNING" in out
+    out = sweep(sweep_dir, "hparams_search=lenet_optuna", "hydra.sweeper.n_trials=1")
+    assert "was left RUNNING" in out and "0 of n_trials=1 done" in out
     trials = load(sweep_dir, "lenet_digits").trials
-    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
-    assert trials[1].user_attrs["status"] == "interrupted" and trials[1].user_attrs["retried"] is True
-    assert trials[2].params == stale.params and trials[2].user_attrs["retry_of"] == 1
-    assert trials[2].user_attrs["job_num"] == 2  # counting on, folder 1 left as the kill left it
-    assert job_folders(sweep_dir) == [0, 1, 2] and not (sweep_dir / "1" / "summary.json").exists()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[0].user_attrs["status"] == "interrupted" and trials[0].user_attrs["retried"] is True
+    assert trials[1].params == stale.params and trials[1].user_attrs["retry_of"] == 0
+    assert trials[1].user_attrs["job_num"] == 1  # counting on: the killed job's folder is left as it was
+    assert job_folders(sweep_dir) == [0, 1] and not (sweep_dir / "0" / "summary.json").exists()
 
 
 @pytest.mark.parametrize("value", [float("nan"), math.inf, None])

@@ -1,0 +1,112 @@
+"""How batches reach the training loop: resident tensors (the fast path) or streamed from files.
+
+Resident: the whole split sits in memory as uint8 (on the GPU when training there and it fits);
+shuffling and batching are tensor indexing, no DataLoader, no per-sample Python.
+Streamed: for image-file data sets too big to hold, a torch DataLoader decodes files per sample
+(PIL, in `num_workers` processes) into the same uint8 batches. Either way, augmentation and
+normalisation then run per batch on the training device, so both paths train the same model.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator, Protocol
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from data.base import ImageDataset, decode_image
+from runner.errors import ConfigError
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+STREAM_ABOVE_FRACTION_OF_RAM = 0.3  # auto: stream when the decoded set would take more of free memory
+
+
+class Split(Protocol):
+    labels: torch.Tensor
+
+    def batches(self, batch_size: int, shuffle: bool, device: torch.device) -> Iterator[Batch]: ...
+
+
+class ResidentSplit:
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batches(self, batch_size: int, shuffle: bool, device: torch.device) -> Iterator[Batch]:
+        order = torch.randperm(len(self.labels)).to(self.images.device) if shuffle else None
+        for start in range(0, len(self.labels), batch_size):
+            if order is None:
+                x, y = self.images[start:start + batch_size], self.labels[start:start + batch_size]
+            else:
+                idx = order[start:start + batch_size]
+                x, y = self.images[idx], self.labels[idx]
+            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+class FileImages(Dataset):
+    """One image file per item, decoded and resized like the resident cache (PIL bilinear)."""
+
+    def __init__(self, paths: list[Path], labels: list[int], image_size: int, channels: int) -> None:
+        self.paths, self.targets = paths, labels
+        self.image_size, self.channels = image_size, channels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> Batch:
+        return torch.from_numpy(decode_image(self.paths[i], self.image_size, self.channels)), self.targets[i]
+
+
+class StreamedSplit:
+    def __init__(self, images: FileImages, num_workers: int) -> None:
+        self.images, self.num_workers = images, num_workers
+        self.labels = torch.tensor(images.targets, dtype=torch.int64)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batches(self, batch_size: int, shuffle: bool, device: torch.device) -> Iterator[Batch]:
+        loader = DataLoader(self.images, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                            pin_memory=device.type == "cuda")
+        for x, y in loader:
+            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+def free_memory_bytes() -> int:
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def open_splits(dataset: ImageDataset, data_path: str, device: torch.device, num_workers: int = 0,
+                data_on_device: str = "auto") -> dict[str, Split]:
+    """The data set's splits as resident or streamed `Split`s, as `data_path` (auto|resident|stream) says."""
+    if data_path not in ("auto", "resident", "stream"):
+        raise ConfigError(f"compute.data_path={data_path} is invalid: use auto, resident or stream")
+    files = dataset.file_lists() if data_path != "resident" else None
+    if data_path == "stream" and files is None:
+        raise ConfigError(f"compute.data_path=stream needs an image-file data set (miniplaces, imagefolder), "
+                          f"not {type(dataset).__name__}; use compute.data_path=resident")
+    if files is not None:
+        decoded = sum(len(paths) for paths, _ in files.values()) * dataset.channels * dataset.image_size ** 2
+        if data_path == "stream" or decoded > STREAM_ABOVE_FRACTION_OF_RAM * free_memory_bytes():
+            dataset.check_labels(max(max(labels) for _, labels in files.values()) + 1)
+            return {name: StreamedSplit(FileImages(paths, labels, dataset.image_size, dataset.channels), num_workers)
+                    for name, (paths, labels) in files.items()}
+    splits = dataset.load()
+    named = {"train": (splits.train_images, splits.train_labels), "val": (splits.val_images, splits.val_labels)}
+    if splits.test_images is not None:
+        named["test"] = (splits.test_images, splits.test_labels)
+    return {name: ResidentSplit(*place(images, labels, device, data_on_device)) for name, (images, labels) in named.items()}
+
+
+def place(images: torch.Tensor, labels: torch.Tensor, device: torch.device, data_on_device: str) -> Batch:
+    """On CUDA, move a split to the GPU once when it fits (auto) or is asked to; else pin it for fast copies."""
+    if device.type != "cuda":
+        return images, labels
+    fits = images.numel() < 0.5 * torch.cuda.mem_get_info(device)[0]
+    if str(data_on_device) in ("true", "True") or (str(data_on_device) == "auto" and fits):
+        return images.to(device), labels.to(device)
+    return images.pin_memory(), labels.pin_memory()
