@@ -6,7 +6,7 @@ into the sweep dir:
                course's format), or a word saying why there is none, so line k is run k;
   results.csv  one row per run: job, every config key that varies across the runs (its
                effective value, defaults included), best_val_acc, best_epoch, epochs_done,
-               status, train_s, wall_s, params_m, error, run_dir;
+               status, train_s, val_s, wall_s, params_m, error, run_dir;
   accuracy_by_param.png  best accuracy against each varying key;
 and prints a Markdown table sorted by accuracy. Safe to run while a sweep is still going.
 """
@@ -28,7 +28,7 @@ from runner.io import atomic_write_text
 
 log = logging.getLogger("runner.collect")
 
-OUTCOME_COLUMNS = ["best_val_acc", "best_epoch", "epochs_done", "status", "train_s", "wall_s", "params_m"]
+OUTCOME_COLUMNS = ["best_val_acc", "best_epoch", "epochs_done", "status", "train_s", "val_s", "wall_s", "params_m"]
 # Keys that differ between runs without being an experimental choice.
 IGNORED_KEYS = {"resume", "progress", "tensorboard", "dataset.root"}
 
@@ -188,7 +188,9 @@ def collect_and_report(sweep_dirs: list[str | Path], out_dir: str | Path | None 
     varying = [c for c in table.columns if c not in ("job", *OUTCOME_COLUMNS, "error", "run_dir")]
     plot_by_param(table, varying, out / "accuracy_by_param.png")
     shown = table.drop(columns=["run_dir", "error"]).sort_values("best_val_acc", ascending=False, na_position="last")
-    print(shown.to_markdown(index=False, floatfmt=".2f"))
+    # Two decimals for accuracies and seconds; swept values (lr=0.001...) as they are.
+    formats = [".2f" if c in OUTCOME_COLUMNS else "g" for c in shown.columns]
+    print(shown.to_markdown(index=False, floatfmt=formats))
     print(f"\n{len(table)} runs; results.txt and results.csv in {out}")
     return table
 

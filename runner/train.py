@@ -160,12 +160,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
 
 def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     folder = RunFolder(run_dir, tensorboard=bool(cfg.get("tensorboard", True)))
     history: list[dict[str, float]] = []
     summary: dict[str, Any] = {"status": "running", "best_val_acc": None, "best_epoch": None,
                                "epochs_done": 0, "params_m": None, "train_s": 0.0, "val_s": 0.0, "wall_s": None,
-                               "compile_s": 0.0, "device": None, "resumed_from": cfg.get("resume"), "error": None}
+                               "compile_s": 0.0, "device": None, "resumed_from": cfg.get("resume"), "error": None,
+                               "started_at": started_at}
     try:
         # config -> device -> data set -> model -> optimiser
         check_config(cfg)

@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""The runner against the course's training loop, on the same MiniPlaces-shaped data, in one run.
+
+usage: python bench/bench.py [--root bench/data/miniplaces] [--epochs 3] [--batch-sizes 8 32 128]
+                             [--study] [--study-launcher joblib|basic] [--skip-throughput]
+
+Writes the data set with ../shared/bench/make_miniplaces.py if ROOT has none, then, for each
+batch size, runs ../shared/bench/seed_loop.py (the reference: per-sample PIL transforms behind a
+DataLoader) and `python -m runner` with the same model, data, batch size, lr, epochs and seed,
+and prints training images per second, seconds per epoch, best validation accuracy and the
+ratio runner/reference. With --study it also times the course's seven-configuration study
+end to end both ways: seven reference runs one after the other, against `bash sweep.sh`.
+Every figure comes from this one invocation, on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_BENCH = REPO.parent / "shared" / "bench"
+# The course study: (name, batch size, lr, epochs); the rest at the course defaults.
+COURSE = [("default", 32, 0.001, 10), ("batch8", 8, 0.001, 10), ("batch16", 16, 0.001, 10),
+          ("lr0.05", 32, 0.05, 10), ("lr0.01", 32, 0.01, 10), ("epochs20", 32, 0.001, 20), ("epochs5", 32, 0.001, 5)]
+
+
+def ensure_data(root: Path, train_per_class: int) -> int:
+    if not (root / "train.txt").exists():
+        subprocess.run([sys.executable, str(SHARED_BENCH / "make_miniplaces.py"), str(root),
+                        "--train-per-class", str(train_per_class)], check=True)
+    return sum(1 for line in (root / "train.txt").read_text().splitlines() if line.strip())
+
+
+def reference(root: Path, batch_size: int, lr: float, epochs: int) -> dict:
+    out = subprocess.run([sys.executable, str(SHARED_BENCH / "seed_loop.py"), str(root), "--epochs", str(epochs),
+                          "--batch-size", str(batch_size), "--lr", str(lr)], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def runner(root: Path, batch_size: int, lr: float, epochs: int, n_train: int, extra: list[str]) -> dict:
+    with tempfile.TemporaryDirectory() as run_dir:
+        subprocess.run([sys.executable, "-m", "runner", "dataset=miniplaces", f"dataset.root={root}",
+                        f"batch_size={batch_size}", f"lr={lr}", f"epochs={epochs}", "tensorboard=false",
+                        f"hydra.run.dir={run_dir}", *extra], check=True, capture_output=True, text=True, cwd=REPO)
+        summary = json.loads((Path(run_dir) / "summary.json").read_text())
+    return {"train_images_per_s": n_train * epochs / summary["train_s"], "epoch_s": summary["train_s"] / epochs,
+            "best_val_acc": summary["best_val_acc"]}
+
+
+def throughput(root: Path, n_train: int, batch_sizes: list[int], epochs: int, extra: list[str]) -> pd.DataFrame:
+    rows = []
+    for batch_size in batch_sizes:
+        ref = reference(root, batch_size, 0.001, epochs)
+        ours = runner(root, batch_size, 0.001, epochs, n_train, extra)
+        rows.append({"batch": batch_size,
+                     "ref img/s": ref["train_images_per_s"], "runner img/s": ours["train_images_per_s"],
+                     "ratio": ours["train_images_per_s"] / ref["train_images_per_s"],
+                     "ref s/epoch": ref["epoch_s"], "runner s/epoch": ours["epoch_s"],
+                     "ref best acc": ref["best_val_acc"], "runner best acc": ours["best_val_acc"]})
+        print(pd.DataFrame(rows[-1:]).to_markdown(index=False, floatfmt=".2f"), flush=True)
+    return pd.DataFrame(rows)
+
+
+def study(root: Path, launcher: str, extra: list[str]) -> dict:
+    t0 = time.perf_counter()
+    ref_acc = [reference(root, b, lr, e)["best_val_acc"] for _, b, lr, e in COURSE]
+    ref_s = time.perf_counter() - t0
+    launch = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "compute.threads=1"] if launcher == "joblib" else []
+    with tempfile.TemporaryDirectory() as sweep_dir:
+        t0 = time.perf_counter()
+        subprocess.run(["bash", str(REPO / "sweep.sh"), "dataset=miniplaces", f"dataset.root={root}",
+                        "tensorboard=false", *launch, *extra], check=True, capture_output=True, text=True,
+                       cwd=REPO, env={**os.environ, "SWEEP_DIR": sweep_dir})
+        ours_s = time.perf_counter() - t0
+        table = pd.read_csv(Path(sweep_dir) / "results.csv")
+    frame = pd.DataFrame({"config": [c[0] for c in COURSE], "ref best acc": ref_acc,
+                          "runner best acc": list(table["best_val_acc"]),
+                          "runner train s": list(table["train_s"])})
+    print(frame.to_markdown(index=False, floatfmt=".2f"))
+    print(f"\ncourse study end to end: reference {ref_s:.1f}s, runner ({launcher} launcher) {ours_s:.1f}s, "
+          f"ratio {ref_s / ours_s:.2f}x")
+    return {"ref_s": ref_s, "runner_s": ours_s}
+
+
+def trial_overhead(trials: int = 6) -> None:
+    """Seconds between one trial's last validation and the next trial's first step, in one sequential sweep."""
+    with tempfile.TemporaryDirectory() as sweep_dir:
+        lrs = ",".join(str(0.01 + 0.001 * i) for i in range(trials))
+        subprocess.run([sys.executable, "-m", "runner", "-m", f"lr={lrs}", "epochs=1", "tensorboard=false",
+                        f"hydra.sweep.dir={sweep_dir}"], check=True, capture_output=True, text=True, cwd=REPO)
+        runs = [json.loads((Path(sweep_dir) / str(i) / "summary.json").read_text()) for i in range(trials)]
+    gaps = [b["started_at"] - a["started_at"] - a["train_s"] - a["val_s"] for a, b in zip(runs, runs[1:])]
+    print(f"per-trial overhead in a sequential sweep of {trials} one-epoch digits trials (trials 2..{trials}): "
+          f"mean {sum(gaps) / len(gaps):.3f}s, max {max(gaps):.3f}s; first trial's start-up is not counted")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--root", type=Path, default=REPO / "bench" / "data" / "miniplaces")
+    p.add_argument("--train-per-class", type=int, default=100, help="when writing the data set (100 x 100 classes)")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 32, 128])
+    p.add_argument("--study", action="store_true", help="also time the seven-configuration course study")
+    p.add_argument("--study-launcher", choices=["joblib", "basic"], default="joblib")
+    p.add_argument("--skip-throughput", action="store_true")
+    p.add_argument("--overhead", action="store_true", help="also measure the per-trial overhead of a sequential sweep")
+    p.add_argument("overrides", nargs="*", help="extra runner overrides, e.g. compute.threads=1")
+    a = p.parse_args()
+    root = a.root.absolute()
+    n_train = ensure_data(root, a.train_per_class)
+    import torch
+
+    print(f"data: {root} ({n_train} train images); torch {torch.__version__}, {os.cpu_count()} CPUs, "
+          f"cuda={torch.cuda.is_available()}\n")
+    # Warm both decode caches so neither side's timing includes the one-off JPEG decode.
+    reference(root, 128, 0.001, 1)
+    runner(root, 128, 0.001, 1, n_train, a.overrides)
+    if not a.skip_throughput:
+        table = throughput(root, n_train, a.batch_sizes, a.epochs, a.overrides)
+        print("\n" + table.to_markdown(index=False, floatfmt=".2f"))
+    if a.overhead:
+        print()
+        trial_overhead()
+    if a.study:
+        print()
+        study(root, a.study_launcher, a.overrides)
+
+
+if __name__ == "__main__":
+    main()
