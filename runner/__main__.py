@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +20,15 @@ log = logging.getLogger("runner")
 register_optuna_sweeper()  # hydra/sweeper=optuna (conf/hydra/sweeper/optuna.yaml) points at our resumable class
 
 
+def parallel_jobs(hydra_cfg: DictConfig) -> int:
+    """How many trials the launcher runs at once on this machine (joblib's n_jobs; -1 means all cores)."""
+    launcher = hydra_cfg.launcher
+    if hydra_cfg.mode != RunMode.MULTIRUN or "joblib" not in str(launcher.get("_target_", "")):
+        return 1
+    n_jobs = int(launcher.get("n_jobs") or 1)
+    return n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs)
+
+
 @hydra.main(config_path="../conf", config_name="config", execution_whitelist=TRUSTED_TARGETS)
 def main(cfg: DictConfig) -> float | None:
     from runner.train import train  # torch and friends load after Hydra has parsed the command line
@@ -27,7 +37,7 @@ def main(cfg: DictConfig) -> float | None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        summary = train(cfg, run_dir)
+        summary = train(cfg, run_dir, parallel_jobs=parallel_jobs(hydra_cfg))
     except ConfigError as e:
         if in_sweep:  # one bad combination must not end the sweep: it is recorded as failed
             log.error("run %s failed: %s", run_dir, e)
