@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pandas as pd
 import pytest
@@ -103,3 +104,31 @@ def test_step_scheduler_adam_and_contiguous_layout_train(make_cfg, tmp_path):
     summary = train(make_cfg("epochs=1", "scheduler=step", "optimizer=adam", "lr=0.001", "compute.channels_last=false"),
                     tmp_path)
     assert summary["status"] == "completed"
+
+
+def test_auto_threads_share_the_cores_among_parallel_trials():
+    import os
+
+    from runner.train import cpu_threads
+
+    cores = len(os.sched_getaffinity(0))
+    assert cpu_threads("auto", 1) == cores
+    assert cpu_threads("auto", cores) == 1
+    assert cpu_threads("auto", 10 * cores) == 1
+    assert cpu_threads(3, 2) == 3
+
+
+def test_joblib_launcher_counts_as_parallel_jobs():
+    from omegaconf import OmegaConf
+
+    from hydra.types import RunMode
+    from runner.__main__ import parallel_jobs
+
+    def hydra_cfg(target, n_jobs, mode=RunMode.MULTIRUN):
+        return OmegaConf.create({"mode": mode, "launcher": {"_target_": target, "n_jobs": n_jobs}})
+
+    joblib = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+    assert parallel_jobs(hydra_cfg(joblib, 2)) == 2
+    assert parallel_jobs(hydra_cfg("hydra._internal.core_plugins.basic_launcher.BasicLauncher", None)) == 1
+    assert parallel_jobs(hydra_cfg(joblib, -1)) == os.cpu_count()
+    assert parallel_jobs(hydra_cfg(joblib, 4, RunMode.RUN)) == 1
