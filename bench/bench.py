@@ -2,7 +2,8 @@
 """The runner against the course's training loop, on the same MiniPlaces-shaped data, in one run.
 
 usage: python bench/bench.py [--root bench/data/miniplaces] [--epochs 3] [--batch-sizes 8 32 128]
-                             [--study] [--study-launcher joblib|basic] [--skip-throughput]
+                             [--ablation] [--overhead] [--study] [--study-launcher joblib|basic]
+                             [--skip-throughput] [runner overrides ...]
 
 Writes the data set with ../shared/bench/make_miniplaces.py if ROOT has none, then, for each
 batch size, runs ../shared/bench/seed_loop.py (the reference: per-sample PIL transforms behind a
@@ -91,6 +92,23 @@ def study(root: Path, launcher: str, extra: list[str]) -> dict:
     return {"ref_s": ref_s, "runner_s": ours_s}
 
 
+ABLATIONS = [("defaults", []), ("channels_last off", ["compute.channels_last=false"]),
+             ("1 thread", ["compute.threads=1"]), ("streamed from files (DataLoader)", ["compute.data_path=stream"]),
+             ("torch.compile", ["compute.compile=true"])]
+
+
+def ablation(root: Path, n_train: int, batch_size: int, epochs: int, extra: list[str]) -> None:
+    """What each compute switch is worth: the runner's images/s with one switch changed at a time."""
+    rows = []
+    for name, overrides in ABLATIONS:
+        ours = runner(root, batch_size, 0.001, epochs, n_train, [*extra, *overrides])
+        rows.append({"variant": name, "img/s": ours["train_images_per_s"], "best acc": ours["best_val_acc"]})
+    frame = pd.DataFrame(rows)
+    frame["vs defaults"] = frame["img/s"] / frame["img/s"][0]
+    print(f"compute switches at batch {batch_size} ({epochs} epochs):")
+    print(frame.to_markdown(index=False, floatfmt=".2f"))
+
+
 def trial_overhead(trials: int = 6) -> None:
     """Seconds between one trial's last validation and the next trial's first step, in one sequential sweep."""
     with tempfile.TemporaryDirectory() as sweep_dir:
@@ -113,6 +131,7 @@ def main() -> None:
     p.add_argument("--study-launcher", choices=["joblib", "basic"], default="joblib")
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--overhead", action="store_true", help="also measure the per-trial overhead of a sequential sweep")
+    p.add_argument("--ablation", action="store_true", help="also measure each compute switch at batch 32")
     p.add_argument("overrides", nargs="*", help="extra runner overrides, e.g. compute.threads=1")
     a = p.parse_args()
     root = a.root.absolute()
@@ -127,6 +146,9 @@ def main() -> None:
     if not a.skip_throughput:
         table = throughput(root, n_train, a.batch_sizes, a.epochs, a.overrides)
         print("\n" + table.to_markdown(index=False, floatfmt=".2f"))
+    if a.ablation:
+        print()
+        ablation(root, n_train, 32, a.epochs, a.overrides)
     if a.overhead:
         print()
         trial_overhead()
