@@ -7,6 +7,7 @@ is kept as `test`, never used for model selection.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,16 @@ class CIFAR10(_InMemoryTorchvision):
     torchvision_class = torchvision.datasets.CIFAR10
 
 
+class _VisibleClassFolders(torchvision.datasets.ImageFolder):
+    """torchvision's ImageFolder, ignoring hidden folders (our cache sits in ROOT/.sweep_runner_cache)."""
+
+    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+        classes = sorted(e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith("."))
+        if not classes:
+            raise FileNotFoundError(f"Couldn't find any class folder in {directory}.")
+        return classes, {name: i for i, name in enumerate(classes)}
+
+
 class ImageFolder(ImageDataset):
     """A class-per-folder tree: ROOT/train/<class>/... (or ROOT/<class>/...), test from ROOT/test or ROOT/val."""
 
@@ -75,8 +86,8 @@ class ImageFolder(ImageDataset):
     def _scan(self):
         train_dir, test_dir = self._folders()
         try:
-            train_set = torchvision.datasets.ImageFolder(str(train_dir))
-            test_set = torchvision.datasets.ImageFolder(str(test_dir)) if test_dir else None
+            train_set = _VisibleClassFolders(str(train_dir))
+            test_set = _VisibleClassFolders(str(test_dir)) if test_dir else None
         except (FileNotFoundError, RuntimeError) as e:
             raise ConfigError(f"dataset.root={self.root}: {e}; it needs one folder of images per class") from None
         if test_set is not None and test_set.classes != train_set.classes:

@@ -56,9 +56,7 @@ class LinearWarmup(SequentialLR):
                 raise ConfigError("scheduler.after=onecycle already warms up (pct_start); "
                                   "use scheduler=onecycle without the warm-up wrapper")
             if fit_after and kwargs.get("T_max") is not None:
-                if kwargs["T_max"] <= warmup:
-                    raise ConfigError(f"scheduler.warmup={warmup} leaves no room for the cosine "
-                                      f"(T_max={kwargs['T_max']}); use a shorter warm-up")
-                kwargs["T_max"] -= warmup
+                # A run no longer than its warm-up (a quick epochs=1 check) never reaches the cosine.
+                kwargs["T_max"] = max(1, kwargs["T_max"] - warmup)
             after = functools.partial(after.func, *after.args, **kwargs)
         return after(optimizer)

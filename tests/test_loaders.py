@@ -166,3 +166,16 @@ def test_streamed_and_resident_paths_see_the_same_pixels_and_reach_the_same_accu
 def test_streaming_an_array_data_set_is_refused(make_cfg, tmp_path):
     with pytest.raises(ConfigError, match="compute.data_path=stream needs an image-file data set"):
         train(make_cfg("compute.data_path=stream", "epochs=1"), tmp_path)
+
+
+def test_imagefolder_flat_layout_loads_twice_with_its_cache_inside(make_cfg, tmp_path):
+    for c, name in enumerate(["cat", "dog"]):
+        (tmp_path / name).mkdir()
+        for i in range(4):
+            Image.new("RGB", (20, 20), (100 * c, 0, 0)).save(tmp_path / name / f"{i}.png")
+    overrides = ("dataset=imagefolder", f"dataset.root={tmp_path}", "dataset.image_size=16", "dataset.val_fraction=0.5")
+    first = load(make_cfg, *overrides)
+    assert (tmp_path / ".sweep_runner_cache").is_dir()
+    ImageDataset._memory.clear()
+    second = load(make_cfg, *overrides)  # the cache folder is not taken for a third class
+    assert second.num_classes == 2 and torch.equal(first.train_images, second.train_images)

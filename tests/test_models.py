@@ -70,7 +70,7 @@ def test_model_config_runs_forward_and_backward_on_its_data(make_cfg, name):
     cfg = make_cfg(f"model={name}", *MODEL_DATA[name])
     d = cfg.dataset
     torch.manual_seed(0)
-    x = torch.randn(8, d.channels, d.image_size, d.image_size)  # a normalised batch of that shape
+    x = torch.randn(8, d.channels, d.image_size, d.image_size)  # a normalised batch shaped like its data
     model = build(cfg)
 
     logits = model(x)
@@ -203,6 +203,7 @@ def test_custom_conv_passes_gradcheck_in_double(c_in, c_out, k, stride, padding,
     assert torch.autograd.gradcheck(lambda x, w: unfold_conv2d(x, w, None, stride, padding, dilation), (x, w))
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")  # PyTorch's own, for kernel 4
 @pytest.mark.parametrize("kernel", [3, 4])
 def test_custom_conv_module_is_nn_conv2d_with_same_padding_too(kernel):
     ours = CustomConv2d(3, 4, kernel, padding="same")
