@@ -6,12 +6,10 @@ import io
 import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
 from hydra.utils import execution_whitelist, instantiate
-from PIL import Image
 from torch import nn
 
 import runner.train as train_module
@@ -31,24 +29,6 @@ def group(name: str) -> list[str]:
 def make(node):
     with execution_whitelist(TRUSTED_TARGETS):
         return instantiate(node)
-
-
-def write_image_folder(root: Path, classes: int = 4, per_class: int = 20, size: int = 32) -> Path:
-    """A tiny ROOT/train/<class>/ data set of RGB PNGs: each class a colour, plus noise."""
-    rng = np.random.default_rng(0)
-    for c in range(classes):
-        (root / "train" / f"class{c}").mkdir(parents=True)
-        for i in range(per_class):
-            pixels = np.clip(rng.normal(60 * c + 40, 30, size=(size, size, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(root / "train" / f"class{c}" / f"{i}.png")
-    return root
-
-
-@pytest.fixture(scope="module")
-def tiny_images(tmp_path_factory) -> list[str]:
-    """Overrides for a 3x32x32 image-folder data set of TINY_TRAIN training and 16 validation images."""
-    root = write_image_folder(tmp_path_factory.mktemp("tiny_images"))
-    return ["dataset=imagefolder", f"dataset.root={root}", "dataset.image_size=32"]
 
 
 # ---------------------------------------------------------------- optimizers
