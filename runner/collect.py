@@ -155,7 +155,9 @@ def plot_by_param(table: pd.DataFrame, columns: list[str], path: Path) -> None:
     fig, axes = plt.subplots(1, len(columns), figsize=(4 * len(columns), 3.5), squeeze=False)
     for ax, key in zip(axes[0], columns):
         values = done[key].astype(str)
-        order = sorted(values.unique(), key=lambda v: (float(v) if _is_number(v) else math.inf, v))
+        # Numbers in numeric order; names (course=..., model=...) in launch order.
+        unique = list(values.unique())
+        order = sorted(unique, key=float) if all(map(_is_number, unique)) else unique
         position = {v: i for i, v in enumerate(order)}
         ax.scatter(values.map(position), done["best_val_acc"], alpha=0.6)
         means = done.groupby(values)["best_val_acc"].mean().reindex(order)
