@@ -29,19 +29,13 @@ class LeNet(nn.Module):
         self.fc3 = nn.Linear(128, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, dict[int, list[int]]]:
-        stages = []
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2, 2)
-        stages.append(x)
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2, 2)
-        stages.append(x)
-        x = torch.flatten(x, 1)
-        stages.append(x)
-        x = F.relu(self.fc1(x))
-        stages.append(x)
-        x = F.relu(self.fc2(x))
-        stages.append(x)
-        x = self.fc3(x)
+        pooled1 = F.max_pool2d(F.relu(self.conv1(x)), 2, 2)
+        pooled2 = F.max_pool2d(F.relu(self.conv2(pooled1)), 2, 2)
+        flat = torch.flatten(pooled2, 1)
+        hidden1 = F.relu(self.fc1(flat))
+        hidden2 = F.relu(self.fc2(hidden1))
+        logits = self.fc3(hidden2)
         if not self.return_shapes:
-            return x
-        stages.append(x)
-        return x, {k: list(t.shape) for k, t in enumerate(stages, 1)}
+            return logits
+        stages = (pooled1, pooled2, flat, hidden1, hidden2, logits)
+        return logits, {k: list(t.shape) for k, t in enumerate(stages, 1)}
