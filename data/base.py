@@ -103,6 +103,10 @@ class ImageDataset:
         return (type(self).__qualname__, str(self.root), self.image_size, self.channels, self.val_fraction,
                 self.split_seed)
 
+    def in_memory(self) -> bool:
+        """Whether this process already holds the decoded splits (a later trial of a sweep)."""
+        return self._key() in self._memory
+
     def load(self) -> ImageSplits:
         """The splits, from this process's memory, the disk cache, or the source files."""
         key = self._key()
@@ -154,6 +158,14 @@ class ImageDataset:
             raise ConfigError(f"dataset.val_fraction={self.val_fraction} can't split {len(labels)} images "
                               f"by class ({str(e).splitlines()[0]}); use more images or another val_fraction") from None
         return np.sort(train_idx), np.sort(val_idx)
+
+
+def require_files(paths: Sequence[Path], root: Path | None) -> None:
+    """Fail with one line naming the first listed image that is missing, before any decoding."""
+    missing = next((p for p in paths if not Path(p).exists()), None)
+    if missing is not None:
+        raise ConfigError(f"{missing} is listed but missing under dataset.root={root}; "
+                          f"restore it or fix the data set's list")
 
 
 def fingerprint(*parts: object) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from data.base import ImageDataset, ImageSplits, cached_tensors, decode_images, fingerprint
+from data.base import ImageDataset, ImageSplits, cached_tensors, decode_images, fingerprint, require_files
 from runner.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -77,12 +77,7 @@ class MiniPlaces(ImageDataset):
         out = {}
         for split, path in self._list_paths().items():
             files, labels = read_list(path)
-            paths = [self.root / f for f in files]
-            missing = next((p for p in paths if not p.exists()), None)
-            if missing is not None:
-                raise ConfigError(f"{path} lists {missing.relative_to(self.root)}, which is not under "
-                                  f"dataset.root={self.root}")
-            out[split] = (paths, labels)
+            out[split] = ([self.root / f for f in files], labels)
         return out
 
     def _load(self) -> ImageSplits:
@@ -95,6 +90,7 @@ class MiniPlaces(ImageDataset):
                      self.image_size, cache)
             out = {}
             for split, (paths, labels) in self.file_lists().items():
+                require_files(paths, self.root)
                 out[f"{split}_images"] = decode_images(paths, self.image_size, self.channels)
                 out[f"{split}_labels"] = torch.tensor(labels, dtype=torch.int64)
             return out

@@ -16,7 +16,7 @@ from typing import Iterator, Protocol
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from data.base import ImageDataset, decode_image
+from data.base import ImageDataset, decode_image, require_files
 from runner.errors import ConfigError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -85,7 +85,9 @@ def open_splits(dataset: ImageDataset, data_path: str, device: torch.device, num
     """The data set's splits as resident or streamed `Split`s, as `data_path` (auto|resident|stream) says."""
     if data_path not in ("auto", "resident", "stream"):
         raise ConfigError(f"compute.data_path={data_path} is invalid: use auto, resident or stream")
-    files = dataset.file_lists() if data_path != "resident" else None
+    # A later trial of a sweep reuses the splits in memory without listing (or stat-ing) any file.
+    resident_now = data_path == "resident" or (data_path == "auto" and dataset.in_memory())
+    files = None if resident_now else dataset.file_lists()
     if data_path == "stream" and files is None:
         raise ConfigError(f"compute.data_path=stream needs an image-file data set (miniplaces, imagefolder), "
                           f"not {type(dataset).__name__}; use compute.data_path=resident")
@@ -93,6 +95,8 @@ def open_splits(dataset: ImageDataset, data_path: str, device: torch.device, num
         decoded = sum(len(paths) for paths, _ in files.values()) * dataset.channels * dataset.image_size ** 2
         if data_path == "stream" or decoded > STREAM_ABOVE_FRACTION_OF_RAM * free_memory_bytes():
             dataset.check_labels(max(max(labels) for _, labels in files.values()) + 1)
+            for paths, _ in files.values():
+                require_files(paths, dataset.root)
             return {name: StreamedSplit(FileImages(paths, labels, dataset.image_size, dataset.channels), num_workers)
                     for name, (paths, labels) in files.items()}
     splits = dataset.load()
@@ -103,10 +107,11 @@ def open_splits(dataset: ImageDataset, data_path: str, device: torch.device, num
 
 
 def place(images: torch.Tensor, labels: torch.Tensor, device: torch.device, data_on_device: str) -> Batch:
-    """On CUDA, move a split to the GPU once when it fits (auto) or is asked to; else pin it for fast copies."""
+    """On CUDA, move a split to the GPU once when it fits (data_on_device auto) or is asked to (true);
+    else pin it for fast copies."""
     if device.type != "cuda":
         return images, labels
     fits = images.numel() < 0.5 * torch.cuda.mem_get_info(device)[0]
-    if str(data_on_device) in ("true", "True") or (str(data_on_device) == "auto" and fits):
+    if data_on_device == "true" or (data_on_device == "auto" and fits):
         return images.to(device), labels.to(device)
     return images.pin_memory(), labels.pin_memory()

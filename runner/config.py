@@ -45,7 +45,14 @@ ConfigStore.instance().store(name="run_schema", node=RunConfig)
 TRUSTED_TARGETS = ("models.*", "data.*", "runner.*", "torch.*", "torchvision.*", "optuna.*",
                    "hydra_plugins.*", "logging.*", "timm.*")
 
+SWITCH_VALUES = ("auto", "true", "false")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def switch(value: object) -> str:
+    """An auto|true|false setting as one lower-case word: YAML reads `true` as a bool, and a
+    command-line override may arrive as the string "True"."""
+    return str(value).lower()
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -56,8 +63,10 @@ def check_config(cfg: DictConfig) -> None:
         (cfg.epochs >= 1, "epochs", cfg.epochs, "use epochs=1 or more"),
         (cfg.num_workers >= 0, "num_workers", cfg.num_workers, "use num_workers=0 or more"),
         (bool(DEVICE_PATTERN.match(str(cfg.device))), "device", cfg.device, "use device=auto, cpu or cuda"),
-        (str(cfg.progress) in ("auto", "True", "False", "true", "false"), "progress", cfg.progress,
-         "use progress=auto, true or false"),
+        (switch(cfg.progress) in SWITCH_VALUES, "progress", cfg.progress, "use progress=auto, true or false"),
+        (switch(cfg.compute.amp) in SWITCH_VALUES, "compute.amp", cfg.compute.amp, "use auto, true or false"),
+        (switch(cfg.compute.data_on_device) in SWITCH_VALUES, "compute.data_on_device", cfg.compute.data_on_device,
+         "use auto, true or false"),
         (0.0 <= cfg.label_smoothing < 1.0, "label_smoothing", cfg.label_smoothing, "use a value in [0, 1), e.g. 0.1"),
         (cfg.grad_clip is None or cfg.grad_clip > 0, "grad_clip", cfg.grad_clip, "use a positive norm or grad_clip=null"),
         (cfg.seed is None or cfg.seed >= 0, "seed", cfg.seed, "use a seed of 0 or more, or seed=null"),

@@ -13,6 +13,7 @@ import sys
 import time
 from typing import Any
 
+import yaml
 from hydra.utils import execution_whitelist, instantiate
 from omegaconf import OmegaConf
 
@@ -33,7 +34,7 @@ def parse_args(argv: list[str]) -> dict[str, Any]:
         if not sep:
             raise ConfigError(f"argument {arg!r} is not KEY=VALUE; {USAGE}")
         if key.startswith("dataset."):
-            options["dataset"][key[len("dataset."):]] = yaml_value(value)
+            options["dataset"][key[len("dataset."):]] = yaml.safe_load(value)  # "32" -> 32, "true" -> True
         elif key in options and key != "dataset":
             options[key] = value
         else:
@@ -41,12 +42,6 @@ def parse_args(argv: list[str]) -> dict[str, Any]:
     if not options["checkpoint"]:
         raise ConfigError(f"checkpoint is missing; {USAGE}")
     return options
-
-
-def yaml_value(text: str) -> Any:
-    import yaml
-
-    return yaml.safe_load(text)
 
 
 def run_eval(checkpoint: str, split: str = "val", device: str = "auto",

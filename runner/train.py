@@ -28,7 +28,7 @@ from data.base import ImageDataset
 from data.splits import Split, open_splits
 from models import count_model_params
 from runner.checkpoint import load_checkpoint, load_model_state, save_checkpoint
-from runner.config import TRUSTED_TARGETS, check_config
+from runner.config import TRUSTED_TARGETS, check_config, switch
 from runner.errors import ConfigError
 from runner.run_folder import RunFolder
 
@@ -74,12 +74,12 @@ def configure_compute(compute: DictConfig, device: torch.device, parallel_jobs: 
     torch.set_num_threads(cpu_threads(compute.threads, parallel_jobs))
     if device.type == "cpu":
         torch.set_flush_denormal(True)  # denormals make CPU convolutions crawl late in training
-        return torch.bfloat16 if str(compute.amp) in ("true", "True") else None
+        return torch.bfloat16 if switch(compute.amp) == "true" else None
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = bool(compute.cudnn_benchmark)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-        if str(compute.amp) in ("auto", "true", "True"):
+        if switch(compute.amp) in ("auto", "true"):
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return None
 
@@ -151,7 +151,8 @@ def evaluate(model: nn.Module, split: Split, normalize: nn.Module, amp_dtype: to
 def load_data(cfg: DictConfig, device: torch.device) -> tuple[ImageDataset, dict[str, Split]]:
     """Instantiate the data set config and open its splits; fill in a class count left as null."""
     dataset = instantiate(cfg.dataset)
-    splits = open_splits(dataset, str(cfg.compute.data_path), device, cfg.num_workers, cfg.compute.data_on_device)
+    splits = open_splits(dataset, str(cfg.compute.data_path), device, cfg.num_workers,
+                         switch(cfg.compute.data_on_device))
     if cfg.dataset.num_classes is None:
         with open_dict(cfg):
             cfg.dataset.num_classes = dataset.num_classes
@@ -161,7 +162,7 @@ def load_data(cfg: DictConfig, device: torch.device) -> tuple[ImageDataset, dict
 def progress_bar(cfg: DictConfig, total: int, epoch: int):
     from tqdm.auto import tqdm
 
-    show = sys.stderr.isatty() if str(cfg.progress) == "auto" else str(cfg.progress) in ("true", "True")
+    show = sys.stderr.isatty() if switch(cfg.progress) == "auto" else switch(cfg.progress) == "true"
     return tqdm(total=total, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not show, mininterval=0.5)
 
 
