@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from runner.errors import ConfigError
+from common.errors import ConfigError
 
 CACHE_FORMAT = 1  # bump when the cache layout changes, so old caches are rebuilt
 
@@ -186,7 +186,7 @@ def cached_tensors(path: Path, key: str, build: Callable[[], dict[str, torch.Ten
         except Exception:  # a truncated or foreign file is rebuilt, never trusted
             pass
     tensors = build()
-    from runner.io import atomic_torch_save
+    from common.io import atomic_torch_save
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_torch_save({"key": key, "tensors": tensors}, path)

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from data.base import ImageDataset, ImageSplits, cached_tensors, decode_images, fingerprint, require_files
-from runner.errors import ConfigError
+from common.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

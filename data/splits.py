@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from data.base import ImageDataset, decode_image, require_files
-from runner.errors import ConfigError
+from common.errors import ConfigError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 STREAM_ABOVE_FRACTION_OF_RAM = 0.3  # auto: stream when the decoded set would take more of free memory

@@ -15,7 +15,7 @@ import torch
 import torchvision
 
 from data.base import ImageDataset, ImageSplits, cached_tensors, decode_images, fingerprint, resize_uint8
-from runner.errors import ConfigError
+from common.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from models.layers import activation as make_activation
 from models.layers import check_conv_impl, conv2d
-from runner.errors import ConfigError
+from common.errors import ConfigError
 
 BLOCKS = 5
 ORGANISATIONS = ("same", "double", "half")

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from runner.errors import ConfigError
+from common.errors import ConfigError
 
 Pair = tuple[int, int]
 

@@ -21,7 +21,7 @@ import torch
 import torchvision
 from torch import nn
 
-from runner.errors import ConfigError
+from common.errors import ConfigError
 
 log = logging.getLogger("runner")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from runner.errors import ConfigError
+from common.errors import ConfigError
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from models.cost import model_cost
-from runner.errors import ConfigError
+from common.errors import ConfigError
 
 
 def main(overrides: list[str]) -> None:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from models.layers import check_conv_impl, conv2d
-from runner.errors import ConfigError
+from common.errors import ConfigError
 
 
 class BasicBlock(nn.Module):

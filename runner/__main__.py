@@ -13,7 +13,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from runner.config import TRUSTED_TARGETS  # importing it registers the schema Hydra composes with
-from runner.errors import ConfigError
+from common.errors import ConfigError
 from runner.optuna_sweeper import register as register_optuna_sweeper
 
 log = logging.getLogger("runner")

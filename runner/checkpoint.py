@@ -11,8 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from runner.errors import ConfigError
-from runner.io import atomic_torch_save
+from common.errors import ConfigError
+from common.io import atomic_torch_save
 
 CHECKPOINT_KEYS = {"epoch", "model", "optimizer", "scheduler", "config", "history", "rng"}
 

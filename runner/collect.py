@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from runner.io import atomic_write_text
+from common.io import atomic_write_text
 
 log = logging.getLogger("runner.collect")
 

@@ -14,7 +14,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
-from runner.errors import ConfigError
+from common.errors import ConfigError
 
 
 @dataclass

@@ -21,7 +21,7 @@ from data.augment import Normalize
 from data.splits import open_splits
 from runner.checkpoint import load_checkpoint, load_model_state
 from runner.config import TRUSTED_TARGETS
-from runner.errors import ConfigError
+from common.errors import ConfigError
 from runner.train import configure_compute, evaluate, pick_device
 
 USAGE = "usage: python -m runner.eval checkpoint=PATH [split=val|test] [device=auto] [dataset.root=DIR]"

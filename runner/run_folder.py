@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from runner.io import atomic_write_json, atomic_write_text
+from common.io import atomic_write_json, atomic_write_text
 
 METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_top5", "lr", "train_s", "val_s"]
 STATUSES = ("running", "completed", "diverged", "failed", "interrupted")

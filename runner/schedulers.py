@@ -14,7 +14,7 @@ from typing import Callable
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import ConstantLR, LinearLR, LRScheduler, SequentialLR
 
-from runner.errors import ConfigError
+from common.errors import ConfigError
 
 SchedulerFactory = Callable[..., LRScheduler]
 

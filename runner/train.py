@@ -29,7 +29,7 @@ from data.splits import Split, open_splits
 from models import count_model_params
 from runner.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from runner.config import TRUSTED_TARGETS, check_config, switch
-from runner.errors import ConfigError
+from common.errors import ConfigError
 from runner.run_folder import RunFolder
 
 log = logging.getLogger("runner")

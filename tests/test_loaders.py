@@ -14,7 +14,7 @@ from PIL import Image
 
 from data.base import ImageDataset
 from runner.config import TRUSTED_TARGETS
-from runner.errors import ConfigError
+from common.errors import ConfigError
 from runner.train import train
 from tests.conftest import write_miniplaces
 

@@ -19,7 +19,7 @@ from models.finetune import FineTuneResNet
 from models.profile import main as profile_main
 from models.resnet import VARIANTS, ResNet
 from runner.config import TRUSTED_TARGETS
-from runner.errors import ConfigError
+from common.errors import ConfigError
 from runner.train import train
 
 CONF_MODELS = Path(__file__).resolve().parents[1] / "conf" / "model"

@@ -15,7 +15,7 @@ from torch import nn
 import runner.train as train_module
 from data.augment import Compose, RandomCrop
 from runner.config import TRUSTED_TARGETS
-from runner.errors import ConfigError
+from common.errors import ConfigError
 from runner.train import build_scheduler, train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
