@@ -12,9 +12,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from runner.config import TRUSTED_TARGETS  # importing it registers the schema Hydra composes with
+import runner.config  # noqa: F401  (importing it registers the schema Hydra composes with)
+from runner.trust import HYDRA_TARGETS, flat
 from common.errors import ConfigError
 from runner.optuna_sweeper import register as register_optuna_sweeper
+from runner.preflight import preflight, remove_refused_run_folder
 
 log = logging.getLogger("runner")
 register_optuna_sweeper()  # hydra/sweeper=optuna (conf/hydra/sweeper/optuna.yaml) points at our resumable class
@@ -29,7 +31,9 @@ def parallel_jobs(hydra_cfg: DictConfig) -> int:
     return n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs)
 
 
-@hydra.main(config_path="../conf", config_name="config", execution_whitelist=TRUSTED_TARGETS)
+# Hydra instantiates only these (sweeper, sampler, launcher, callbacks); the run's own classes are
+# allowed inside train() and runner.eval, each with its own list (runner/trust.py).
+@hydra.main(config_path="../conf", config_name="config", execution_whitelist=flat(HYDRA_TARGETS))
 def main(cfg: DictConfig) -> float | None:
     from runner.train import train  # torch and friends load after Hydra has parsed the command line
 
@@ -43,6 +47,7 @@ def main(cfg: DictConfig) -> float | None:
             log.error("run %s failed: %s", run_dir, e)
             return None
         print(f"error: {e}", file=sys.stderr)
+        remove_refused_run_folder(run_dir, hydra_cfg.job.name)  # a refused run leaves no folder
         sys.exit(2)
     except Exception as e:
         if in_sweep:
@@ -56,4 +61,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    preflight(sys.argv[1:], main, config_path="../conf", config_name="config")  # refuses before Hydra acts
     main()

@@ -40,10 +40,16 @@ class RunConfig:
 
 ConfigStore.instance().store(name="run_schema", node=RunConfig)
 
-# Where `_target_`s may point (Hydra 1.4 refuses or warns about anything else): our packages,
-# PyTorch, and the libraries Hydra's plugins instantiate from their own configs.
-TRUSTED_TARGETS = ("models.*", "data.*", "runner.*", "torch.*", "torchvision.*", "optuna.*",
-                   "hydra_plugins.*", "logging.*", "timm.*")
+
+
+def __getattr__(name: str) -> tuple[str, ...]:
+    """`TRUSTED_TARGETS`: Hydra's execution whitelist for a run's groups, the exact classes of
+    runner/trust.py RUN_TARGETS (built on first use: it imports them to add canonical names)."""
+    if name == "TRUSTED_TARGETS":
+        from runner.trust import RUN_TARGETS, flat, hydra_whitelist
+
+        return hydra_whitelist(flat(RUN_TARGETS))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 SWITCH_VALUES = ("auto", "true", "false")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from hydra.utils import execution_whitelist, instantiate
+from hydra.utils import execution_whitelist
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
@@ -28,9 +28,11 @@ from data.base import ImageDataset
 from data.splits import Split, open_splits
 from models import count_model_params
 from runner.checkpoint import load_checkpoint, load_model_state, save_checkpoint
-from runner.config import TRUSTED_TARGETS, check_config, switch
+from runner.build import build
+from runner.config import check_config, switch
 from common.errors import ConfigError
 from runner.run_folder import RunFolder
+from runner.trust import run_whitelist
 
 log = logging.getLogger("runner")
 
@@ -92,7 +94,7 @@ def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, steps_per
         raise ConfigError(f"scheduler.interval={interval} is invalid: use epoch or step")
     if options.get("steps_per_epoch", "unset") is None:  # e.g. OneCycleLR: only the loop knows it
         options["steps_per_epoch"] = steps_per_epoch
-    return instantiate(options)(optimizer), interval
+    return build(options, "scheduler", optimizer), interval
 
 
 def to_model_input(x: torch.Tensor, normalize: nn.Module, channels_last: bool) -> torch.Tensor:
@@ -150,7 +152,7 @@ def evaluate(model: nn.Module, split: Split, normalize: nn.Module, amp_dtype: to
 # ---------------------------------------------------------------- the run
 def load_data(cfg: DictConfig, device: torch.device) -> tuple[ImageDataset, dict[str, Split]]:
     """Instantiate the data set config and open its splits; fill in a class count left as null."""
-    dataset = instantiate(cfg.dataset)
+    dataset = build(cfg.dataset, "dataset")
     splits = open_splits(dataset, str(cfg.compute.data_path), device, cfg.num_workers,
                          switch(cfg.compute.data_on_device))
     if cfg.dataset.num_classes is None:
@@ -172,7 +174,9 @@ def train(cfg: DictConfig, run_dir: Path, parallel_jobs: int = 1) -> dict[str, A
     `parallel_jobs`: how many trials share this machine right now (a joblib launcher's n_jobs),
     so compute.threads=auto can share the cores among them.
     """
-    with execution_whitelist(TRUSTED_TARGETS):
+    # Every _target_ is checked against runner/trust.py before anything is built (a ConfigError here
+    # leaves no run folder contents); Hydra then allows exactly those classes, nothing inherited.
+    with execution_whitelist(run_whitelist(cfg), reset=True):
         return _train(cfg, run_dir, parallel_jobs)
 
 
@@ -192,14 +196,14 @@ def _train(cfg: DictConfig, run_dir: Path, parallel_jobs: int) -> dict[str, Any]
         amp_dtype = configure_compute(cfg.compute, device, parallel_jobs)
         channels_last = bool(cfg.compute.channels_last)
         dataset, splits = load_data(cfg, device)
-        model = instantiate(cfg.model).to(device)
+        model = build(cfg.model, "model").to(device)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         summary.update(params_m=count_model_params(model), device=str(device))
-        optimizer = instantiate(cfg.optimizer)(params=[p for p in model.parameters() if p.requires_grad])
+        optimizer = build(cfg.optimizer, "optimizer", params=[p for p in model.parameters() if p.requires_grad])
         steps_per_epoch = math.ceil(len(splits["train"].labels) / cfg.batch_size)
         scheduler, interval = build_scheduler(cfg.scheduler, optimizer, steps_per_epoch)
-        augment = instantiate(cfg.augmentation).to(device)
+        augment = build(cfg.augmentation, "augmentation").to(device)
         normalize = Normalize(dataset.mean, dataset.std).to(device)
         loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         start_epoch, best_acc, best_epoch = 0, -math.inf, None

@@ -1,0 +1,134 @@
+"""Check the config a command line asks for before Hydra acts on any of it.
+
+Hydra instantiates the callbacks, the sweeper and the launcher, creates the run folder, opens
+the log file and writes `.hydra/` all before it calls the task function, so a check inside
+the task function is too late for "nothing ran, no folder". Here the config is composed first,
+exactly as Hydra is about to compose it (same search path, `--config-dir`, `--config-path`,
+`--config-name`, overrides), and checked: every `_target_` and the logging and sweeper settings
+against runner/trust.py, and for a single run the values (runner/config.py check_config).
+A refusal is one line and exit 2 before anything exists. Composing costs ~0.1-0.3 s.
+
+What is left to the task function's own checks (they refuse the job before anything is built,
+and `runner/__main__.py` removes the folder of a refused single run): per-job configs of a
+sweep (each combination, each Optuna suggestion), and what only the job knows (a data set's
+files, a device, a resume checkpoint). A config that doesn't compose is left to Hydra, which
+reports it in its own words.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Callable
+
+from common.errors import ConfigError
+
+
+def preflight(argv: list[str], task_function: Callable, config_path: str, config_name: str) -> None:
+    """Refuse (print one line, exit 2) a command line whose config runner/trust.py does not allow."""
+    cfg, multirun = _compose(argv, task_function, config_path, config_name)
+    if cfg is None:
+        return
+    from runner.config import check_config
+    from runner.trust import check_config_trust
+
+    try:
+        check_config_trust(cfg)
+        if not multirun:
+            try:
+                values_ok = all(group in cfg for group in ("model", "compute", "dataset"))
+            except Exception:
+                values_ok = False
+            if values_ok:
+                _check_values(cfg, check_config)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except Exception as e:  # a config the check can't read is not run on trust
+        print(f"error: the config could not be checked ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+              f"fix it or run with the config files in conf/", file=sys.stderr)
+        sys.exit(2)
+
+
+def _check_values(cfg, check_config) -> None:
+    """check_config on a job's config (no `hydra` node, as the task function gets it)."""
+    from omegaconf import open_dict
+
+    job_cfg = cfg.copy()
+    with open_dict(job_cfg):
+        del job_cfg["hydra"]
+    try:
+        check_config(job_cfg)
+    except ConfigError:
+        raise
+    except Exception:  # a value that can't even be read: the job's own start-up reports it
+        return
+
+
+def _compose(argv: list[str], task_function: Callable, config_path: str, config_name: str):
+    """(composed config with its `hydra` node, multirun?) or (None, False) where Hydra should speak."""
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import (create_automatic_config_search_path,
+                                       detect_calling_file_or_module_from_task_function, detect_task_name,
+                                       get_args_parser)
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.config_search_path import SearchPathQuery
+    from hydra.types import RunMode
+
+    try:
+        args = get_args_parser().parse_intermixed_args(argv)
+    except SystemExit:  # a malformed command line: Hydra prints its usage
+        return None, False
+    if args.help or args.hydra_help or args.shell_completion or args.info or args.experimental_rerun:
+        return None, False
+    import os
+
+    calling_file, calling_module = detect_calling_file_or_module_from_task_function(task_function)
+    search_path = create_automatic_config_search_path(calling_file, calling_module,
+                                                      args.config_path or config_path)
+    if args.config_dir is not None:
+        if not os.path.isdir(args.config_dir):
+            return None, False
+        search_path.prepend(provider="command-line", path=f"file://{os.path.abspath(args.config_dir)}",
+                            anchor=SearchPathQuery(provider="schema"))
+    try:
+        hydra = Hydra.create_main_hydra2(task_name=detect_task_name(calling_file, calling_module),
+                                         config_search_path=search_path)
+        overrides = list(args.overrides)
+        mode = hydra.get_mode(config_name=args.config_name or config_name, overrides=overrides)
+        multirun = bool(args.multirun) or mode == RunMode.MULTIRUN
+        cfg = hydra.compose_config(config_name=args.config_name or config_name, overrides=overrides,
+                                   run_mode=RunMode.MULTIRUN if multirun else RunMode.RUN,
+                                   with_log_configuration=False)
+        return cfg, multirun
+    except Exception:  # doesn't compose: Hydra reports it when it tries
+        return None, False
+    finally:
+        GlobalHydra.instance().clear()
+
+
+# What Hydra and RunFolder put in a run folder before the first epoch ends.
+SETUP_FILES = (".hydra", "tensorboard", "summary.json", "metrics.csv", "curves.png", "config.yaml")
+
+
+def remove_refused_run_folder(run_dir: Path, job_name: str) -> None:
+    """A single run refused before training leaves no folder: remove what set-up wrote, then the
+    folder if that emptied it. Only those names: `hydra.run.dir` may point at a folder holding
+    other files, and a folder with a checkpoint holds a run that trained."""
+    import shutil
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir() or (run_dir / "checkpoint.pth.tar").exists():
+        return
+    logging.shutdown()  # close the run's log file before removing it
+    for name in (*SETUP_FILES, f"{job_name}.log"):
+        path = run_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists() or path.is_symlink():
+            path.unlink(missing_ok=True)
+    try:
+        run_dir.rmdir()
+    except OSError:
+        pass  # it held files of its own: leave them
