@@ -50,8 +50,9 @@ def describe(error: Exception, node: Any, key: str) -> str:
         if _is_number(default) and isinstance(value, str) and not _parses_as_number(value):
             return (f"{key}.{name}={value} has the wrong type: {target} expects a number "
                     f"(default {default}), e.g. {key}.{name}={default}")
-    for name, value in options.items():  # the option the message talks about
-        if not name.startswith("_") and re.search(rf"\b{re.escape(name)}\b", message):
+    for name, value in options.items():  # the option the message talks about ("betas": "Invalid beta ...")
+        stem = name[:-1] if name.endswith("s") and len(name) > 3 else name
+        if not name.startswith("_") and re.search(rf"\b({re.escape(name)}|{re.escape(stem)})\b", message):
             return f"{key}.{name}={value} is invalid for {target}: {message}"
     return f"{key} ({target}) refused its options: {message}; check the values in conf/{key.split('.')[0]}/"
 

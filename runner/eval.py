@@ -14,28 +14,31 @@ import time
 from typing import Any
 
 import yaml
-from hydra.utils import execution_whitelist, instantiate
+from hydra.utils import execution_whitelist
 from omegaconf import OmegaConf
 
 from data.augment import Normalize
 from data.splits import open_splits
+from runner.build import build
 from runner.checkpoint import load_checkpoint, load_model_state
-from runner.config import TRUSTED_TARGETS
 from common.errors import ConfigError
 from runner.train import configure_compute, evaluate, pick_device
+from runner.trust import EVAL_TARGETS, RUN_TARGETS, check_run_targets, run_whitelist
 
 USAGE = "usage: python -m runner.eval checkpoint=PATH [split=val|test] [device=auto] [dataset.root=DIR]"
 
 
 def parse_args(argv: list[str]) -> dict[str, Any]:
-    options: dict[str, Any] = {"checkpoint": None, "split": "val", "device": "auto", "dataset": {}}
+    options: dict[str, Any] = {"checkpoint": None, "split": "val", "device": "auto", "dataset": {}, "help": False}
+    if any(arg in ("-h", "--help") for arg in argv):
+        return {**options, "help": True}
     for arg in argv:
         key, sep, value = arg.partition("=")
         if not sep:
             raise ConfigError(f"argument {arg!r} is not KEY=VALUE; {USAGE}")
         if key.startswith("dataset."):
             options["dataset"][key[len("dataset."):]] = yaml.safe_load(value)  # "32" -> 32, "true" -> True
-        elif key in options and key != "dataset":
+        elif key in options and key not in ("dataset", "help"):
             options[key] = value
         else:
             raise ConfigError(f"unknown key {key!r}; {USAGE}")
@@ -51,15 +54,16 @@ def run_eval(checkpoint: str, split: str = "val", device: str = "auto",
     cfg = OmegaConf.create(state["config"])
     if dataset_overrides:
         cfg.dataset = OmegaConf.merge(cfg.dataset, dataset_overrides)
+    whitelist = trusted_eval_targets(cfg)
     torch_device = pick_device(device)
     amp_dtype = configure_compute(cfg.compute, torch_device)
-    with execution_whitelist(TRUSTED_TARGETS):
-        dataset = instantiate(cfg.dataset)
+    with execution_whitelist(whitelist, reset=True):
+        dataset = build(cfg.dataset, "dataset")
         splits = open_splits(dataset, str(cfg.compute.data_path), torch_device, cfg.num_workers)
         if split not in splits:
             raise ConfigError(f"split={split} does not exist for this data set (it has {', '.join(splits)}); "
                               f"use split=val")
-        model = instantiate(cfg.model)
+        model = build(cfg.model, "model")
     load_model_state(model, state)
     model = model.to(torch_device)
     normalize = Normalize(dataset.mean, dataset.std).to(torch_device)
@@ -70,9 +74,24 @@ def run_eval(checkpoint: str, split: str = "val", device: str = "auto",
             "images": len(splits[split].labels), "eval_s": eval_s, "epoch": state["epoch"]}
 
 
+def trusted_eval_targets(cfg: Any) -> tuple[str, ...]:
+    """A config read out of a file builds only a model and a data set: refuse any other class.
+
+    The whole stored config must hold only classes a run may name (runner/trust.py), and the
+    model and data set nodes only model and data set classes; Hydra is then allowed exactly those.
+    """
+    source = "the checkpoint's config names it, and it is "
+    check_run_targets(cfg, RUN_TARGETS, source)
+    return run_whitelist(OmegaConf.create({k: cfg.get(k) for k in EVAL_TARGETS}), EVAL_TARGETS, source)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         options = parse_args(sys.argv[1:] if argv is None else argv)
+        if options["help"]:
+            print(USAGE)
+            print(__doc__.split("\n\n", 1)[1].strip())
+            return 0
         result = run_eval(options["checkpoint"], options["split"], options["device"], options["dataset"])
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -192,10 +192,11 @@ class ResumableOptunaSweeper(OptunaSweeper):
 
     # ------------------------------------------------------------------ helpers
     def _storage(self) -> Any:
-        """The storage URL, None (in memory, no resume), or a `_target_` config (e.g. a JournalStorage)."""
+        """The storage URL, or None (in memory, no resume); an object node is refused (runner/trust.py)."""
         storage = self.sweeper.storage
-        if isinstance(storage, DictConfig):
-            return instantiate(storage, _execution_whitelist_=("optuna.*",))
+        if isinstance(storage, DictConfig):  # preflight refuses this first; never instantiated here either
+            print("error: hydra.sweeper.storage must be a URL string, not an object node", file=sys.stderr)
+            sys.exit(2)
         if storage is not None and str(storage).startswith("sqlite:///"):
             # Optuna's sqlite URL is relative to the cwd, like Hydra's sweep dir (hydra.job.chdir=false).
             Path(str(storage)[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
@@ -214,7 +215,9 @@ class ResumableOptunaSweeper(OptunaSweeper):
         if not cfg or cfg.get("seed") is None or isinstance(sampler, optuna.samplers.GridSampler):
             return sampler
         cfg = dict(cfg, seed=int(cfg["seed"]) + existing)
-        reseeded = instantiate(cfg, _execution_whitelist_=("hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*"))
+        from runner.trust import HYDRA_TARGETS
+
+        reseeded = instantiate(cfg, _execution_whitelist_=HYDRA_TARGETS["hydra.sweeper.sampler"])
         log.info("Resuming: sampler seed %s -> %s (so it does not repeat its first suggestions)",
                  self._sampler_cfg["seed"], cfg["seed"])
         return reseeded
@@ -300,14 +303,24 @@ class ResumableOptunaSweeper(OptunaSweeper):
             study.sampler = sampler
 
     def _check_fixed_overrides(self, study: Any, fixed_params: dict, fixed_overrides: list) -> None:
-        """Warn when a resumed study runs with other fixed settings than it was started with."""
+        """Refuse to add trials run with other fixed settings to a study: one best of mixed trials misleads.
+
+        The first run stores its fixed overrides (e.g. epochs=2) in the study; a later run into the
+        same study must repeat them. Settings that change no result (RESULT_NEUTRAL) may differ.
+        """
         now = sorted(f"{k}={v}" for k, v in fixed_params.items()) + sorted(fixed_overrides)
         before = study.user_attrs.get("fixed_overrides")
         if before is None:
             study.set_user_attr("fixed_overrides", now)
-        elif list(before) != now:
-            log.warning("This study was started with the fixed overrides %s, now they are %s: "
-                        "its trials will not all be comparable", before, now)
+            return
+        differs = _differing_overrides(list(before), now)
+        if differs:
+            from runner.optuna_report import display_url
+
+            print(f"error: Optuna study '{study.study_name}' ({display_url(self._storage())}) was started with "
+                  f"{differs}: its trials would not be comparable; repeat its overrides to extend it, or start a "
+                  f"separate study with hydra.sweeper.study_name=<new name>", file=sys.stderr)
+            sys.exit(2)
 
     @staticmethod
     def _resume_command(config: DictConfig) -> str:
@@ -319,6 +332,25 @@ class ResumableOptunaSweeper(OptunaSweeper):
 
 
 # ---------------------------------------------------------------------- plain functions
+# Overrides that change no result, so they may differ between the runs of one study.
+RESULT_NEUTRAL = ("progress", "tensorboard", "num_workers", "device", "compute.")
+
+
+def _differing_overrides(before: list[str], now: list[str]) -> str:
+    """'epochs=2, this run epochs as in the config' style text for the first fixed override that differs; '' if none."""
+    def parse(items: list[str]) -> dict[str, str]:
+        pairs = (item.split("=", 1) if "=" in item else (item, "") for item in items)
+        return {k: v for k, v in pairs if not k.lstrip("+~").startswith(RESULT_NEUTRAL)}
+
+    old, new = parse(before), parse(now)
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            was = f"{key}={old[key]}" if key in old else f"{key} as in the config"
+            is_ = f"{key}={new[key]}" if key in new else f"{key} as in the config"
+            return f"{was} and this run has {is_}"
+    return ""
+
+
 def record_result(study: Any, trial: Any, ret: JobReturn) -> bool:
     """Tell Optuna how a job ended; True if it gave a usable value.
 

@@ -8,10 +8,10 @@ exactly as Hydra is about to compose it (same search path, `--config-dir`, `--co
 against runner/trust.py, and for a single run the values (runner/config.py check_config).
 A refusal is one line and exit 2 before anything exists. Composing costs ~0.1-0.3 s.
 
+For a grid (`-m`, Hydra's basic sweeper) every job's config is composed and checked too.
 What is left to the task function's own checks (they refuse the job before anything is built,
-and `runner/__main__.py` removes the folder of a refused single run): per-job configs of a
-sweep (each combination, each Optuna suggestion), and what only the job knows (a data set's
-files, a device, a resume checkpoint). A config that doesn't compose is left to Hydra, which
+and `runner/__main__.py` removes the folder of a refused single run): each Optuna suggestion,
+and what only the job knows (a data set's files, a device, a resume checkpoint). A config that doesn't compose is left to Hydra, which
 reports it in its own words.
 """
 
@@ -23,6 +23,9 @@ from pathlib import Path
 from typing import Callable
 
 from common.errors import ConfigError
+
+HYDRA_BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+MAX_CHECKED_JOBS = 500  # composing a job's config takes ~20-50 ms; beyond this, each job checks itself
 
 
 def preflight(argv: list[str], task_function: Callable, config_path: str, config_name: str) -> None:
@@ -51,6 +54,31 @@ def preflight(argv: list[str], task_function: Callable, config_path: str, config
         sys.exit(2)
 
 
+def check_config_trust_or_exit(cfg) -> None:
+    from runner.trust import check_config_trust
+
+    try:
+        check_config_trust(cfg)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _grid_jobs(hydra, cfg) -> list[list[str]]:
+    """The override lists of a BasicSweeper grid, as it will expand them (none for other sweepers:
+    an Optuna study's trials are checked by each job's own start-up)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    if cfg.hydra.sweeper.get("_target_") != HYDRA_BASIC_SWEEPER:
+        return []
+    params = [f"{k}={v}" for k, v in (cfg.hydra.sweeper.get("params") or {}).items()]
+    arguments = OmegaConf.to_container(cfg.hydra.overrides.task, resolve=False)
+    parsed = OverridesParser.create(config_loader=hydra.config_loader).parse_overrides(params + arguments)
+    return BasicSweeper.split_arguments(parsed, None)[0]
+
+
 def _check_values(cfg, check_config) -> None:
     """check_config on a job's config (no `hydra` node, as the task function gets it)."""
     from omegaconf import open_dict
@@ -74,7 +102,9 @@ def _compose(argv: list[str], task_function: Callable, config_path: str, config_
                                        get_args_parser)
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.config_search_path import SearchPathQuery
+    from hydra.errors import HydraException
     from hydra.types import RunMode
+    from omegaconf.errors import OmegaConfBaseException
 
     try:
         args = get_args_parser().parse_intermixed_args(argv)
@@ -95,14 +125,19 @@ def _compose(argv: list[str], task_function: Callable, config_path: str, config_
     try:
         hydra = Hydra.create_main_hydra2(task_name=detect_task_name(calling_file, calling_module),
                                          config_search_path=search_path)
+        name = args.config_name or config_name
         overrides = list(args.overrides)
-        mode = hydra.get_mode(config_name=args.config_name or config_name, overrides=overrides)
+        parsed = hydra.config_loader.parse_overrides(name, overrides)
+        mode = hydra.get_mode(config_name=name, overrides=overrides, parsed_overrides=parsed)
         multirun = bool(args.multirun) or mode == RunMode.MULTIRUN
-        cfg = hydra.compose_config(config_name=args.config_name or config_name, overrides=overrides,
+        cfg = hydra.compose_config(config_name=name, overrides=overrides, parsed_overrides=parsed,
                                    run_mode=RunMode.MULTIRUN if multirun else RunMode.RUN,
                                    with_log_configuration=False)
+        if multirun:  # a grid's jobs are known now: check each one's config too
+            for job_overrides in _grid_jobs(hydra, cfg)[:MAX_CHECKED_JOBS]:
+                check_config_trust_or_exit(hydra.config_loader.load_sweep_config(cfg, job_overrides))
         return cfg, multirun
-    except Exception:  # doesn't compose: Hydra reports it when it tries
+    except (HydraException, OmegaConfBaseException):  # doesn't compose: Hydra reports it in its own words
         return None, False
     finally:
         GlobalHydra.instance().clear()

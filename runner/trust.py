@@ -208,13 +208,13 @@ def check_logging(node: Any, key: str) -> None:
         if cls not in LOG_HANDLER_KEYS:
             raise ConfigError(f"{where}.class={cls} is not allowed: use logging.StreamHandler, or "
                               f"logging.FileHandler with filename: {RUN_LOG_FILE}")
-        extra = sorted(set(handler) - LOG_HANDLER_KEYS[cls])
-        if extra:
-            raise ConfigError(f"{where}.{extra[0]} is not allowed for {cls}; "
-                              f"allowed keys: {', '.join(sorted(LOG_HANDLER_KEYS[cls]))}")
         if cls == "logging.FileHandler" and handler.get("filename") != RUN_LOG_FILE:
             raise ConfigError(f"{where}.filename={handler.get('filename')} is not allowed: the log file "
                               f"is the run folder's own, filename: {RUN_LOG_FILE}")
+        extra = sorted(set(handler) - LOG_HANDLER_KEYS[cls])
+        if extra:  # e.g. mode: w (truncate), delay, encoding...
+            raise ConfigError(f"{where}.{extra[0]} is not allowed for {cls}; "
+                              f"allowed keys: {', '.join(sorted(LOG_HANDLER_KEYS[cls]))}")
         if "stream" in handler and handler["stream"] not in LOG_STREAMS:
             raise ConfigError(f"{where}.stream={handler['stream']} is not allowed: use {' or '.join(LOG_STREAMS)}")
     for name, formatter in (raw.get("formatters") or {}).items():
