@@ -37,6 +37,7 @@ def build(node: Any, key: str, *args: Any, **kwargs: Any) -> Any:
 def describe(error: Exception, node: Any, key: str) -> str:
     """One line: which option of `key` the constructor refused, and what to do."""
     options = _options(node)
+    key, options = _failing_node(error, key, options)
     target = str(options.get("_target_", key))
     message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     accepted = _parameters(target)
@@ -55,6 +56,23 @@ def describe(error: Exception, node: Any, key: str) -> str:
         if not name.startswith("_") and re.search(rf"\b({re.escape(name)}|{re.escape(stem)})\b", message):
             return f"{key}.{name}={value} is invalid for {target}: {message}"
     return f"{key} ({target}) refused its options: {message}; check the values in conf/{key.split('.')[0]}/"
+
+
+def _failing_node(error: Exception, key: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The nested node whose constructor failed (Hydra notes its `full_key`), and its options."""
+    notes = [n[len("full_key: "):] for n in getattr(error, "__notes__", []) if n.startswith("full_key: ")]
+    if not notes or not notes[0]:
+        return key, options
+    parts = re.findall(r"[^.\[\]]+", notes[0])  # "augmentation.steps[1].transform"
+    if parts[0] == key:
+        parts = parts[1:]
+    node: Any = options
+    for part in parts:
+        try:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        except (KeyError, IndexError, ValueError, TypeError):
+            return key, options
+    return (".".join([key, *parts]), node) if isinstance(node, dict) else (key, options)
 
 
 def _options(node: Any) -> dict[str, Any]:
