@@ -19,13 +19,14 @@ def main(overrides: list[str]) -> None:
     from hydra import compose, initialize_config_dir
     from hydra.utils import execution_whitelist, instantiate
 
-    from runner.config import TRUSTED_TARGETS  # registers the run schema the config composes with
+    import runner.config  # noqa: F401  (registers the run schema the config composes with)
+    from runner.trust import run_whitelist
 
     conf = Path(__file__).resolve().parent.parent / "conf"
     with initialize_config_dir(config_dir=str(conf)):
         cfg = compose("config", overrides=overrides)
     try:
-        with execution_whitelist(TRUSTED_TARGETS):
+        with execution_whitelist(run_whitelist(cfg), reset=True):  # checks every _target_ first
             model = instantiate(cfg.model)
     except ConfigError as e:  # one line, as `python -m runner` prints it
         sys.exit(f"error: {str(e).splitlines()[0]}")

@@ -33,12 +33,13 @@ def preflight(argv: list[str], task_function: Callable, config_path: str, config
     cfg, multirun = _compose(argv, task_function, config_path, config_name)
     if cfg is None:
         return
+    runs = not any(arg == "--cfg" or arg.startswith("--cfg=") or arg == "-c" for arg in argv)  # not just shown
     from runner.config import check_config
     from runner.trust import check_config_trust
 
     try:
         check_config_trust(cfg)
-        if not multirun:
+        if runs and not multirun:
             try:
                 values_ok = all(group in cfg for group in ("model", "compute", "dataset"))
             except Exception:
