@@ -51,6 +51,8 @@ def run_eval(checkpoint: str, split: str = "val", device: str = "auto",
              dataset_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint on one split; returns top1, top5, loss, images and eval_s."""
     state = load_checkpoint(checkpoint)
+    if not isinstance(state["config"], dict) or not {"model", "dataset", "compute"} <= state["config"].keys():
+        raise ConfigError(f"checkpoint={checkpoint} holds no run config; pass a checkpoint.pth.tar written by the runner")
     cfg = OmegaConf.create(state["config"])
     if dataset_overrides:
         cfg.dataset = OmegaConf.merge(cfg.dataset, dataset_overrides)

@@ -12,7 +12,7 @@ import torch
 from hydra.utils import execution_whitelist, instantiate
 from torch import nn
 
-import runner.train as train_module
+import runner.build as build_module  # train() builds every group through runner.build
 from data.augment import Compose, RandomCrop
 from runner.config import TRUSTED_TARGETS
 from common.errors import ConfigError
@@ -179,7 +179,7 @@ class CountingAugment(nn.Module):
 def test_training_augments_training_batches_only_never_validation(make_cfg, tmp_path, monkeypatch, tiny_images,
                                                                    name):
     cfg = make_cfg(f"augmentation={name}", *tiny_images, "epochs=2", "device=cpu", "progress=false")
-    real_instantiate = train_module.instantiate
+    real_instantiate = build_module.instantiate
     counters = []
 
     def spying(config, *args, **kwargs):
@@ -189,7 +189,7 @@ def test_training_augments_training_batches_only_never_validation(make_cfg, tmp_
             return counters[-1]
         return obj
 
-    monkeypatch.setattr(train_module, "instantiate", spying)
+    monkeypatch.setattr(build_module, "instantiate", spying)
     assert train(cfg, tmp_path)["status"] == "completed"
     assert len(counters) == 1 and counters[0].images == 2 * TINY_TRAIN  # two epochs of training images, no more
 
