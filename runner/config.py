@@ -41,7 +41,6 @@ class RunConfig:
 ConfigStore.instance().store(name="run_schema", node=RunConfig)
 
 
-
 def __getattr__(name: str) -> tuple[str, ...]:
     """`TRUSTED_TARGETS`: Hydra's execution whitelist for a run's groups, the exact classes of
     runner/trust.py RUN_TARGETS (built on first use: it imports them to add canonical names)."""
@@ -50,6 +49,7 @@ def __getattr__(name: str) -> tuple[str, ...]:
 
         return hydra_whitelist(flat(RUN_TARGETS))
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 SWITCH_VALUES = ("auto", "true", "false")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import execution_whitelist, instantiate
+from hydra.utils import execution_whitelist
 from omegaconf import OmegaConf
 
 from common.errors import ConfigError
