@@ -22,7 +22,12 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
 from common.errors import ConfigError
+from runner.trust import check_config_trust
 
 HYDRA_BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 MAX_CHECKED_JOBS = 500  # composing a job's config takes ~20-50 ms; beyond this, each job checks itself
@@ -30,38 +35,21 @@ MAX_CHECKED_JOBS = 500  # composing a job's config takes ~20-50 ms; beyond this,
 
 def preflight(argv: list[str], task_function: Callable, config_path: str, config_name: str) -> None:
     """Refuse (print one line, exit 2) a command line whose config runner/trust.py does not allow."""
-    cfg, multirun = _compose(argv, task_function, config_path, config_name)
-    if cfg is None:
-        return
-    runs = not any(arg == "--cfg" or arg.startswith("--cfg=") or arg == "-c" for arg in argv)  # not just shown
-    from runner.config import check_config
-    from runner.trust import check_config_trust
-
     try:
-        check_config_trust(cfg)
-        if runs and not multirun:
-            try:
-                values_ok = all(group in cfg for group in ("model", "compute", "dataset"))
-            except Exception:
-                values_ok = False
-            if values_ok:
-                _check_values(cfg, check_config)
+        cfg, multirun, grid_jobs = _compose(argv, task_function, config_path, config_name)
+        if cfg is None:
+            return
+        for job_cfg in [cfg, *grid_jobs]:
+            check_config_trust(job_cfg)
+        shown_only = any(arg in ("--cfg", "-c") or arg.startswith("--cfg=") for arg in argv)
+        if not multirun and not shown_only:  # a grid's bad combination is its job's failure, not the sweep's
+            _check_values(cfg)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    except Exception as e:  # a config the check can't read is not run on trust
-        print(f"error: the config could not be checked ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-              f"fix it or run with the config files in conf/", file=sys.stderr)
-        sys.exit(2)
-
-
-def check_config_trust_or_exit(cfg) -> None:
-    from runner.trust import check_config_trust
-
-    try:
-        check_config_trust(cfg)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (HydraException, OmegaConfBaseException) as e:  # a config the check can't read is not run on trust
+        print(f"error: the config could not be checked ({type(e).__name__}: {str(e).strip().splitlines()[0]}); "
+              f"fix that key", file=sys.stderr)
         sys.exit(2)
 
 
@@ -70,7 +58,6 @@ def _grid_jobs(hydra, cfg) -> list[list[str]]:
     an Optuna study's trials are checked by each job's own start-up)."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from omegaconf import OmegaConf
 
     if cfg.hydra.sweeper.get("_target_") != HYDRA_BASIC_SWEEPER:
         return []
@@ -80,39 +67,36 @@ def _grid_jobs(hydra, cfg) -> list[list[str]]:
     return BasicSweeper.split_arguments(parsed, None)[0]
 
 
-def _check_values(cfg, check_config) -> None:
-    """check_config on a job's config (no `hydra` node, as the task function gets it)."""
-    from omegaconf import open_dict
+def _check_values(cfg: DictConfig) -> None:
+    """check_config on the job's config (no `hydra` node, as the task function gets it)."""
+    from runner.config import check_config
 
-    job_cfg = cfg.copy()
-    with open_dict(job_cfg):
-        del job_cfg["hydra"]
+    job_cfg = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
     try:
         check_config(job_cfg)
     except ConfigError:
         raise
-    except Exception:  # a value that can't even be read: the job's own start-up reports it
+    except Exception:  # a value that can't even be read (another primary config): the job reports it
         return
 
 
 def _compose(argv: list[str], task_function: Callable, config_path: str, config_name: str):
-    """(composed config with its `hydra` node, multirun?) or (None, False) where Hydra should speak."""
+    """(composed config with its `hydra` node, multirun?, each grid job's config), or (None, False, [])
+    where Hydra should speak instead (help, a config that doesn't compose)."""
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import (create_automatic_config_search_path,
                                        detect_calling_file_or_module_from_task_function, detect_task_name,
                                        get_args_parser)
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.config_search_path import SearchPathQuery
-    from hydra.errors import HydraException
     from hydra.types import RunMode
-    from omegaconf.errors import OmegaConfBaseException
 
     try:
         args = get_args_parser().parse_intermixed_args(argv)
     except SystemExit:  # a malformed command line: Hydra prints its usage
-        return None, False
+        return None, False, []
     if args.help or args.hydra_help or args.shell_completion or args.info or args.experimental_rerun:
-        return None, False
+        return None, False, []
     import os
 
     calling_file, calling_module = detect_calling_file_or_module_from_task_function(task_function)
@@ -120,7 +104,7 @@ def _compose(argv: list[str], task_function: Callable, config_path: str, config_
                                                       args.config_path or config_path)
     if args.config_dir is not None:
         if not os.path.isdir(args.config_dir):
-            return None, False
+            return None, False, []
         search_path.prepend(provider="command-line", path=f"file://{os.path.abspath(args.config_dir)}",
                             anchor=SearchPathQuery(provider="schema"))
     try:
@@ -134,12 +118,12 @@ def _compose(argv: list[str], task_function: Callable, config_path: str, config_
         cfg = hydra.compose_config(config_name=name, overrides=overrides, parsed_overrides=parsed,
                                    run_mode=RunMode.MULTIRUN if multirun else RunMode.RUN,
                                    with_log_configuration=False)
-        if multirun:  # a grid's jobs are known now: check each one's config too
-            for job_overrides in _grid_jobs(hydra, cfg)[:MAX_CHECKED_JOBS]:
-                check_config_trust_or_exit(hydra.config_loader.load_sweep_config(cfg, job_overrides))
-        return cfg, multirun
+        # A grid's jobs are known now: compose each one's config to check it too.
+        jobs = [hydra.config_loader.load_sweep_config(cfg, job)
+                for job in (_grid_jobs(hydra, cfg)[:MAX_CHECKED_JOBS] if multirun else [])]
+        return cfg, multirun, jobs
     except (HydraException, OmegaConfBaseException):  # doesn't compose: Hydra reports it in its own words
-        return None, False
+        return None, False, []
     finally:
         GlobalHydra.instance().clear()
 
