@@ -133,22 +133,16 @@ SETUP_FILES = (".hydra", "tensorboard", "summary.json", "metrics.csv", "curves.p
 
 
 def remove_refused_run_folder(run_dir: Path, job_name: str) -> None:
-    """A single run refused before training leaves no folder: remove what set-up wrote, then the
-    folder if that emptied it. Only those names: `hydra.run.dir` may point at a folder holding
-    other files, and a folder with a checkpoint holds a run that trained."""
+    """A single run refused before training leaves no folder: remove what set-up wrote, and the folder.
+
+    Only a folder holding nothing but those names: `hydra.run.dir` may point at a folder of the
+    user's (even the working directory), whose own files, or same-named ones, must stay.
+    """
     import shutil
 
     run_dir = Path(run_dir)
-    if not run_dir.is_dir() or (run_dir / "checkpoint.pth.tar").exists():
+    ours = {*SETUP_FILES, f"{job_name}.log"}
+    if not run_dir.is_dir() or not {p.name for p in run_dir.iterdir()} <= ours:
         return
     logging.shutdown()  # close the run's log file before removing it
-    for name in (*SETUP_FILES, f"{job_name}.log"):
-        path = run_dir / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        elif path.exists() or path.is_symlink():
-            path.unlink(missing_ok=True)
-    try:
-        run_dir.rmdir()
-    except OSError:
-        pass  # it held files of its own: leave them
+    shutil.rmtree(run_dir, ignore_errors=True)

@@ -254,14 +254,17 @@ def test_unknown_group_option_on_the_command_line_is_one_line_and_no_folder(tmp_
     assert not run_dir.exists()
 
 
-def test_refused_run_cleanup_keeps_files_it_did_not_write(tmp_path):
-    """hydra.run.dir may be a folder of the user's: only set-up files go, and the folder stays."""
-    (tmp_path / ".hydra").mkdir()
-    (tmp_path / ".hydra" / "config.yaml").write_text("x")
+def test_refused_run_cleanup_leaves_a_folder_with_files_it_did_not_write(tmp_path):
+    """hydra.run.dir may be a folder of the user's: then nothing in it is touched."""
+    for name in (".hydra", "tensorboard"):
+        (tmp_path / name).mkdir()
     (tmp_path / "runner.log").write_text("log")
     (tmp_path / "notes.txt").write_text("mine")
     remove_refused_run_folder(tmp_path, "runner")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".hydra", "notes.txt", "runner.log", "tensorboard"]
+    (tmp_path / "notes.txt").unlink()
+    remove_refused_run_folder(tmp_path, "runner")
+    assert not tmp_path.exists()
 
 
 def test_eval_help_prints_usage():
