@@ -5,6 +5,9 @@ from that config, and prints top-1, top-5 and how long evaluation took, like the
 eval script. `split=test` reports the held-out test split where the data set has one; it is
 never used for selecting a model. Other `dataset.KEY=VALUE` arguments override the stored data
 set config (e.g. a new root on another machine).
+
+A checkpoint may come from elsewhere: only the model and data set classes of runner/trust.py
+are built from its config, and a config naming anything else is refused before anything runs.
 """
 
 from __future__ import annotations
