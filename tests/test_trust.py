@@ -41,6 +41,8 @@ def shipped_overrides() -> list[list[str]]:
     cases += [["scheduler=warmup", f"scheduler@scheduler.after={name}"] for name in options("scheduler")
               if name not in ("warmup", "onecycle")]
     cases += [["hydra/launcher=joblib"], ["hydra/launcher=basic"], ["hydra/sweeper=basic"]]
+    cases += [[f"hydra/{d.name}={p.stem}"] for d in sorted((ROOT / "conf" / "hydra").iterdir()) if d.is_dir()
+              for p in sorted(d.glob("*.yaml"))]  # ours, e.g. hydra/job_logging=runner
     cases += [["hparams_search=lenet_optuna", f"hydra/sweeper/sampler={s}"] for s in SAMPLERS]
     return cases
 
