@@ -242,16 +242,20 @@ def _refuse_factories(raw: Any, key: str) -> None:
 
 def check_job_settings(hydra: Any) -> None:
     """Settings that would write Hydra's files elsewhere or change how other code is loaded."""
-    job = hydra.get("job") or {}
-    name = job.get("name")
+    def setting(key: str) -> Any:  # unset (`???`) or absent reads as None: Hydra fills it in itself
+        if not isinstance(hydra, DictConfig):
+            return None
+        return OmegaConf.select(hydra, key, default=None, throw_on_missing=False)
+
+    name = setting("job.name")
     if name is not None and (not re.fullmatch(r"[\w.-]+", str(name)) or str(name) in (".", "..")):
         raise ConfigError(f"hydra.job.name={name} is not allowed: use letters, digits, '.', '-' and '_' "
                           f"(it names the log file in the run folder)")
-    for var in (job.get("env_set") or {}):
+    for var in (setting("job.env_set") or {}):
         if UNSAFE_ENV.match(str(var)):
             raise ConfigError(f"hydra.job.env_set.{var} is not allowed: it changes what code the "
                               f"interpreter or loader runs; set it in your shell if you mean it")
-    subdir = hydra.get("output_subdir")
+    subdir = setting("output_subdir")
     if subdir is not None and (str(subdir).startswith(("/", "~")) or ".." in str(subdir).split("/")):
         raise ConfigError(f"hydra.output_subdir={subdir} is not allowed: use a folder name inside the "
                           f"run folder, e.g. .hydra")
