@@ -1,0 +1,51 @@
+#!/usr/bin/env python3
+"""What the trust check before Hydra (runner/preflight.py) adds to a command's start-up.
+
+usage: PYTHONPATH=. python bench/preflight.py [--repeat 5] [runner overrides ...]
+
+Runs `python -m runner <overrides> +hydra.job.env_set.LD_PRELOAD=x` in this process (as
+`python -m` does, so the config is found the same way), `--repeat` times: the preflight composes
+the config as Hydra will (each job's too, for a grid), checks it and refuses that setting, so
+nothing runs. Prints the
+seconds the preflight took, the first (cold) call and the median of the rest. Hydra composes
+the same config once more after it in a real run; that cost was there before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import runpy
+import sys
+import time
+
+import runner.preflight as preflight_module
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=5)
+    args, overrides = parser.parse_known_args()
+    timings: list[float] = []
+    real = preflight_module.preflight
+
+    def timed(*a, **k):
+        started = time.perf_counter()
+        try:
+            real(*a, **k)
+        finally:
+            timings.append(time.perf_counter() - started)
+
+    preflight_module.preflight = timed
+    for _ in range(args.repeat):
+        sys.argv = ["runner", *overrides, "+hydra.job.env_set.LD_PRELOAD=x"]
+        try:
+            runpy.run_module("runner", run_name="__main__")
+        except SystemExit as e:
+            assert e.code == 2, f"expected the LD_PRELOAD refusal, got exit {e.code}"
+    rest = sorted(timings[1:]) or timings
+    print(f"preflight {' '.join(overrides) or '(defaults)'}: first {timings[0]:.3f} s, "
+          f"median of the rest {rest[len(rest) // 2]:.3f} s ({len(timings)} calls)")
+
+
+if __name__ == "__main__":
+    main()
