@@ -176,7 +176,7 @@ def test_an_image_size_the_model_cannot_take_is_one_line(tmp_path):
     assert "error: dataset.image_size=8 is too small for LeNet" in proc.stderr
 
 
-def test_the_shape_check_is_generic_and_draws_no_random_numbers():
+def test_the_shape_check_is_generic_and_draws_no_random_numbers(make_cfg):
     # Any model: a 7x7 convolution can't run on 4x4 images.
     conv = OmegaConf.create({"_target_": "torch.nn.Conv2d", "in_channels": 1, "out_channels": 2, "kernel_size": 7})
     with execution_whitelist(("torch.nn.*",)):
@@ -184,10 +184,7 @@ def test_the_shape_check_is_generic_and_draws_no_random_numbers():
             check_image_size(conv, 1, 4)
         check_image_size(conv, 1, 7)
     # A model with an operation meta tensors can't run (the custom conv's autocast query) is checked on CPU.
-    from hydra import compose, initialize_config_dir
-    from tests.conftest import CONF_DIR
-    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
-        cfg = compose("config", overrides=["model=custom_conv", "model.filters=4", "model.dense_units=8"])
+    cfg = make_cfg("model=custom_conv", "model.filters=4", "model.dense_units=8")
     state = torch.get_rng_state()
     with execution_whitelist(TRUSTED_TARGETS):
         check_image_size(cfg.model, 1, 32)
@@ -237,3 +234,19 @@ def test_data_roots_default_outside_the_code_and_the_error_says_where(make_cfg, 
     with pytest.raises(ConfigError, match=f"dataset.root={tmp_path}/datasets/miniplaces does not exist: "
                                           f"the data is expected there .*{tmp_path}"):
         dataset(make_cfg, "dataset=miniplaces").load()
+
+
+@pytest.mark.parametrize("exported, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_openmp_threads_sleep_unless_the_user_says_otherwise(exported, expected):
+    """Set before torch loads libgomp (which reads it once): `import runner` comes first in every entry point."""
+    import subprocess
+    import sys
+    from tests.conftest import ROOT
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env["PYTHONPATH"] = str(ROOT)
+    if exported:
+        env["OMP_WAIT_POLICY"] = exported
+    code = "import sys, runner; assert 'torch' not in sys.modules; import os; print(os.environ['OMP_WAIT_POLICY'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == expected
