@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -52,6 +53,7 @@ def main() -> None:
     parser.add_argument("--wait-policy", default="unset", help="comma-separated: unset, passive, active")
     parser.add_argument("--hogs", default=None, type=int, help="busy processes in the busy phase (default: one per core)")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # a killed bench still stops its hog processes
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     hog_count = cores if args.hogs is None else args.hogs
     print(f"{cores} cores; load average before: {os.getloadavg()[0]:.2f}; epochs={args.epochs}, "
