@@ -7,8 +7,9 @@ Runs `python -m runner epochs=N tensorboard=false compute.threads=T` as a user w
 process each time), first on the machine as it is ("idle"), then with one CPU-bound hog
 process per core started by this script ("busy", like other jobs sharing a laptop). Prints the
 wall time and best validation accuracy of each. `--wait-policy` sets OMP_WAIT_POLICY for the
-run (unset: as `python -m runner` sets it itself). On a machine shared with other work, the
-"idle" rows are not idle: repeat and compare medians.
+run: unset (what `python -m runner` sets itself, PASSIVE), passive, active, or libgomp (the
+OpenMP library's own default, which spins a while before sleeping: the runner before it set
+PASSIVE). On a machine shared with other work the "idle" rows are not idle: repeat, compare medians.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ HOG = "while True: pass"
 def run_once(epochs: int, threads: str, wait_policy: str) -> tuple[float, str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("OMP_WAIT_POLICY", None)
-    if wait_policy != "unset":
+    if wait_policy == "libgomp":  # the library's own default, as before runner/__init__.py set PASSIVE:
+        env["OMP_WAIT_POLICY"] = ""  # an empty value is kept by the runner and read by libgomp as unset
+    elif wait_policy != "unset":
         env["OMP_WAIT_POLICY"] = wait_policy
     with tempfile.TemporaryDirectory() as run_dir:
         t0 = time.perf_counter()
@@ -50,7 +53,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", default="auto,1,2", help="comma-separated compute.threads values")
-    parser.add_argument("--wait-policy", default="unset", help="comma-separated: unset, passive, active")
+    parser.add_argument("--wait-policy", default="unset", help="comma-separated: unset, passive, active, libgomp")
     parser.add_argument("--hogs", default=None, type=int, help="busy processes in the busy phase (default: one per core)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # a killed bench still stops its hog processes
@@ -58,7 +61,7 @@ def main() -> None:
     hog_count = cores if args.hogs is None else args.hogs
     print(f"{cores} cores; load average before: {os.getloadavg()[0]:.2f}; epochs={args.epochs}, "
           f"repeats={args.repeats}")
-    print(f"| machine | compute.threads | OMP_WAIT_POLICY | wall s (median) | all walls | best val acc |")
+    print("| machine | compute.threads | OMP_WAIT_POLICY | wall s (median) | all walls | best val acc |")
     print("| --- | --- | --- | ---: | --- | --- |")
     for phase in ("idle", "busy"):
         hogs = [subprocess.Popen([sys.executable, "-c", HOG]) for _ in range(hog_count if phase == "busy" else 0)]

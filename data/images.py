@@ -46,7 +46,8 @@ def decode_image(path: str | Path, image_size: int, channels: int) -> np.ndarray
             arr = np.array(im, dtype=np.uint8)  # a writable copy: torch warns on read-only arrays
     except DECODE_ERRORS as e:
         size = os.stat(path).st_size if os.path.exists(path) else None
-        reason = "it is empty (0 bytes)" if size == 0 else f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        reason = "it is empty (0 bytes)" if size == 0 else f"{type(e).__name__}: {detail}"
         raise BadImageError(path, reason) from None
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 

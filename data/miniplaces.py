@@ -95,8 +95,8 @@ class MiniPlaces(ImageDataset):
     def _load(self) -> ImageSplits:
         files = self.file_lists()
         # Keyed on every listed image's size and mtime as well as the lists: a replaced image rebuilds it.
-        key = fingerprint({split: (file_signature(paths, self.root), labels) for split, (paths, labels) in files.items()},
-                          self.image_size, self.channels, self.skip_bad_images)
+        signatures = {split: (file_signature(paths, self.root), labels) for split, (paths, labels) in files.items()}
+        key = fingerprint(signatures, self.image_size, self.channels, self.skip_bad_images)
         cache = self.root / ".sweep_runner_cache" / f"miniplaces_{self.image_size}px_{self.channels}ch.pt"
 
         def build() -> dict[str, torch.Tensor]:

@@ -57,5 +57,6 @@ def check_image_size(model_cfg: DictConfig, channels: int, image_size: int) -> N
             raise
         except (RuntimeError, ValueError, IndexError) as e:
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ConfigError(f"dataset.image_size={image_size}: {name} can't take {channels}x{image_size}x{image_size} "
-                              f"images ({reason}); use a larger dataset.image_size (e.g. 32) or another model") from None
+            shape = f"{channels}x{image_size}x{image_size}"
+            raise ConfigError(f"dataset.image_size={image_size}: {name} can't take {shape} images ({reason}); "
+                              f"use a larger dataset.image_size (e.g. 32) or another model") from None

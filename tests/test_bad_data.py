@@ -152,7 +152,7 @@ def test_the_cache_notices_a_changed_image(make_cfg, tmp_path, kind):
     # The same file name, new pixels (as when a data set is re-exported): the cache is rebuilt.
     Image.new("RGB", (128, 128) if kind == "miniplaces" else (16, 16), (255, 255, 255)).save(image)
     st = image.stat()
-    os.utime(image, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a clearly later mtime, whatever the file system's resolution
+    os.utime(image, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # clearly later, whatever the clock's resolution
     ImageDataset._memory.clear()
     after = dataset(make_cfg, *overrides).load()
     assert not torch.equal(after.train_images, before.train_images)
