@@ -123,6 +123,9 @@ def open_splits(dataset: ImageDataset, data_path: str, device: torch.device, num
             out = {}
             for name, (paths, labels) in files.items():  # missing and empty files are refused before training
                 kept = require_files(paths, dataset.root, dataset.skip_bad_images)
+                if len(kept) < len(paths):
+                    log.warning("left out %d empty image files of the %s split (dataset.skip_bad_images=true)",
+                                len(paths) - len(kept), name)
                 images = FileImages([paths[i] for i in kept], [labels[i] for i in kept], dataset.image_size,
                                     dataset.channels)
                 out[name] = StreamedSplit(images, num_workers, dataset.skip_bad_images)
