@@ -11,6 +11,17 @@ from typing import Any, Callable
 import torch
 
 
+def _umask_mode() -> int:
+    """The mode `open()` would give a new file: 0666 less the process umask."""
+    try:  # Linux reports the umask without changing it (os.umask would, for a moment, for every thread)
+        with open("/proc/self/status") as status:
+            umask = next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _atomic(path: Path, write: Callable[[Any], None], mode: str) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -18,6 +29,8 @@ def _atomic(path: Path, write: Callable[[Any], None], mode: str) -> None:
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
+            # mkstemp creates the file 0600; a result file should read like any other the user writes.
+            os.fchmod(f.fileno(), _umask_mode())
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -19,11 +18,11 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from common.errors import ConfigError
+from data.images import decode_image, decode_images, require_files, require_memory  # noqa: F401 (re-exported)
 
-CACHE_FORMAT = 1  # bump when the cache layout changes, so old caches are rebuilt
+CACHE_FORMAT = 2  # bump when the cache layout changes, so old caches are rebuilt
 
 
 @dataclass
@@ -69,6 +68,7 @@ class ImageDataset:
         download: bool = False,
         val_fraction: float = 0.1,
         split_seed: int = 0,
+        skip_bad_images: bool = False,
     ) -> None:
         if int(image_size) < 1:
             raise ConfigError(f"dataset.image_size={image_size} must be a positive pixel count")
@@ -85,6 +85,7 @@ class ImageDataset:
         self.download = bool(download)
         self.val_fraction = float(val_fraction)
         self.split_seed = int(split_seed)
+        self.skip_bad_images = bool(skip_bad_images)  # image-file data sets: leave undecodable files out
 
     # --- what subclasses provide -------------------------------------------------------
     def _load(self) -> ImageSplits:
@@ -101,7 +102,7 @@ class ImageDataset:
     # --- shared -----------------------------------------------------------------------
     def _key(self) -> tuple:
         return (type(self).__qualname__, str(self.root), self.image_size, self.channels, self.val_fraction,
-                self.split_seed)
+                self.split_seed, self.skip_bad_images)
 
     def in_memory(self) -> bool:
         """Whether this process already holds the decoded splits (a later trial of a sweep)."""
@@ -127,6 +128,15 @@ class ImageDataset:
                 f"dataset.channels={self.channels} but the images have {splits.channels}; "
                 f"set dataset.channels={splits.channels}")
         self.check_labels(splits.num_classes)
+        self.require_classes(splits.train_labels.tolist())
+
+    def require_classes(self, train_labels: Sequence[int]) -> None:
+        """A classifier needs at least two classes to learn anything: refuse a one-class training split."""
+        present = set(train_labels)
+        if len(present) < 2:
+            what = f"only class {next(iter(present))}" if present else "no images"
+            raise ConfigError(f"the training split of dataset.root={self.root} has {what}; a classifier needs "
+                              f"at least two classes: check the data set's list or class folders")
 
     def check_labels(self, label_count: int) -> None:
         """Refuse labels the model's output layer can't represent; fill num_classes if left null."""
@@ -142,7 +152,8 @@ class ImageDataset:
             raise ConfigError(f"dataset.root is not set; pass dataset.root=/path/to/{type(self).__name__.lower()}")
         if not self.root.exists() and not self.download:
             raise ConfigError(
-                f"dataset.root={self.root} does not exist; point dataset.root at the data "
+                f"dataset.root={self.root} does not exist: the data is expected there (a relative root is "
+                f"read from the folder you run in, {Path.cwd()}); put it there, point dataset.root at it "
                 f"or add dataset.download=true")
         return self.root
 
@@ -158,14 +169,6 @@ class ImageDataset:
             raise ConfigError(f"dataset.val_fraction={self.val_fraction} can't split {len(labels)} images "
                               f"by class ({str(e).splitlines()[0]}); use more images or another val_fraction") from None
         return np.sort(train_idx), np.sort(val_idx)
-
-
-def require_files(paths: Sequence[Path], root: Path | None) -> None:
-    """Fail with one line naming the first listed image that is missing, before any decoding."""
-    missing = next((p for p in paths if not Path(p).exists()), None)
-    if missing is not None:
-        raise ConfigError(f"{missing} is listed but missing under dataset.root={root}; "
-                          f"restore it or fix the data set's list")
 
 
 def fingerprint(*parts: object) -> str:
@@ -193,32 +196,18 @@ def cached_tensors(path: Path, key: str, build: Callable[[], dict[str, torch.Ten
     return tensors
 
 
-def decode_image(path: str | Path, image_size: int, channels: int) -> np.ndarray:
-    """One file -> (C, H, W) uint8, resized like the course code (PIL bilinear)."""
-    with Image.open(path) as im:
-        im = im.convert("RGB" if channels == 3 else "L")
-        if im.size != (image_size, image_size):
-            im = im.resize((image_size, image_size), Image.BILINEAR)
-        arr = np.array(im, dtype=np.uint8)  # a writable copy: torch warns on read-only arrays
-    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+def resize_uint8(images: torch.Tensor, image_size: int, chunk: int = 1024) -> torch.Tensor:
+    """(N, C, H, W) uint8 -> same at image_size (bilinear), for in-memory sources.
 
-
-def decode_images(paths: Sequence[str | Path], image_size: int, channels: int) -> torch.Tensor:
-    """Many files -> (N, C, H, W) uint8; PIL decodes outside the GIL, so threads help."""
-    out = np.empty((len(paths), channels, image_size, image_size), dtype=np.uint8)
-
-    def one(i: int) -> None:
-        out[i] = decode_image(paths[i], image_size, channels)
-
-    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
-        list(pool.map(one, range(len(paths))))
-    return torch.from_numpy(out)
-
-
-def resize_uint8(images: torch.Tensor, image_size: int) -> torch.Tensor:
-    """(N, C, H, W) uint8 -> same at image_size (bilinear), for in-memory sources."""
+    Refused before allocating when the result can't fit in memory; resized `chunk` images at a
+    time, so the float copies stay small (each image is resized on its own either way).
+    """
     if images.shape[-1] == image_size and images.shape[-2] == image_size:
         return images.contiguous()
-    resized = F.interpolate(images.float(), size=(image_size, image_size), mode="bilinear",
-                            align_corners=False, antialias=True)
-    return resized.round().clamp(0, 255).to(torch.uint8)
+    require_memory(len(images), images.shape[1], image_size)
+    out = torch.empty((len(images), images.shape[1], image_size, image_size), dtype=torch.uint8)
+    for start in range(0, len(images), chunk):
+        resized = F.interpolate(images[start:start + chunk].float(), size=(image_size, image_size), mode="bilinear",
+                                align_corners=False, antialias=True)
+        out[start:start + chunk] = resized.round().clamp(0, 255).to(torch.uint8)
+    return out

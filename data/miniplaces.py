@@ -2,8 +2,9 @@
 
 ROOT/train.txt and ROOT/val.txt hold lines like ``train/a/abbey/00000001.jpg 0``; the JPEGs
 (128x128) sit under ROOT/train/ and ROOT/val/. The cache file
-``ROOT/.sweep_runner_cache/miniplaces_{size}.pt`` is keyed on the two list files and the image
-size, so a changed list rebuilds it and a second run starts in seconds.
+``ROOT/.sweep_runner_cache/miniplaces_{size}.pt`` is keyed on the two list files, the size and
+mtime of every listed image and the image size, so a changed list or image rebuilds it and a
+second run starts in seconds.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from data.base import ImageDataset, ImageSplits, cached_tensors, decode_images, fingerprint, require_files
+from data.base import ImageDataset, ImageSplits, cached_tensors, decode_images, fingerprint
+from data.images import check_list_entry, file_signature
 from common.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -28,15 +30,25 @@ LIST_URLS = {
 
 
 def read_list(path: Path) -> tuple[list[str], list[int]]:
+    """`relative/path.jpg LABEL` per line; a bad line is refused naming the file and line number."""
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text list of 'relative/path.jpg LABEL' lines") from None
     files, labels = [], []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         parts = line.split()
         if len(parts) != 2:
             raise ConfigError(f"{path}:{n}: expected 'relative/path.jpg LABEL', got {line!r}")
-        files.append(parts[0])
+        if not parts[1].isdecimal():  # digits only: no sign, no decimal point
+            raise ConfigError(f"{path}:{n}: label {parts[1]!r} is not a class index; labels are whole numbers "
+                              f"0, 1, 2, ...")
+        files.append(check_list_entry(parts[0], f"{path}:{n}"))
         labels.append(int(parts[1]))
+    if not files:
+        raise ConfigError(f"{path} lists no images; it needs lines like 'train/a/abbey/00000001.jpg 0'")
     return files, labels
 
 
@@ -81,18 +93,20 @@ class MiniPlaces(ImageDataset):
         return out
 
     def _load(self) -> ImageSplits:
-        lists = self._list_paths()
-        key = fingerprint(lists["train"].read_bytes(), lists["val"].read_bytes(), self.image_size, self.channels)
+        files = self.file_lists()
+        # Keyed on every listed image's size and mtime as well as the lists: a replaced image rebuilds it.
+        signatures = {split: (file_signature(paths, self.root), labels) for split, (paths, labels) in files.items()}
+        key = fingerprint(signatures, self.image_size, self.channels, self.skip_bad_images)
         cache = self.root / ".sweep_runner_cache" / f"miniplaces_{self.image_size}px_{self.channels}ch.pt"
 
         def build() -> dict[str, torch.Tensor]:
             log.info("decoding MiniPlaces under %s to %dx%d (once; cached at %s)", self.root, self.image_size,
                      self.image_size, cache)
             out = {}
-            for split, (paths, labels) in self.file_lists().items():
-                require_files(paths, self.root)
-                out[f"{split}_images"] = decode_images(paths, self.image_size, self.channels)
-                out[f"{split}_labels"] = torch.tensor(labels, dtype=torch.int64)
+            for split, (paths, labels) in files.items():
+                out[f"{split}_images"], kept = decode_images(paths, self.image_size, self.channels,
+                                                             self.skip_bad_images)
+                out[f"{split}_labels"] = torch.tensor(labels, dtype=torch.int64)[kept]
             return out
 
         t = cached_tensors(cache, key, build)

@@ -9,15 +9,18 @@ normalisation then run per batch on the training device, so both paths train the
 
 from __future__ import annotations
 
-import os
+import logging
 from pathlib import Path
 from typing import Iterator, Protocol
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
-from data.base import ImageDataset, decode_image, require_files
+from data.base import ImageDataset
+from data.images import BadImageError, available_memory_bytes, decode_image, require_files
 from common.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 STREAM_ABOVE_FRACTION_OF_RAM = 0.3  # auto: stream when the decoded set would take more of free memory
@@ -48,7 +51,11 @@ class ResidentSplit:
 
 
 class FileImages(Dataset):
-    """One image file per item, decoded and resized like the resident cache (PIL bilinear)."""
+    """One image file per item, decoded and resized like the resident cache (PIL bilinear).
+
+    A file that can't be decoded comes back as (None, its error message), so the error reaches
+    the training process as one line from any DataLoader worker (`collate_decoded`).
+    """
 
     def __init__(self, paths: list[Path], labels: list[int], image_size: int, channels: int) -> None:
         self.paths, self.targets = paths, labels
@@ -57,27 +64,44 @@ class FileImages(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> Batch:
-        return torch.from_numpy(decode_image(self.paths[i], self.image_size, self.channels)), self.targets[i]
+    def __getitem__(self, i: int) -> tuple[torch.Tensor | None, int | str]:
+        try:
+            return torch.from_numpy(decode_image(self.paths[i], self.image_size, self.channels)), self.targets[i]
+        except BadImageError as e:
+            return None, str(e)
+
+
+def collate_decoded(items: list) -> tuple[Batch | None, list[str]]:
+    """The batch of the images that decoded (None if none did), and the errors of those that didn't."""
+    good = [item for item in items if item[0] is not None]
+    return (default_collate(good) if good else None), [error for image, error in items if image is None]
 
 
 class StreamedSplit:
-    def __init__(self, images: FileImages, num_workers: int) -> None:
-        self.images, self.num_workers = images, num_workers
+    def __init__(self, images: FileImages, num_workers: int, skip_bad: bool = False) -> None:
+        self.images, self.num_workers, self.skip_bad = images, num_workers, skip_bad
         self.labels = torch.tensor(images.targets, dtype=torch.int64)
+        self.skipped: set[str] = set()
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def batches(self, batch_size: int, shuffle: bool, device: torch.device) -> Iterator[Batch]:
         loader = DataLoader(self.images, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                            pin_memory=device.type == "cuda")
-        for x, y in loader:
-            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                            pin_memory=device.type == "cuda", collate_fn=collate_decoded)
+        for batch, errors in loader:
+            if errors and not self.skip_bad:
+                raise ConfigError(errors[0])  # streamed files are decoded as they are reached, not up front
+            for error in set(errors) - self.skipped:
+                log.warning("left out (dataset.skip_bad_images=true): %s", error.split("; ")[0])
+            self.skipped.update(errors)
+            if batch is not None:
+                x, y = batch
+                yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
 
 def free_memory_bytes() -> int:
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return available_memory_bytes()
 
 
 def open_splits(dataset: ImageDataset, data_path: str, device: torch.device, num_workers: int = 0,
@@ -95,10 +119,17 @@ def open_splits(dataset: ImageDataset, data_path: str, device: torch.device, num
         decoded = sum(len(paths) for paths, _ in files.values()) * dataset.channels * dataset.image_size ** 2
         if data_path == "stream" or decoded > STREAM_ABOVE_FRACTION_OF_RAM * free_memory_bytes():
             dataset.check_labels(max(max(labels) for _, labels in files.values()) + 1)
-            for paths, _ in files.values():
-                require_files(paths, dataset.root)
-            return {name: StreamedSplit(FileImages(paths, labels, dataset.image_size, dataset.channels), num_workers)
-                    for name, (paths, labels) in files.items()}
+            dataset.require_classes(files["train"][1])
+            out = {}
+            for name, (paths, labels) in files.items():  # missing and empty files are refused before training
+                kept = require_files(paths, dataset.root, dataset.skip_bad_images)
+                if len(kept) < len(paths):
+                    log.warning("left out %d empty image files of the %s split (dataset.skip_bad_images=true)",
+                                len(paths) - len(kept), name)
+                images = FileImages([paths[i] for i in kept], [labels[i] for i in kept], dataset.image_size,
+                                    dataset.channels)
+                out[name] = StreamedSplit(images, num_workers, dataset.skip_bad_images)
+            return out
     splits = dataset.load()
     named = {"train": (splits.train_images, splits.train_labels), "val": (splits.val_images, splits.val_labels)}
     if splits.test_images is not None:

@@ -15,6 +15,7 @@ import torch
 import torchvision
 
 from data.base import ImageDataset, ImageSplits, cached_tensors, decode_images, fingerprint, resize_uint8
+from data.images import file_signature
 from common.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -98,8 +99,9 @@ class ImageFolder(ImageDataset):
     def _load(self) -> ImageSplits:
         train_set, test_set = self._scan()
         sources = [train_set.samples] + ([test_set.samples] if test_set else [])
-        key = fingerprint([(p, Path(p).stat().st_size, c) for s in sources for p, c in s],
-                          self.image_size, self.channels)
+        signature = file_signature([p for s in sources for p, _ in s], self.root)  # size and mtime of each image
+        key = fingerprint(signature, [c for s in sources for _, c in s], self.image_size, self.channels,
+                          self.skip_bad_images)
         cache = self.root / ".sweep_runner_cache" / f"imagefolder_{self.image_size}px_{self.channels}ch.pt"
 
         def build() -> dict[str, torch.Tensor]:
@@ -107,8 +109,9 @@ class ImageFolder(ImageDataset):
             out = {}
             for name, ds in (("train", train_set), ("test", test_set)):
                 if ds is not None:
-                    out[f"{name}_images"] = decode_images([p for p, _ in ds.samples], self.image_size, self.channels)
-                    out[f"{name}_labels"] = torch.tensor(ds.targets, dtype=torch.int64)
+                    out[f"{name}_images"], kept = decode_images([p for p, _ in ds.samples], self.image_size,
+                                                                self.channels, self.skip_bad_images)
+                    out[f"{name}_labels"] = torch.tensor(ds.targets, dtype=torch.int64)[kept]
             return out
 
         t = cached_tensors(cache, key, build)

@@ -6,6 +6,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from common.errors import ConfigError
+
 
 class LeNet(nn.Module):
     """conv 6@5x5 + ReLU + maxpool 2; conv 16@5x5 + ReLU + maxpool 2; flatten; 256; 128; classes.
@@ -23,7 +25,8 @@ class LeNet(nn.Module):
         self.conv2 = nn.Conv2d(6, 16, kernel_size=5, stride=1)
         side = ((image_size - 4) // 2 - 4) // 2
         if side < 1:
-            raise ValueError(f"LeNet needs images of at least 16x16 pixels, got image_size={image_size}")
+            raise ConfigError(f"dataset.image_size={image_size} is too small for LeNet, which needs at least "
+                              f"16x16 pixels; use dataset.image_size=16 or more (the course uses 32)")
         self.fc1 = nn.Linear(16 * side * side, 256)
         self.fc2 = nn.Linear(256, 128)
         self.fc3 = nn.Linear(128, num_classes)

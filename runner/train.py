@@ -27,6 +27,7 @@ from data.augment import Normalize
 from data.base import ImageDataset
 from data.splits import Split, open_splits
 from models import count_model_params
+from models.shape_check import check_image_size
 from runner.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from runner.build import build
 from runner.config import check_config, switch
@@ -194,6 +195,7 @@ def _train(cfg: DictConfig, run_dir: Path, parallel_jobs: int) -> dict[str, Any]
         seed_everything(cfg.seed)
         device = pick_device(str(cfg.device))
         amp_dtype = configure_compute(cfg.compute, device, parallel_jobs)
+        check_image_size(cfg.model, cfg.dataset.channels, cfg.dataset.image_size)  # before any data is decoded
         channels_last = bool(cfg.compute.channels_last)
         dataset, splits = load_data(cfg, device)
         model = build(cfg.model, "model").to(device)
