@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 DPI = 80
 CELL_W, CELL_H = 1.3, 1.6  # inches per grid cell: the image and a two-line title
 TITLE_IN = 0.32  # of which the title takes this much
+SUPTITLE_IN = 0.35  # a grid's own title, above the cells
 
 
 @dataclass
@@ -46,9 +47,9 @@ def scaled(array: torch.Tensor) -> torch.Tensor:
     return (array - low) / (high - low) if high > low else torch.zeros_like(array)
 
 
-def grid_size(rows: int, cols: int, title_in: float = 0.0) -> tuple[int, int]:
-    """The PNG's (width, height) in pixels for a grid of rows x cols cells."""
-    return round(cols * CELL_W * DPI), round((rows * CELL_H + title_in) * DPI)
+def grid_size(rows: int, cols: int, titled: bool = True) -> tuple[int, int]:
+    """The PNG's (width, height) in pixels for a grid of rows x cols cells (and a title above)."""
+    return round(cols * CELL_W * DPI), round((rows * CELL_H + (SUPTITLE_IN if titled else 0.0)) * DPI)
 
 
 def save(fig: Figure, path: Path) -> Path:
@@ -62,7 +63,7 @@ def save(fig: Figure, path: Path) -> Path:
 def image_grid(cells: list[Cell], cols: int, path: Path, title: str = "", row_labels: list[str] | None = None) -> Path:
     """Cells left to right, top to bottom; marked cells get a red title and frame."""
     rows = max(1, -(-len(cells) // cols))
-    title_in = 0.35 if title else 0.0
+    title_in = SUPTITLE_IN if title else 0.0
     width, height = cols * CELL_W, rows * CELL_H + title_in
     fig = Figure(figsize=(width, height))
     axes = fig.subplots(rows, cols, squeeze=False)
