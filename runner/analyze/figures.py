@@ -75,8 +75,7 @@ def image_grid(cells: list[Cell], cols: int, path: Path, title: str = "", row_la
             continue
         cell = cells[k]
         shown = to_display(cell.image) if cell.cmap is None else cell.image
-        ax.imshow(shown, cmap=cell.cmap or ("gray" if np.ndim(shown) == 2 else None),
-                  vmin=0.0 if cell.cmap is None else None, vmax=1.0 if cell.cmap is None else None)
+        ax.imshow(shown, cmap=cell.cmap or ("gray" if np.ndim(shown) == 2 else None), vmin=0.0, vmax=1.0)
         colour = "red" if cell.marked else "black"
         ax.set_title(cell.title, fontsize=7, color=colour, pad=2)
         for spine in ax.spines.values():
@@ -84,7 +83,7 @@ def image_grid(cells: list[Cell], cols: int, path: Path, title: str = "", row_la
             spine.set_linewidth(2.5 if cell.marked else 0.5)
     if row_labels:
         for ax, label in zip(axes[:, 0], row_labels):
-            ax.set_ylabel(label, fontsize=8)
+            ax.set_ylabel(label, fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9, y=1 - 0.08 / height)
     fig.subplots_adjust(left=0.02 if not row_labels else 0.06, right=0.98, bottom=0.02,

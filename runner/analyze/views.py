@@ -123,14 +123,16 @@ def filters(v: View) -> list[Path]:
     cells, rows = [], []
     for stage, (layer, act) in enumerate(stages, 1):
         cells.append(Cell(image, f"image {index}" if stage == 1 else ""))
-        maps = [Cell(scaled(m), f"{layer} [{c}]", cmap="viridis") for c, m in enumerate(act[:MAX_MAPS])]
+        shown_maps = scaled(act[:MAX_MAPS])  # one range per stage: which channels fire, even on 1x1 maps
+        maps = [Cell(m.numpy(), f"channel {c}", cmap="viridis") for c, m in enumerate(shown_maps)]
         cells += maps + [Cell(None)] * (cols - 1 - len(maps))
         rows.append({"stage": stage, "layer": layer, "channels": act.shape[0], "height": act.shape[1],
                      "width": act.shape[2], "mean": float(act.mean()), "max": float(act.max())})
     label = v.name(int(v.split.labels[index]))
     paths += [image_grid(cells, cols, v.out / "activations.png",
                          f"conv stage outputs for {v.split_name} image {index} (class {label}), "
-                         f"first {MAX_MAPS} maps each", row_labels=[f"stage {r['stage']}" for r in rows]),
+                         f"first {MAX_MAPS} maps each, one colour scale per stage",
+                         row_labels=[f"{r['layer']}\n{r['height']}x{r['width']}" for r in rows]),
               v.write_csv(pd.DataFrame(rows), "activations.csv")]
     return paths
 
@@ -150,7 +152,7 @@ def saliency(v: View) -> list[Path]:
     cells = [Cell(img.cpu(), f"true: {v.name(int(t))}\npred: {v.name(int(p))}", bool(t != p))
              for img, t, p in zip(images, labels, preds)]
     for kind, m in maps.items():
-        cells += [Cell(one.numpy(), kind, cmap="hot") for one in m]
+        cells += [Cell((one / one.max().clamp_min(1e-30)).numpy(), kind, cmap="hot") for one in m]  # each to its max
     rows = {"index": shown, "true": labels.tolist(), "pred": preds.tolist()}
     for kind, m in maps.items():
         rows[f"{kind}_max"] = m.flatten(1).max(1).values.tolist()
