@@ -56,7 +56,7 @@ def predictions(v: View) -> list[Path]:
     images = compute.images_at(v.split, shown)
     cells = [Cell(img, f"true: {r['true_name']}\npred: {r['pred_name']}", r["wrong"]) for img, r in zip(images, rows)]
     wrong = sum(r["wrong"] for r in rows)
-    paths = [image_grid(cells, 10, v.out / "predictions.png",
+    paths = [image_grid(cells, min(10, len(cells)), v.out / "predictions.png",
                         f"{v.split_name}: {len(rows)} images, {wrong} wrong (red)"),
              v.write_csv(pd.DataFrame(rows), "predictions.csv")]
     mistakes = torch.nonzero(preds != labels).flatten()
