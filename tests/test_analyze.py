@@ -173,3 +173,14 @@ def test_a_file_that_is_not_a_checkpoint_is_refused_by_the_command(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: checkpoint={junk} is not a readable checkpoint")
+
+
+def test_class_names_come_from_the_data_sets(tmp_path):
+    from data.miniplaces import MiniPlaces
+    from data.torchvision_sets import ImageFolder
+    from tests.conftest import write_image_folder, write_miniplaces
+
+    places = MiniPlaces(root=str(write_miniplaces(tmp_path / "places", size=16)))
+    assert places.class_names() == ["abbey", "bakery_shop", "canyon"]
+    folder = ImageFolder(root=str(write_image_folder(tmp_path / "folder", classes=3, per_class=2)))
+    assert folder.class_names() == ["class0", "class1", "class2"]

@@ -69,6 +69,8 @@ def parse_args(argv: list[str]) -> dict[str, Any]:
             raise ConfigError(f"unknown key {key!r}; {USAGE}")
     if not options["checkpoint"]:
         raise ConfigError(f"checkpoint is missing; {USAGE}")
+    if not options["what"]:
+        raise ConfigError(f"what is missing: add what={'|'.join(WHATS)}")
     if options["what"] not in WHATS:
         raise ConfigError(f"what={options['what']} is not something to look at; use what={'|'.join(WHATS)}")
     for key, smallest in INTEGER_KEYS.items():

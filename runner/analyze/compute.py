@@ -6,11 +6,13 @@ split as uint8 0..255, as the loader gives them, and go through the run's own no
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
 import torch
 from torch import nn
 
-from data.splits import Split
+from data.splits import Batch, Split
 from runner.attacks import logits_of, predict
 from runner.train import EVAL_BATCH
 
@@ -22,6 +24,16 @@ def images_at(split: Split, indices: list[int] | torch.Tensor) -> torch.Tensor:
     if isinstance(images, torch.Tensor):
         return images[torch.tensor(indices, dtype=torch.long, device=images.device)].cpu()
     return torch.stack([images[i][0] for i in indices])  # a FileImages data set: decode just these
+
+
+def first_images(batches: Iterator[Batch], limit: int) -> Iterator[Batch]:
+    """The batches cut off after `limit` images."""
+    seen = 0
+    for x, y in batches:
+        if seen >= limit:
+            return
+        yield x[:limit - seen], y[:limit - seen]
+        seen += len(y)
 
 
 def sample_indices(count: int, n: int, seed: int) -> list[int]:

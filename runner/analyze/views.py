@@ -18,7 +18,7 @@ from common.io import atomic_write_text
 from data.splits import Split
 from runner.analyze import compute
 from runner.analyze.figures import Cell, confusion_figure, image_grid, robustness_figure, scaled
-from runner.attacks import ATTACK_BATCH, default_alpha, pgd, predict
+from runner.attacks import ATTACK_BATCH, default_alpha, pgd, predict, robust_accuracy
 from runner.eval import Restored
 
 MAX_MAPS = 16  # activation maps shown per conv stage
@@ -173,17 +173,11 @@ def robustness(v: View) -> list[Path]:
     rows = []
     for epsilon in o["eps"]:
         torch.manual_seed(o["seed"])  # the same random starts for every epsilon
-        correct, seen = 0, 0
-        for x, y in v.split.batches(ATTACK_BATCH, shuffle=False, device=device):
-            x, y = x[:limit - seen], y[:limit - seen]
-            adversarial = pgd(model.eval(), normalize, x, y, epsilon, steps, alpha, random_start)
-            correct += int((predict(model, normalize, adversarial).argmax(1) == y).sum())
-            seen += len(y)
-            if seen >= limit:
-                break
+        batches = compute.first_images(v.split.batches(ATTACK_BATCH, shuffle=False, device=device), limit)
         rows.append({"epsilon": epsilon, "epsilon_255": epsilon * 255, "steps": steps,
                      "alpha": default_alpha(epsilon, steps) if alpha is None else alpha, "random_start": random_start,
-                     "accuracy": 100.0 * correct / seen, "images": seen})
+                     "accuracy": robust_accuracy(model, batches, normalize, epsilon, steps, alpha, random_start),
+                     "images": min(limit, len(v.split.labels))})
     attack = "FGSM" if steps == 1 else f"PGD-{steps}"
     paths = [v.write_csv(pd.DataFrame(rows), "pgd.csv"),
              robustness_figure(list(o["eps"]), [r["accuracy"] for r in rows], v.out / "pgd_accuracy.png",
