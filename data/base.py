@@ -99,6 +99,10 @@ class ImageDataset:
         """
         return None
 
+    def class_names(self) -> list[str]:
+        """A readable name per label, for pictures and tables; data sets with names override this."""
+        return [str(i) for i in range(self.num_classes or 0)]
+
     # --- shared -----------------------------------------------------------------------
     def _key(self) -> tuple:
         return (type(self).__qualname__, str(self.root), self.image_size, self.channels, self.val_fraction,

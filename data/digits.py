@@ -11,6 +11,9 @@ from data.base import ImageDataset, ImageSplits, resize_uint8
 class Digits(ImageDataset):
     """1,797 greyscale digits from `sklearn.datasets.load_digits`, with a stratified val split."""
 
+    def class_names(self) -> list[str]:
+        return [str(d) for d in range(10)]
+
     def _load(self) -> ImageSplits:
         from sklearn.datasets import load_digits
 

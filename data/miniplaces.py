@@ -85,6 +85,12 @@ class MiniPlaces(ImageDataset):
                     f"(with train.txt, val.txt, train/, val/) or add dataset.download=true")
         return lists
 
+    def class_names(self) -> list[str]:
+        """Scene names from train.txt's paths (train/a/abbey/00000001.jpg is class 'abbey')."""
+        files, labels = read_list(self._list_paths()["train"])
+        names = {label: "/".join(Path(f).parts[2:-1]) or str(label) for f, label in zip(files, labels)}
+        return [names.get(i, str(i)) for i in range(max(names) + 1)]
+
     def file_lists(self) -> dict[str, tuple[list[Path], list[int]]]:
         out = {}
         for split, path in self._list_paths().items():

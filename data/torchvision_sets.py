@@ -49,16 +49,26 @@ class _InMemoryTorchvision(ImageDataset):
 class MNIST(_InMemoryTorchvision):
     torchvision_class = torchvision.datasets.MNIST
 
+    def class_names(self) -> list[str]:
+        return [str(d) for d in range(10)]
+
 
 class CIFAR10(_InMemoryTorchvision):
     torchvision_class = torchvision.datasets.CIFAR10
+
+    def class_names(self) -> list[str]:  # torchvision reads them from the archive's meta file
+        return ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def visible_folders(directory: str | Path) -> list[str]:
+    return sorted(e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith("."))
 
 
 class _VisibleClassFolders(torchvision.datasets.ImageFolder):
     """torchvision's ImageFolder, ignoring hidden folders (our cache sits in ROOT/.sweep_runner_cache)."""
 
     def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
-        classes = sorted(e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith("."))
+        classes = visible_folders(directory)
         if not classes:
             raise FileNotFoundError(f"Couldn't find any class folder in {directory}.")
         return classes, {name: i for i, name in enumerate(classes)}
@@ -72,6 +82,9 @@ class ImageFolder(ImageDataset):
         train = root / "train" if (root / "train").is_dir() else root
         test = next((root / n for n in ("test", "val") if (root / n).is_dir() and train != root), None)
         return train, test
+
+    def class_names(self) -> list[str]:
+        return visible_folders(self._folders()[0])
 
     def file_lists(self) -> dict[str, tuple[list[Path], list[int]]]:
         train_set, test_set = self._scan()

@@ -57,7 +57,7 @@ def main(cfg: DictConfig) -> float | None:
     log.info("run folder: %s", run_dir)
     log.info("status: %s, best val acc: %s (epoch %s)", summary["status"],
              "n/a" if summary["best_val_acc"] is None else f"{summary['best_val_acc']:.2f}", summary["best_epoch"])
-    return summary["best_val_acc"]
+    return summary.get(f"best_{cfg.get('objective', 'val_acc')}")  # objective: val_acc | val_robust_acc
 
 
 if __name__ == "__main__":

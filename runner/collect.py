@@ -29,6 +29,7 @@ from common.io import atomic_write_text
 log = logging.getLogger("runner.collect")
 
 OUTCOME_COLUMNS = ["best_val_acc", "best_epoch", "epochs_done", "status", "train_s", "val_s", "wall_s", "params_m"]
+OPTIONAL_OUTCOME_COLUMNS = ["best_val_robust_acc"]  # shown when some run has it
 # Keys that differ between runs without being an experimental choice.
 IGNORED_KEYS = {"resume", "progress", "tensorboard", "dataset.root"}
 
@@ -127,10 +128,12 @@ def collect(sweep_dirs: list[Path]) -> pd.DataFrame:
             value = choice.get(key, config.get(key))
             row[key] = list(value) if isinstance(value, tuple) else value
         row.update({k: outcome.get(k) for k in OUTCOME_COLUMNS})
+        row.update({k: outcome[k] for k in OPTIONAL_OUTCOME_COLUMNS if k in outcome})
         row["error"] = outcome.get("error")
         row["run_dir"] = str(run)
         rows.append(row)
-    table = pd.DataFrame(rows, columns=["job", *columns, *OUTCOME_COLUMNS, "error", "run_dir"])
+    optional = [k for k in OPTIONAL_OUTCOME_COLUMNS if any(k in row for row in rows)]  # e.g. adversarial runs
+    table = pd.DataFrame(rows, columns=["job", *columns, *OUTCOME_COLUMNS, *optional, "error", "run_dir"])
     return table.astype({"best_epoch": "Int64", "epochs_done": "Int64"})
 
 
@@ -187,11 +190,11 @@ def collect_and_report(sweep_dirs: list[str | Path], out_dir: str | Path | None 
     table = collect(dirs)
     atomic_write_text(out / "results.txt", "".join(results_line(r) + "\n" for _, r in table.iterrows()))
     atomic_write_text(out / "results.csv", table.to_csv(index=False))
-    varying = [c for c in table.columns if c not in ("job", *OUTCOME_COLUMNS, "error", "run_dir")]
+    varying = [c for c in table.columns if c not in ("job", *OUTCOME_COLUMNS, *OPTIONAL_OUTCOME_COLUMNS, "error", "run_dir")]
     plot_by_param(table, varying, out / "accuracy_by_param.png")
     shown = table.drop(columns=["run_dir", "error"]).sort_values("best_val_acc", ascending=False, na_position="last")
     # Two decimals for accuracies and seconds; swept values (lr=0.001...) as they are.
-    formats = [".2f" if c in OUTCOME_COLUMNS else "g" for c in shown.columns]
+    formats = [".2f" if c in OUTCOME_COLUMNS + OPTIONAL_OUTCOME_COLUMNS else "g" for c in shown.columns]
     print(shown.to_markdown(index=False, floatfmt=formats))
     print(f"\n{len(table)} runs; results.txt and results.csv in {out}")
     return table

@@ -30,12 +30,14 @@ class RunConfig:
     progress: str = "auto"
     label_smoothing: float = 0.0
     grad_clip: Optional[float] = None
+    objective: str = "val_acc"
     compute: Any = MISSING
     model: Any = MISSING
     optimizer: Any = MISSING
     scheduler: Any = MISSING
     augmentation: Any = MISSING
     dataset: Any = MISSING
+    adversary: Any = None
 
 
 ConfigStore.instance().store(name="run_schema", node=RunConfig)
@@ -52,6 +54,7 @@ def __getattr__(name: str) -> tuple[str, ...]:
 
 
 SWITCH_VALUES = ("auto", "true", "false")
+OBJECTIVES = ("val_acc", "val_robust_acc")  # the metric whose best a run returns to Hydra's sweeper
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -77,6 +80,10 @@ def check_config(cfg: DictConfig) -> None:
         (cfg.grad_clip is None or cfg.grad_clip > 0, "grad_clip", cfg.grad_clip, "use a positive norm or grad_clip=null"),
         (cfg.seed is None or cfg.seed >= 0, "seed", cfg.seed, "use a seed of 0 or more, or seed=null"),
     ]
+    checks.append((cfg.get("objective", "val_acc") in OBJECTIVES, "objective", cfg.get("objective"),
+                   "use objective=val_acc or val_robust_acc"))
+    checks.append((cfg.get("objective", "val_acc") != "val_robust_acc" or (cfg.get("adversary") or {}).get("_target_"),
+                   "objective", "val_robust_acc", "it is measured only with an adversary: add adversary=pgd or fgsm"))
     for ok, key, value, fix in checks:
         if not ok:
             raise ConfigError(f"{key}={value} is invalid: {fix}")

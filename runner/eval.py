@@ -14,14 +14,19 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
+
+import torch
 
 import yaml
 from hydra.utils import execution_whitelist
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from data.augment import Normalize
-from data.splits import open_splits
+from data.base import ImageDataset
+from data.splits import Split, open_splits
 from runner.build import build
 from runner.checkpoint import load_checkpoint, load_model_state
 from common.errors import ConfigError
@@ -50,9 +55,22 @@ def parse_args(argv: list[str]) -> dict[str, Any]:
     return options
 
 
-def run_eval(checkpoint: str, split: str = "val", device: str = "auto",
-             dataset_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Evaluate a checkpoint on one split; returns top1, top5, loss, images and eval_s."""
+@dataclass
+class Restored:
+    """A checkpoint brought back to life: its config, data set, splits and model with its weights."""
+
+    state: dict[str, Any]
+    cfg: DictConfig
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    dataset: ImageDataset
+    splits: dict[str, Split]
+    model: nn.Module
+    normalize: nn.Module
+
+
+def restore(checkpoint: str, device: str = "auto", dataset_overrides: dict[str, Any] | None = None) -> Restored:
+    """Rebuild the model and data set a checkpoint was trained with, from the config inside it."""
     state = load_checkpoint(checkpoint)
     if not isinstance(state["config"], dict) or not {"model", "dataset", "compute"} <= state["config"].keys():
         raise ConfigError(f"checkpoint={checkpoint} holds no run config; pass a checkpoint.pth.tar written by the runner")
@@ -65,18 +83,30 @@ def run_eval(checkpoint: str, split: str = "val", device: str = "auto",
     with execution_whitelist(whitelist, reset=True):
         dataset = build(cfg.dataset, "dataset")
         splits = open_splits(dataset, str(cfg.compute.data_path), torch_device, cfg.num_workers)
-        if split not in splits:
-            raise ConfigError(f"split={split} does not exist for this data set (it has {', '.join(splits)}); "
-                              f"use split=val")
         model = build(cfg.model, "model")
     load_model_state(model, state)
     model = model.to(torch_device)
     normalize = Normalize(dataset.mean, dataset.std).to(torch_device)
+    return Restored(state, cfg, torch_device, amp_dtype, dataset, splits, model, normalize)
+
+
+def require_split(splits: dict[str, Split], split: str) -> Split:
+    if split not in splits:
+        raise ConfigError(f"split={split} does not exist for this data set (it has {', '.join(splits)}); "
+                          f"use split=val")
+    return splits[split]
+
+
+def run_eval(checkpoint: str, split: str = "val", device: str = "auto",
+             dataset_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Evaluate a checkpoint on one split; returns top1, top5, loss, images and eval_s."""
+    run = restore(checkpoint, device, dataset_overrides)
+    data = require_split(run.splits, split)
     started = time.perf_counter()
-    metrics = evaluate(model, splits[split], normalize, amp_dtype)
+    metrics = evaluate(run.model, data, run.normalize, run.amp_dtype)
     eval_s = time.perf_counter() - started
     return {"split": split, "top1": metrics["val_acc"], "top5": metrics["val_top5"], "loss": metrics["val_loss"],
-            "images": len(splits[split].labels), "eval_s": eval_s, "epoch": state["epoch"]}
+            "images": len(data.labels), "eval_s": eval_s, "epoch": run.state["epoch"]}
 
 
 def trusted_eval_targets(cfg: Any) -> tuple[str, ...]:

@@ -39,11 +39,13 @@ class RunFolder:
 
     def write_metrics(self, history: list[dict[str, float]]) -> None:
         """Rewrite metrics.csv from the whole history (a resumed run carries its earlier rows)."""
-        frame = pd.DataFrame(history, columns=METRIC_COLUMNS)
+        # Columns a run adds (val_robust_acc with an adversary) come after the fixed ones.
+        columns = METRIC_COLUMNS + [k for k in (history[-1] if history else {}) if k not in METRIC_COLUMNS]
+        frame = pd.DataFrame(history, columns=columns)
         atomic_write_text(self.path / "metrics.csv", frame.to_csv(index=False))
         if self._writer is not None and history:
             row = history[-1]
-            for name in METRIC_COLUMNS[1:]:
+            for name in columns[1:]:
                 self._writer.add_scalar(name, row[name], row["epoch"])
             self._writer.flush()
 

@@ -28,6 +28,7 @@ from data.base import ImageDataset
 from data.splits import Split, open_splits
 from models import count_model_params
 from models.shape_check import check_image_size
+from runner.attacks import best_robust_acc, build_adversary
 from runner.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from runner.build import build
 from runner.config import check_config, switch
@@ -105,14 +106,18 @@ def to_model_input(x: torch.Tensor, normalize: nn.Module, channels_last: bool) -
 
 # ---------------------------------------------------------------- one pass each way
 def train_one_epoch(model, data, augment, normalize, loss_fn, optimizer, scheduler, step_per_batch: bool,
-                    amp_dtype, channels_last: bool, grad_clip: float | None, progress) -> dict[str, float]:
+                    amp_dtype, channels_last: bool, grad_clip: float | None, progress,
+                    adversary=None) -> dict[str, float]:
     model.train()
     device = next(model.parameters()).device
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
     for x, y in data:
-        x = to_model_input(augment(x), normalize, channels_last)
+        x = augment(x)
+        if adversary is not None:  # train on the batch's attack instead (conf/adversary/)
+            x = adversary.perturb(model, x, y, normalize)
+        x = to_model_input(x, normalize, channels_last)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             logits = model(x)
             loss = loss_fn(logits, y)
@@ -207,6 +212,7 @@ def _train(cfg: DictConfig, run_dir: Path, parallel_jobs: int) -> dict[str, Any]
         scheduler, interval = build_scheduler(cfg.scheduler, optimizer, steps_per_epoch)
         augment = build(cfg.augmentation, "augmentation").to(device)
         normalize = Normalize(dataset.mean, dataset.std).to(device)
+        adversary = build_adversary(cfg.get("adversary"))
         loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         start_epoch, best_acc, best_epoch = 0, -math.inf, None
 
@@ -237,9 +243,11 @@ def _train(cfg: DictConfig, run_dir: Path, parallel_jobs: int) -> dict[str, Any]
             with progress_bar(cfg, steps_per_epoch, epoch) as bar:
                 data = splits["train"].batches(cfg.batch_size, shuffle=True, device=device)
                 row = train_one_epoch(train_model, data, augment, normalize, loss_fn, optimizer, scheduler,
-                                      interval == "step", amp_dtype, channels_last, cfg.grad_clip, bar)
+                                      interval == "step", amp_dtype, channels_last, cfg.grad_clip, bar, adversary)
             t1 = time.perf_counter()
             row.update(evaluate(train_model, splits["val"], normalize, amp_dtype, channels_last))
+            if adversary is not None:
+                row["val_robust_acc"] = adversary.robust_accuracy(train_model, splits["val"], normalize)
             t2 = time.perf_counter()
             if interval == "epoch":
                 scheduler.step()
@@ -247,9 +255,14 @@ def _train(cfg: DictConfig, run_dir: Path, parallel_jobs: int) -> dict[str, Any]
             summary["epochs_done"] = epoch
             summary["train_s"] = sum(h["train_s"] for h in history)
             summary["val_s"] = sum(h["val_s"] for h in history)
+            if adversary is not None:
+                summary["best_val_robust_acc"] = best_robust_acc(history)
             log.info("epoch %d/%d  train loss %.4f acc %.2f  val loss %.4f acc %.2f top5 %.2f  (%.1fs + %.1fs)",
                      epoch, cfg.epochs, row["train_loss"], row["train_acc"], row["val_loss"], row["val_acc"],
                      row["val_top5"], t1 - t0, t2 - t1)
+            if adversary is not None:
+                log.info("epoch %d/%d  val robust acc %.2f (epsilon %g)", epoch, cfg.epochs, row["val_robust_acc"],
+                         adversary.epsilon)
             folder.write_metrics(history)
             if not math.isfinite(row["train_loss"]):
                 summary["status"] = "diverged"
