@@ -81,7 +81,7 @@ def _numeric_panel(ax, done: pd.DataFrame, key: str, best) -> None:
     if len(values) <= MAX_TICKED_VALUES and len(values) < len(x):  # a grid: each value ran several times
         means = acc.groupby(x).mean()
         ax.plot(means.index, means.values, marker="o", color="black", label="mean over the other keys")
-    elif len(x) >= 4:  # a search: every value is new, so average over bins of the axis
+    elif len(x) >= 6:  # a search: every value is new, so average over bins of the axis
         edges = (np.geomspace if log else np.linspace)(x.min(), x.max(), min(6, len(x) // 3) + 1)
         which = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2)
         grouped = pd.DataFrame({"x": np.log(x) if log else x, "acc": acc, "bin": which}).groupby("bin").mean()
@@ -91,7 +91,7 @@ def _numeric_panel(ax, done: pd.DataFrame, key: str, best) -> None:
         ax.scatter([x[best]], [acc[best]], marker="*", s=160, color=BEST_COLOUR, zorder=3, label="best run")
     if log:
         ax.set_xscale("log")
-    if len(values) <= MAX_TICKED_VALUES:
+    if len(values) <= MAX_TICKED_VALUES and len(values) < len(x):  # a grid's values, each labelled
         ax.set_xticks(values, [f"{v:g}" for v in values])
         ax.xaxis.set_minor_locator(NullLocator())
 
@@ -151,13 +151,16 @@ def curves_figure(table: pd.DataFrame, key_columns: list[str]) -> Figure | None:
         else:
             ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="best")
+        # Below the panel: inside it, a legend hides the very points it names.
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
+    fig.set_size_inches(7 * len(groups), 3.6 + 0.17 * (min(max(map(len, (g for _, g in groups))), MAX_LABELLED_CURVES + 1)))
     fig.tight_layout()
     return fig
 
 
 def _run_label(run: pd.Series, key_columns: list[str], width: int = 48) -> str:
-    values = ", ".join(f"{k.split('.')[-1]}={run[k]}" for k in key_columns
+    values = ", ".join(f"{k.split('.')[-1]}={run[k]:g}" if isinstance(run[k], float) else f"{k.split('.')[-1]}={run[k]}"
+                       for k in key_columns
                        if run[k] is not None and not (isinstance(run[k], float) and math.isnan(run[k])))
     label = f"job {run['job']}" + (f": {values}" if values else "")
     return label if len(label) <= width else label[: width - 1] + "…"
@@ -176,10 +179,15 @@ def save_figure(fig: Figure, path: Path) -> None:
 
 def write_plots(table: pd.DataFrame, key_columns: list[str], out: Path) -> list[str]:
     """Write the pictures there is something to draw for; returns their file names."""
+    import matplotlib.style
+
     written = []
-    for name, fig in (("accuracy_by_param.png", accuracy_by_param_figure(table, key_columns)),
-                      ("val_acc_curves.png", curves_figure(table, key_columns))):
-        if fig is not None:
-            save_figure(fig, out / name)
-            written.append(name)
+    # matplotlib's default look, whatever style an earlier plot set (Optuna's plots switch to ggplot).
+    with matplotlib.style.context("default"):
+        for name, draw in (("accuracy_by_param.png", accuracy_by_param_figure),
+                           ("val_acc_curves.png", curves_figure)):
+            fig = draw(table, key_columns)
+            if fig is not None:
+                save_figure(fig, out / name)
+                written.append(name)
     return written

@@ -50,7 +50,7 @@ window.addEventListener("load", function () {
 def write_report(table: pd.DataFrame, out: Path, plots: list[str], best: dict[str, Any] | None) -> Path:
     """Write out/report.html and return its path."""
     pictures = [name for name in PICTURES if (out / name).exists()]
-    parts = [f"<h1>{len(table)} runs</h1>", _best_section(best), "<h2>Runs, best first</h2>", _table(table, out)]
+    parts = [f"<h1>{len(table)} runs in {html.escape(out.resolve().name)}</h1>", _best_section(best), "<h2>Runs, best first</h2>", _table(table, out)]
     for name in pictures:
         data = base64.b64encode((out / name).read_bytes()).decode("ascii")
         parts.append(f'<h2>{html.escape(name)}</h2>\n<img alt="{html.escape(name)}" src="data:image/png;base64,{data}">')
