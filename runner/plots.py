@@ -64,10 +64,15 @@ def accuracy_by_param_figure(table: pd.DataFrame, columns: list[str]) -> Figure 
         ax.set_xlabel(key)
         ax.set_ylabel("best val acc (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="best")
     for ax in axes[len(columns):]:
         ax.set_visible(False)
-    fig.tight_layout()
+    # One legend for all panels, above them: inside a panel it hides the points it explains.
+    entries = {}
+    for ax in axes[: len(columns)]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    fig.legend(entries.values(), entries.keys(), loc="upper center", ncol=len(entries), fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_size_inches()[1]))
     return fig
 
 
