@@ -17,7 +17,7 @@ def merged(tmp_path_factory):
     grids = {"lenet": ["model=lenet", "lr=0.01,0.05"],
              "cnn5": ["model=cnn5", "model.activation=relu,gelu", "model.batch_norm=true,false", "grad_clip=1.0"]}
     for name, overrides in grids.items():
-        proc = run_cli("-m", *overrides, "epochs=1", "tensorboard=false", f"hydra.sweep.dir={root / name}")
+        proc = run_cli("-m", *overrides, "epochs=1", "tensorboard=false", f"hydra.sweep.dir={root / name}", timeout=900)
         assert proc.returncode == 0, proc.stderr[-2000:]
     out = root / "tables" / "both"  # does not exist yet
     proc = run_cli(str(root / "lenet"), str(root / "cnn5"), "--out", str(out), module="runner.collect")
