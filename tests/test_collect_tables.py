@@ -80,6 +80,7 @@ def test_a_grid_with_a_typo_leaves_no_tables(tmp_path):
     assert proc.returncode != 0
     assert not (tmp_path / "results.txt").exists() and not (tmp_path / "results.csv").exists()
     assert "lenett" in proc.stderr
+    assert "nothing collected, no files written" in proc.stdout  # the end-of-sweep callback's one log line
 
 
 def test_best_json_of_a_grid_names_the_best_run_and_the_command(tmp_path):
