@@ -158,7 +158,7 @@ def curves_figure(table: pd.DataFrame, key_columns: list[str]) -> Figure | None:
         ax.grid(alpha=0.3)
         # Below the panel: inside it, a legend hides the very points it names.
         ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
-    fig.set_size_inches(7 * len(groups), 3.6 + 0.17 * (min(max(map(len, (g for _, g in groups))), MAX_LABELLED_CURVES + 1)))
+    fig.set_size_inches(7 * len(groups), 3.9 + 0.14 * (min(max(map(len, (g for _, g in groups))), MAX_LABELLED_CURVES + 1)))
     fig.tight_layout()
     return fig
 

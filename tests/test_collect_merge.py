@@ -34,7 +34,7 @@ def test_the_merged_table_keeps_every_distinguishing_key(merged):
     assert list(table["model.activation"]) == ["", "", "relu", "relu", "gelu", "gelu"]
     assert list(table["model.batch_norm"]) == ["", "", "True", "False", "True", "False"]
     assert list(table["grad_clip"]) == ["", "", "1.0", "1.0", "1.0", "1.0"]  # null: empty
-    assert list(table["lr"]) == ["0.01", "0.05", "0.01", "0.01", "0.01", "0.01"]
+    assert list(table["lr"]) == [0.01, 0.05, 0.01, 0.01, 0.01, 0.01]
     assert not [c for c in table.columns if "@" in c]
     assert not table[["model", "model.activation", "model.batch_norm", "lr"]].duplicated().any()
     assert "nan" not in proc.stdout and "None" not in proc.stdout
