@@ -157,8 +157,10 @@ def curves_figure(table: pd.DataFrame, key_columns: list[str]) -> Figure | None:
             ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
         # Below the panel: inside it, a legend hides the very points it names.
-        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
-    fig.set_size_inches(7 * len(groups), 3.9 + 0.14 * (min(max(map(len, (g for _, g in groups))), MAX_LABELLED_CURVES + 1)))
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False,
+                  ncol=1 if len(runs) <= 5 else 2)
+    entries = max(min(len(g), MAX_LABELLED_CURVES + 1) for _, g in groups)
+    fig.set_size_inches(7 * len(groups), 3.9 + 0.14 * (entries if entries <= 5 else math.ceil(entries / 2)))
     fig.tight_layout()
     return fig
 

@@ -95,3 +95,24 @@ def test_best_json_of_a_grid_names_the_best_run_and_the_command(tmp_path):
     assert best["best_overrides"] == ["lr=0.05", "epochs=3"]  # resume= says how it ran, not what it trains
     assert best["command"] == "python -m runner lr=0.05 epochs=3"
     assert best["statuses"] == {"completed": 2, "diverged": 1}
+
+
+def test_a_searchs_best_json_has_the_grids_fields(tmp_path):
+    import optuna
+
+    from runner.optuna_report import best_summary
+
+    run = write_fake_run(tmp_path / "0", BASE, 50.0, overrides=["lr=0.01", "hparams_search=lenet_optuna"])
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask({"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)})
+    trial.set_user_attr("run_dir", str(run))
+    trial.set_user_attr("job_num", 0)
+    study.tell(trial, 50.0)
+    search = best_summary(study)
+    collect_and_report([tmp_path])
+    grid = json.loads((tmp_path / "best.json").read_text())
+    shared = {"metric", "direction", "best_value", "best_params", "best_job_num", "best_run_dir", "best_status",
+              "best_overrides", "command", "statuses"}
+    assert shared <= set(search) and shared <= set(grid)
+    assert search["command"] == grid["command"] == "python -m runner lr=0.01 hparams_search=lenet_optuna"
