@@ -13,11 +13,13 @@ from __future__ import annotations
 import base64
 import html
 import math
+import numbers
 import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import numpy as np
 import pandas as pd
 
 from common.io import atomic_write_text
@@ -92,6 +94,6 @@ def _cell(column: str, value: Any) -> str:
     if isinstance(value, float):
         text = f"{value:.2f}" if column.startswith("best_") or column.endswith("_s") or column == "params_m" else f"{value:g}"
         return f'<td class="num">{text}</td>'
-    if isinstance(value, (int,)) and not isinstance(value, bool):
+    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
         return f'<td class="num">{value}</td>'
     return f"<td>{html.escape(str(value))}</td>"
