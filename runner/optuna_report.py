@@ -6,10 +6,13 @@ Written by the sweeper (runner/optuna_sweeper.py) at the end of every search, an
     python -m runner.optuna_report SWEEP_DIR --storage postgresql://host/db --study-name lenet_digits
 
 best.json                       best value, parameters, trial number, job number and run folder,
-                                plus the trials by state
+                                its overrides and the command that repeats it (the same form as
+                                a grid's best.json, runner/best_run.py), plus the trials by state
 optimization_results.yaml       the same best parameters/value in the Optuna plugin's format
 optuna_history.png              optimisation history          } Optuna's matplotlib plots (no
 optuna_parallel_coordinate.png  parallel coordinates          } plotly needed); a plot that can't
+                                (Optuna's Blues colour map without its near-white end, so the
+                                worst trial's line stays visible)
 optuna_param_importances.png    parameter importance (fANOVA) } be made is skipped with a log line
 """
 
@@ -57,9 +60,10 @@ def best_summary(study: Any, storage: Any = None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "study_name": study.study_name,
         "storage": display_url(storage),
+        "metric": "best_val_acc",
         "direction": study.direction.name.lower(),
         "best_value": None, "best_params": None, "best_trial": None, "best_job_num": None,
-        "best_run_dir": None, "best_status": None,
+        "best_run_dir": None, "best_status": None, "best_overrides": None, "command": None,
         "trials": dict(Counter(t.state.name for t in trials)),
         "statuses": dict(Counter(str(t.user_attrs.get("status", "n/a")) for t in trials
                                  if t.state != TrialState.WAITING and "duplicate_of" not in t.user_attrs)),
@@ -69,6 +73,10 @@ def best_summary(study: Any, storage: Any = None) -> dict[str, Any]:
         out.update(best_value=best.value, best_params=best.params, best_trial=best.number,
                    best_job_num=best.user_attrs.get("job_num"), best_run_dir=best.user_attrs.get("run_dir"),
                    best_status=best.user_attrs.get("status"))
+        if out["best_run_dir"] and Path(out["best_run_dir"]).is_dir():
+            from runner.best_run import repeat_record
+
+            out.update(repeat_record(out["best_run_dir"]))
     return out
 
 
@@ -114,10 +122,24 @@ def write_plots(study: Any, out_dir: Path) -> list[str]:
 
 
 def _plot(study: Any, function: str, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    # Optuna's plots switch matplotlib to its ggplot style for good; keep that inside this plot.
+    with plt.style.context("default"):
+        figure = plot_figure(study, function)
+        try:
+            figure.set_size_inches(max(figure.get_size_inches()[0], 8), max(figure.get_size_inches()[1], 5))
+            figure.tight_layout()
+            _atomic_write(path, lambda p: figure.savefig(p, dpi=100, format="png"))
+        finally:
+            plt.close(figure)
+
+
+def plot_figure(study: Any, function: str) -> Any:
+    """One of Optuna's matplotlib plots as a Figure (the caller closes it)."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
     import optuna.visualization.matplotlib as ovm
     from optuna.exceptions import ExperimentalWarning
@@ -132,12 +154,24 @@ def _plot(study: Any, function: str, path: Path) -> None:
             kwargs["evaluator"] = FanovaImportanceEvaluator(seed=0)
         axes = getattr(ovm, function)(study, **kwargs)
     figure = np.ravel(axes)[0].figure
-    try:
-        figure.set_size_inches(max(figure.get_size_inches()[0], 8), max(figure.get_size_inches()[1], 5))
-        figure.tight_layout()
-        _atomic_write(path, lambda p: figure.savefig(p, dpi=100, format="png"))
-    finally:
-        plt.close(figure)
+    if function == "plot_parallel_coordinate":
+        darken_lightest_lines(figure)
+    return figure
+
+
+def darken_lightest_lines(figure: Any, start: float = 0.35) -> None:
+    """Optuna draws parallel coordinates in "Blues", whose worst end is near-white on white:
+    keep the map but start it at `start`, so every trial's line shows (the colour bar follows)."""
+    from matplotlib.collections import LineCollection
+    from matplotlib.colors import ListedColormap
+    import numpy as np
+
+    for ax in figure.axes:
+        for collection in ax.collections:
+            if isinstance(collection, LineCollection) and collection.get_array() is not None:
+                cmap = collection.get_cmap()
+                light_end = np.linspace(start, 1.0, 256) if not cmap.name.endswith("_r") else np.linspace(0.0, 1 - start, 256)
+                collection.set_cmap(ListedColormap(cmap(light_end), name=f"{cmap.name}_visible"))
 
 
 def _dump_yaml(data: dict, path: Path) -> None:

@@ -1,7 +1,8 @@
 """Everything a run leaves in its folder, written as it goes.
 
 metrics.csv (a row per epoch), summary.json (the outcome, also for failed, diverged and
-interrupted runs), curves.png, TensorBoard scalars, and the checkpoints. The resolved config
+interrupted runs), curves.png, TensorBoard scalars (every epoch, a resumed run's earlier ones
+too) and HParams (runner/tb_hparams.py), and the checkpoints. The resolved config
 is Hydra's `.hydra/config.yaml`, and also travels inside every checkpoint.
 """
 
@@ -24,6 +25,8 @@ class RunFolder:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self._writer = None
+        self._config: dict[str, Any] | None = None
+        self._logged_epoch = 0  # epochs already in the TensorBoard log
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -44,9 +47,12 @@ class RunFolder:
         frame = pd.DataFrame(history, columns=columns)
         atomic_write_text(self.path / "metrics.csv", frame.to_csv(index=False))
         if self._writer is not None and history:
-            row = history[-1]
-            for name in columns[1:]:
-                self._writer.add_scalar(name, row[name], row["epoch"])
+            # Every row not logged yet: on resume, the earlier epochs too, so the log has them all.
+            for row in (r for r in history if r["epoch"] > self._logged_epoch):
+                for name in columns[1:]:
+                    if row.get(name) is not None:
+                        self._writer.add_scalar(name, row[name], row["epoch"])
+            self._logged_epoch = history[-1]["epoch"]
             self._writer.flush()
 
     def write_config(self, plain_cfg: dict[str, Any]) -> None:
@@ -54,11 +60,16 @@ class RunFolder:
         import yaml
 
         atomic_write_text(self.path / "config.yaml", yaml.safe_dump(plain_cfg, sort_keys=False))
+        self._config = plain_cfg
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         assert summary["status"] in STATUSES, summary["status"]
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in summary.items()}
         atomic_write_json(self.path / "summary.json", clean)
+        if self._writer is not None and self._config is not None:
+            from runner.tb_hparams import write_hparams
+
+            write_hparams(self._writer, self._config, clean)
 
     def plot_curves(self, history: list[dict[str, float]]) -> None:
         if not history:

@@ -1,0 +1,200 @@
+"""The collector's pictures of a sweep, drawn from its table (runner/collect.py).
+
+accuracy_by_param.png  best validation accuracy against each key that varies: numbers on a
+                       numeric axis (logarithmic where the values span a decade or more, as
+                       Optuna's log-scale parameters do), names as categories in launch order;
+                       a line for the mean (per value in a grid, per bin in a search) and the
+                       best run marked, both in the legend;
+val_acc_curves.png     validation accuracy per epoch, one line per run, the best run in bold;
+                       one panel per sweep when several are merged.
+
+Each `*_figure` function returns the matplotlib Figure (tests read its axes back); `write_plots`
+saves them. matplotlib's object API, not pyplot: no global figure state.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
+
+from common.io import atomic_write_bytes
+
+DPI = 80
+PANELS_PER_ROW = 4
+MAX_TICKED_VALUES = 8    # up to this many distinct numbers get a tick each (a grid); more: the axis's own ticks
+LOG_SPAN = 10.0          # max/min at or above this: a log axis
+MAX_LABELLED_CURVES = 10  # more runs than this: only the best run is named in the legend
+BEST_COLOUR = "tab:red"
+OTHER_COLOURS = [f"C{i}" for i in range(10) if i != 3]  # matplotlib's cycle without its red (C3), kept for the best
+
+
+def is_numeric(values: pd.Series) -> bool:
+    """True when every present value is a number (True/False are categories, not 1/0)."""
+    present = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return bool(present) and all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+                                 for v in present)
+
+
+def uses_log_axis(numbers: pd.Series) -> bool:
+    low, high = numbers.min(), numbers.max()
+    return bool(low > 0 and high / low >= LOG_SPAN)
+
+
+def accuracy_by_param_figure(table: pd.DataFrame, columns: list[str]) -> Figure | None:
+    """Best val accuracy against each varying key, one panel per key; None when there is nothing to draw."""
+    done = table[table["best_val_acc"].notna()]
+    if not columns or done.empty:
+        return None
+    rows = math.ceil(len(columns) / PANELS_PER_ROW)
+    cols = min(len(columns), PANELS_PER_ROW)
+    fig = Figure(figsize=(4.2 * cols, 3.4 * rows))
+    axes = np.ravel(fig.subplots(rows, cols, squeeze=False))
+    best = done["best_val_acc"].astype(float).idxmax()
+    for ax, key in zip(axes, columns):
+        if is_numeric(done[key]):
+            _numeric_panel(ax, done, key, best)
+        else:
+            _category_panel(ax, done, key, best)
+        ax.set_xlabel(key)
+        ax.set_ylabel("best val acc (%)")
+        ax.grid(alpha=0.3)
+    for ax in axes[len(columns):]:
+        ax.set_visible(False)
+    # One legend for all panels, above them: inside a panel it hides the points it explains.
+    entries = {}
+    for ax in axes[: len(columns)]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    fig.legend(entries.values(), entries.keys(), loc="upper center", ncol=len(entries), fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_size_inches()[1]))
+    return fig
+
+
+def _numeric_panel(ax, done: pd.DataFrame, key: str, best) -> None:
+    rows = done[done[key].notna()]
+    x = pd.to_numeric(rows[key]).astype(float)
+    acc = rows["best_val_acc"].astype(float)
+    log = uses_log_axis(x)
+    ax.scatter(x, acc, alpha=0.6, label="run")
+    values = np.sort(x.unique())
+    if len(values) <= MAX_TICKED_VALUES and len(values) < len(x):  # a grid: each value ran several times
+        means = acc.groupby(x).mean()
+        ax.plot(means.index, means.values, marker="o", color="black", label="mean over the other keys")
+    elif len(x) >= 6:  # a search: every value is new, so average over bins of the axis
+        edges = (np.geomspace if log else np.linspace)(x.min(), x.max(), min(6, len(x) // 3) + 1)
+        which = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2)
+        grouped = pd.DataFrame({"x": np.log(x) if log else x, "acc": acc, "bin": which}).groupby("bin").mean()
+        centres = np.exp(grouped["x"]) if log else grouped["x"]
+        ax.plot(centres, grouped["acc"], marker="o", color="black", label="mean per bin")
+    if best in rows.index:
+        ax.scatter([x[best]], [acc[best]], marker="*", s=160, color=BEST_COLOUR, zorder=3, label="best run")
+    if log:
+        ax.set_xscale("log")
+    if len(values) <= MAX_TICKED_VALUES and len(values) < len(x):  # a grid's values, each labelled
+        ax.set_xticks(values, [f"{v:g}" for v in values])
+        ax.xaxis.set_minor_locator(NullLocator())
+
+
+def _category_panel(ax, done: pd.DataFrame, key: str, best) -> None:
+    # Names in launch order; a run without the key (another model's option) as "(unset)".
+    labels = done[key].map(lambda v: "(unset)" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
+    order = list(dict.fromkeys(labels))
+    position = labels.map({v: i for i, v in enumerate(order)})
+    acc = done["best_val_acc"].astype(float)
+    ax.scatter(position, acc, alpha=0.6, label="run")
+    means = acc.groupby(labels).mean().reindex(order)
+    ax.plot(range(len(order)), means.values, marker="o", color="black", label="mean over the other keys")
+    ax.scatter([position[best]], [acc[best]], marker="*", s=160, color=BEST_COLOUR, zorder=3, label="best run")
+    ax.set_xticks(range(len(order)), order, rotation=30 if max(map(len, order)) > 6 else 0, ha="right")
+    ax.set_xlim(-0.5, len(order) - 0.5)
+
+
+def curves_figure(table: pd.DataFrame, key_columns: list[str]) -> Figure | None:
+    """Validation accuracy per epoch, one line per run (from its metrics.csv), a panel per sweep."""
+    groups = list(table.groupby("origin", sort=False)) if "origin" in table.columns else [(None, table)]
+    curves = {}
+    for _, run in table.iterrows():
+        metrics = Path(run["run_dir"]) / "metrics.csv"
+        if metrics.exists():
+            frame = pd.read_csv(metrics)
+            if len(frame) and "val_acc" in frame:
+                curves[run.name] = frame
+    if not curves:
+        return None
+    fig = Figure(figsize=(7 * len(groups), 4.2))
+    axes = np.ravel(fig.subplots(1, len(groups), squeeze=False, sharey=True))
+    for ax, (origin, runs) in zip(axes, groups):
+        runs = runs[runs.index.isin(curves.keys())]
+        scored = runs[runs["best_val_acc"].notna()]
+        best = scored["best_val_acc"].astype(float).idxmax() if not scored.empty else None
+        named = len(runs) <= MAX_LABELLED_CURVES
+        # Name runs by what differs within this panel (a merged table's other keys are noise here).
+        keys = [k for k in key_columns if runs[k].astype(str).nunique() > 1]
+        for i, (index, run) in enumerate(runs.iterrows()):
+            frame = curves[index]
+            if index == best:
+                continue
+            ax.plot(frame["epoch"], frame["val_acc"], marker=".", linewidth=1, alpha=0.7,
+                    color=OTHER_COLOURS[i % len(OTHER_COLOURS)] if named else "0.6",
+                    label=_run_label(run, keys) if named else None)
+        if not named:
+            ax.plot([], [], color="0.6", label=f"{len(runs) - 1} other runs")
+        if best is not None:
+            frame = curves[best]
+            ax.plot(frame["epoch"], frame["val_acc"], marker="o", linewidth=2.8, color=BEST_COLOUR, zorder=3,
+                    label=f"best: {_run_label(runs.loc[best], keys)} ({runs.loc[best, 'best_val_acc']:.2f})")
+        ax.set(xlabel="epoch", ylabel="val acc (%)", title=_short(origin) if origin else "validation accuracy per epoch")
+        epochs = sorted({int(e) for i in runs.index for e in curves[i]["epoch"]})
+        if len(epochs) <= 20:
+            ax.set_xticks(epochs)
+        else:
+            ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+        # Below the panel: inside it, a legend hides the very points it names.
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False,
+                  ncol=1 if len(runs) <= 5 else 2)
+    entries = max(min(len(g), MAX_LABELLED_CURVES + 1) for _, g in groups)
+    fig.set_size_inches(7 * len(groups), 3.9 + 0.14 * (entries if entries <= 5 else math.ceil(entries / 2)))
+    fig.tight_layout()
+    return fig
+
+
+def _run_label(run: pd.Series, key_columns: list[str], width: int = 48) -> str:
+    values = ", ".join(f"{k.split('.')[-1]}={run[k]:g}" if isinstance(run[k], float) else f"{k.split('.')[-1]}={run[k]}"
+                       for k in key_columns
+                       if run[k] is not None and not (isinstance(run[k], float) and math.isnan(run[k])))
+    label = f"job {run['job']}" + (f": {values}" if values else "")
+    return label if len(label) <= width else label[: width - 1] + "…"
+
+
+def _short(path: str) -> str:
+    parts = Path(path).parts
+    return str(Path(*parts[-2:])) if len(parts) > 2 else path
+
+
+def save_figure(fig: Figure, path: Path) -> None:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=DPI, format="png")
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def write_plots(table: pd.DataFrame, key_columns: list[str], out: Path) -> list[str]:
+    """Write the pictures there is something to draw for; returns their file names."""
+    import matplotlib.style
+
+    written = []
+    # matplotlib's default look, whatever style an earlier plot set (Optuna's plots switch to ggplot).
+    with matplotlib.style.context("default"):
+        for name, draw in (("accuracy_by_param.png", accuracy_by_param_figure),
+                           ("val_acc_curves.png", curves_figure)):
+            fig = draw(table, key_columns)
+            if fig is not None:
+                save_figure(fig, out / name)
+                written.append(name)
+    return written

@@ -1,0 +1,99 @@
+"""report.html: a sweep's results as one self-contained page, for looking rather than reading.
+
+Written by the collector beside results.csv: the best run and the command that repeats it, the
+table sorted by accuracy (best first, highlighted) with a relative link to each run folder, and
+every picture in the folder (the collector's and, for a search, Optuna's) inlined as base64
+`data:` URIs, so the one file can be mailed or moved. Every value is HTML-escaped. The only
+script sets `data-images-loaded` on <body> once the page has loaded ("all" when every picture
+decoded), which lets a headless browser check the page (tests/test_report_html.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import numbers
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import numpy as np
+import pandas as pd
+
+from common.io import atomic_write_text
+
+# Pictures shown when present in the folder, in this order; the collector's come first.
+PICTURES = ["accuracy_by_param.png", "val_acc_curves.png", "optuna_history.png",
+            "optuna_parallel_coordinate.png", "optuna_param_importances.png"]
+HIDDEN_COLUMNS = {"run_dir", "train_s", "val_s"}
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
+table { border-collapse: collapse; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
+th { background: #f0f0f0; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr.best td { background: #fde8e8; font-weight: 600; }
+code { background: #f4f4f4; padding: 0.1em 0.3em; }
+img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
+"""
+SCRIPT = """
+window.addEventListener("load", function () {
+  var images = Array.prototype.slice.call(document.images);
+  var ok = images.every(function (i) { return i.complete && i.naturalWidth > 0; });
+  document.body.setAttribute("data-images-loaded", ok ? "all" : "missing");
+  document.body.setAttribute("data-image-count", String(images.length));
+});
+"""
+
+
+def write_report(table: pd.DataFrame, out: Path, plots: list[str], best: dict[str, Any] | None) -> Path:
+    """Write out/report.html and return its path."""
+    pictures = [name for name in PICTURES if (out / name).exists()]
+    parts = [f"<h1>{len(table)} runs in {html.escape(out.resolve().name)}</h1>", _best_section(best), "<h2>Runs, best first</h2>", _table(table, out)]
+    for name in pictures:
+        data = base64.b64encode((out / name).read_bytes()).decode("ascii")
+        parts.append(f'<h2>{html.escape(name)}</h2>\n<img alt="{html.escape(name)}" src="data:image/png;base64,{data}">')
+    page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{html.escape(str(out))}: results</title><style>{STYLE}</style></head>\n<body>\n"
+            + "\n".join(parts) + f"\n<script>{SCRIPT}</script>\n</body></html>\n")
+    path = out / "report.html"
+    atomic_write_text(path, page)
+    return path
+
+
+def _best_section(best: dict[str, Any] | None) -> str:
+    if not best or best.get("best_value") is None:
+        return "<p>No run has a validation accuracy yet.</p>"
+    lines = [f"<p>Best: <b>{best['best_value']:.2f}</b> (job {html.escape(str(best.get('best_job_num')))}, "
+             f"{html.escape(str(best.get('best_status')))})</p>"]
+    if best.get("command"):
+        lines.append(f"<p>Repeat it: <code>{html.escape(best['command'])}</code></p>")
+    return "\n".join(lines)
+
+
+def _table(table: pd.DataFrame, out: Path) -> str:
+    shown = table.sort_values("best_val_acc", ascending=False, na_position="last")
+    columns = [c for c in shown.columns if c not in HIDDEN_COLUMNS and not (c == "error" and shown[c].isna().all())]
+    best_index = shown.index[0] if shown["best_val_acc"].notna().any() else None
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in [*columns, "run folder"])
+    rows = []
+    for index, row in shown.iterrows():
+        cells = "".join(_cell(c, row[c]) for c in columns)
+        link = os.path.relpath(Path(row["run_dir"]).resolve(), out.resolve())
+        cells += f'<td><a href="{html.escape(quote(link))}/">{html.escape(link)}</a></td>'
+        rows.append(f'<tr{" class=best" if index == best_index else ""}>{cells}</tr>')
+    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody></table>"
+
+
+def _cell(column: str, value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return "<td></td>"
+    if isinstance(value, float):
+        text = f"{value:.2f}" if column.startswith("best_") or column.endswith("_s") or column == "params_m" else f"{value:g}"
+        return f'<td class="num">{text}</td>'
+    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
+        return f'<td class="num">{value}</td>'
+    return f"<td>{html.escape(str(value))}</td>"
