@@ -26,7 +26,7 @@ from runner.trust import (EVAL_TARGETS, HYDRA_TARGETS, RUN_TARGETS, check_config
                           run_whitelist)
 from tests.conftest import CONF_DIR, ROOT, run_cli
 
-GROUPS = ["model", "optimizer", "scheduler", "augmentation", "dataset", "compute", "course", "experiment",
+GROUPS = ["model", "optimizer", "scheduler", "augmentation", "adversary", "dataset", "compute", "course", "experiment",
           "hparams_search"]
 SAMPLERS = ["tpe", "random", "grid", "cmaes", "gp", "qmc", "nsgaii"]
 
