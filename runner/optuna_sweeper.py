@@ -36,30 +36,36 @@ from __future__ import annotations
 
 import datetime
 import functools
-import itertools
 import json
 import logging
 import math
 import os
-import random
 import shlex
 import socket
 import sys
+import time
+import warnings
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
+from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.utils import instantiate
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import DictConfig, OmegaConf
 
+from runner.optuna_space import (_counts, _params_key, _seen_params, _space_size, _surplus, _taken_elsewhere,
+                                 _tally, _unseen_point)
+from runner.optuna_storage import (claim_job_dir, heartbeat_enabled, heartbeat_thread, mark_interrupted,
+                                   stale_trial_ids, sweeper_storage)
+from runner.pruning import STUDY_ENV, TRIAL_ENV, build_pruner, wants_pruning
+
 log = logging.getLogger(__name__)
 
 # Statuses a job's summary.json can hold once the job has ended by itself.
-ENDED_STATUSES = ("completed", "diverged", "failed")
-# Enumerate a fully discrete search space up to this many points to find unseen ones.
-MAX_ENUMERATED_SPACE = 100_000
+ENDED_STATUSES = ("completed", "diverged", "failed", "pruned")
 # Suggestions in a row that may repeat a parameter set before the search is declared exhausted.
 MAX_DUPLICATE_ASKS = 20
 # A RUNNING trial with no owner attribute older than this was left by a killed sweeper (see _owner_gone).
@@ -86,14 +92,22 @@ class ResumableOptunaSweeper(OptunaSweeper):
 
     def __init__(self, sampler: Any, direction: Any, storage: Any, study_name: str | None, n_trials: int,
                  n_jobs: int, max_failure_rate: float, custom_search_space: str | None,
-                 params: DictConfig | None) -> None:
+                 params: DictConfig | None, pruner: DictConfig | None = None, heartbeat_interval: int | None = None,
+                 grace_period: int | None = None) -> None:
         # Kept to build the sampler again with another seed on resume (see _reseed).
         self._sampler_cfg = OmegaConf.to_container(sampler, resolve=True) if isinstance(sampler, DictConfig) else None
         super().__init__(sampler, direction, storage, study_name, n_trials, n_jobs, max_failure_rate,
                          custom_search_space, params)
         if n_jobs < 1:
-            raise ValueError(f"hydra.sweeper.n_jobs={n_jobs} is invalid: use 1 or more (trials launched per batch)")
+            raise ValueError(f"hydra.sweeper.n_jobs={n_jobs} is invalid: use 1 or more (trials run at once)")
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        # The pruner is built in each trial's job (runner/pruning.py); built once here so a bad option fails now.
+        self.pruner_cfg = pruner
+        if wants_pruning(pruner):
+            build_pruner(pruner)
+        self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
+        self._heartbeats: dict[int, Any] = {}  # trial number -> Optuna heartbeat thread, while it runs
+        self._next_job = 0
 
     # ------------------------------------------------------------------ the loop
     def sweep(self, arguments: list[str]) -> None:
@@ -126,7 +140,13 @@ class ResumableOptunaSweeper(OptunaSweeper):
             sampler = sampler(grid)
             n_trials = min(n_trials, math.prod(len(v) for v in grid.values()))
 
-        storage = self._storage()
+        storage = sweeper_storage(impl.storage, self.heartbeat_interval, self.grace_period)
+        # Optuna warns on every ask that heartbeats are meant for Study.optimize: we run them ourselves.
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+        url = impl.storage if isinstance(impl.storage, str) else storage  # shown in logs and best.json
+        if wants_pruning(self.pruner_cfg) and storage is None:
+            raise ValueError("hydra.sweeper.pruner needs a storage each trial's job can open: "
+                             "set hydra.sweeper.storage to a URL (the default is sqlite in the sweep dir)")
         study = optuna.create_study(study_name=impl.study_name, storage=storage, sampler=sampler,
                                     directions=directions, load_if_exists=True)
         self._check_fixed_overrides(study, fixed_params, fixed_overrides)
@@ -136,71 +156,144 @@ class ResumableOptunaSweeper(OptunaSweeper):
         if existing and counted + running_elsewhere < n_trials:
             study.sampler = self._reseed(sampler, existing)
 
-        next_job = self._next_job_num(study, sweep_dir)
+        self._next_job = self._next_job_num(study, sweep_dir)
         log.info("Optuna study '%s' in %s: %d of n_trials=%d done%s; job folders from %s/%d",
-                 study.study_name, display_url(storage), counted, n_trials,
-                 f", {running_elsewhere} running elsewhere" if running_elsewhere else "", sweep_dir, next_job)
-        log.info("Sampler: %s, direction: %s", type(study.sampler).__name__, directions[0])
+                 study.study_name, display_url(url), counted, n_trials,
+                 f", {running_elsewhere} running elsewhere" if running_elsewhere else "", sweep_dir, self._next_job)
+        log.info("Sampler: %s, pruner: %s, direction: %s", type(study.sampler).__name__,
+                 self.pruner_cfg._target_.split(".")[-1] if wants_pruning(self.pruner_cfg) else "none", directions[0])
         if counted + running_elsewhere < n_trials and storage is not None:
             log.info("If this stops early, resume with: %s", self._resume_command(config))
 
         space_size = _space_size(space) if impl.custom_search_space_extender is None else None
+        # A trial starts as soon as a slot is free (a pruned trial frees its slot at once): one job per
+        # launcher call, from a pool of n_jobs threads. The basic launcher runs jobs in this process, so
+        # one at a time, in this thread (Ctrl-C then reaches the job).
+        slots = 1 if isinstance(impl.launcher, BasicLauncher) else impl.n_jobs
+        if slots < impl.n_jobs:
+            log.info("hydra.sweeper.n_jobs=%d with the basic launcher: trials run one at a time "
+                     "(hydra/launcher=joblib runs them in parallel)", impl.n_jobs)
+        pool = ThreadPoolExecutor(slots, thread_name_prefix="trial") if slots > 1 else None
+        in_flight: dict[Future, tuple[Any, int]] = {}
+        recent: list[bool] = []  # outcomes since the failure rate was last checked
         stopped: str | None = None
-        while True:
-            counted, running_elsewhere = _tally(study)
-            to_go = n_trials - counted - running_elsewhere
-            if to_go <= 0:
-                break
-            seen = _seen_params(study)
-            if space_size is not None and len(seen) >= space_size:
-                stopped = f"all {space_size} points of the search space have run"
-                break
-            trials, overrides = [], []
-            for _ in range(min(impl.n_jobs, to_go)):
-                asked = self._ask_unseen(study, space, fixed_params, fixed_overrides, seen, space_size)
-                if asked is None:
-                    break
-                trial, override = asked
-                run_dir = sweep_dir / str(next_job + len(trials))
-                trial.set_user_attr("job_num", next_job + len(trials))
-                trial.set_user_attr("run_dir", str(run_dir.resolve()))
-                trial.set_user_attr("sweep_dir", str(sweep_dir.resolve()))
-                trials.append(trial)
-                overrides.append(override)
-            if not trials:
-                stopped = "the sampler only suggests parameter sets that already ran"
-                break
+        failed_out = False
 
-            try:
-                returns = impl.launcher.launch(overrides, initial_job_idx=next_job)
-            except BaseException:  # Ctrl-C (or a launcher error): leave no trial of ours RUNNING
-                log.warning("Search interrupted: re-queueing the trials that were running")
-                self._recover_stale(study)
-                raise
-            next_job += len(returns)
-            failures = sum(not record_result(study, trial, ret) for trial, ret in zip(trials, returns))
-            if failures / len(returns) > impl.max_failure_rate:
-                stopped = (f"{failures} of {len(returns)} trials in the last batch failed, more than "
-                           f"hydra.sweeper.max_failure_rate={impl.max_failure_rate}")
-                log.error("Stopping the search: %s", stopped)
-                write_report(study, sweep_dir, storage)
-                raise RuntimeError(f"Optuna search stopped: {stopped}")
+        def finish(trial: Any, ret: JobReturn) -> None:
+            nonlocal stopped, failed_out
+            self._stop_heartbeat(trial.number)
+            recent.append(record_result(study, trial, ret))
+            if len(recent) >= slots:
+                failures = recent.count(False)
+                if failures / len(recent) > impl.max_failure_rate and not failed_out:
+                    stopped, failed_out = (f"{failures} of the last {len(recent)} trials failed, more than "
+                                           f"hydra.sweeper.max_failure_rate={impl.max_failure_rate}"), True
+                    log.error("Stopping the search: %s", stopped)
+                recent.clear()
 
+        try:
+            while True:
+                self._recover_stale(study, skip={t.number for t, _ in in_flight.values()})
+                while stopped is None and len(in_flight) < slots:
+                    step = self._start_trial(study, space, fixed_params, fixed_overrides, space_size, n_trials,
+                                             sweep_dir)
+                    if step is None or isinstance(step, str):
+                        stopped = step
+                        break
+                    trial, override, job_num = step
+                    if pool is None:
+                        finish(trial, self._launch(override, job_num))
+                    else:
+                        in_flight[pool.submit(self._launch, override, job_num)] = (trial, job_num)
+                if in_flight:
+                    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        finish(in_flight.pop(future)[0], future.result())
+                    continue
+                if stopped is None and self._wait_for_others(study):
+                    continue
+                break
+        except BaseException:  # Ctrl-C (or a launcher error): leave no trial of ours RUNNING
+            log.warning("Search interrupted: re-queueing the trials that were running")
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+            self._stop_heartbeat()
+            self._recover_stale(study)
+            raise
+        if pool is not None:
+            pool.shutdown()
+
+        if failed_out:
+            write_report(study, sweep_dir, url)
+            raise RuntimeError(f"Optuna search stopped: {stopped}")
         if stopped:
             log.warning("Stopping the search before n_trials=%d: %s", n_trials, stopped)
-        write_report(study, sweep_dir, storage)
+        write_report(study, sweep_dir, url)
+        if isinstance(url, str):
+            log.info("The study in a browser: optuna-dashboard %s", display_url(url))
+
+    def _start_trial(self, study: Any, space: dict, fixed_params: dict, fixed_overrides: list,
+                     space_size: int | None, n_trials: int, sweep_dir: Path) -> tuple[Any, list[str], int] | str | None:
+        """Ask for the next trial and give it a job folder: (trial, overrides, job number).
+
+        None when the study is full (counting the trials running anywhere), or a reason to stop.
+        """
+        from optuna.trial import TrialState
+
+        counted, running = _tally(study)
+        if counted + running >= n_trials:
+            return None
+        seen = _seen_params(study)
+        if space_size is not None and len(seen) >= space_size:
+            return f"all {space_size} points of the search space have run"
+        asked = self._ask_unseen(study, space, fixed_params, fixed_overrides, seen, space_size)
+        if asked is None:
+            return "the sampler only suggests parameter sets that already ran"
+        trial, override = asked
+        if _surplus(study, trial.number, n_trials):  # other workers filled the study while we asked
+            trial.set_user_attr("surplus", True)
+            self._stop_heartbeat(trial.number)
+            _tell(study, trial.number, state=TrialState.FAIL)
+            return None
+        job_num, run_dir = claim_job_dir(sweep_dir, self._next_job)
+        self._next_job = job_num + 1
+        trial.set_user_attr("job_num", job_num)
+        trial.set_user_attr("run_dir", str(run_dir.resolve()))
+        trial.set_user_attr("sweep_dir", str(sweep_dir.resolve()))
+        # The job finds its trial by these (runner/pruning.py); the study name resolved here, where it was.
+        override += [f"++hydra.job.env_set.{TRIAL_ENV}={trial.number}",
+                     f"++hydra.job.env_set.{STUDY_ENV}={_override_value(study.study_name)}"]
+        return trial, override, job_num
+
+    def _launch(self, override: list[str], job_num: int) -> JobReturn:
+        """Run one trial's job through the configured launcher (a batch of one) and wait for it."""
+        return self.sweeper.launcher.launch([override], initial_job_idx=job_num)[0]
+
+    def _stop_heartbeat(self, number: int | None = None) -> None:
+        """Stop one trial's heartbeat thread (all of them with no number)."""
+        for n in [number] if number is not None else list(self._heartbeats):
+            thread = self._heartbeats.pop(n, None)
+            if thread is not None:
+                thread.join()
+
+    def _wait_for_others(self, study: Any) -> bool:
+        """The study is full but other workers still run trials: wait (True) if a dead one's trial can
+        come back to us (a heartbeat says when), else return False and end."""
+        _, running = _tally(study)
+        if not running:
+            return False
+        if not heartbeat_enabled(study):
+            log.info("%d trial(s) still running in other processes; not waiting for them", running)
+            return False
+        if not getattr(self, "_waiting", False):
+            grace = self.grace_period or 2 * self.heartbeat_interval
+            log.info("Waiting for %d trial(s) running in other workers (the trial of a worker that stops is "
+                     "run again here after %d s without a heartbeat)", running, grace)
+            self._waiting = True
+        time.sleep(min(5.0, float(self.heartbeat_interval)))
+        return True
 
     # ------------------------------------------------------------------ helpers
-    def _storage(self) -> Any:
-        """The storage URL, None (in memory, no resume), or a `_target_` config (e.g. a JournalStorage)."""
-        storage = self.sweeper.storage
-        if isinstance(storage, DictConfig):
-            return instantiate(storage, _execution_whitelist_=("optuna.*",))
-        if storage is not None and str(storage).startswith("sqlite:///"):
-            # Optuna's sqlite URL is relative to the cwd, like Hydra's sweep dir (hydra.job.chdir=false).
-            Path(str(storage)[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-        return storage
-
     def _reseed(self, sampler: Any, existing: int) -> Any:
         """A seeded sampler, started again, would replay its first suggestions: shift its seed.
 
@@ -219,40 +312,59 @@ class ResumableOptunaSweeper(OptunaSweeper):
                  self._sampler_cfg["seed"], cfg["seed"])
         return reseeded
 
-    def _recover_stale(self, study: Any) -> None:
-        """Trials a killed sweeper left RUNNING: record what their job did, else fail and re-queue them.
+    def _recover_stale(self, study: Any, skip: set[int] = frozenset()) -> None:
+        """Trials a stopped worker left RUNNING: record what their job did, else fail and re-queue them.
 
-        A trial counts as left behind when its owner is this host and that process is gone (or it
-        has no owner: killed between ask and the first attribute). A RUNNING trial owned by a live
-        process or another host is someone else's work on a shared study and is left alone.
-        If the job itself ended (its summary.json says completed/diverged/failed) and only the tell
-        was lost, its result is recorded; otherwise the trial is failed, marked `retried`, and its
-        parameters are enqueued so the next ask runs them again in a new job folder.
+        A trial counts as left behind when its heartbeat stopped (any machine, with heartbeats on),
+        or its owner is this host and that process is gone (or it has no owner: killed between ask
+        and the first attribute). Other RUNNING trials are someone else's work and are left alone;
+        `skip` holds this process's own running trials.
+        If the job itself ended (its summary.json says so) and only the tell was lost, its result
+        is recorded; otherwise the trial is failed, marked `retried`, its folder's summary.json
+        says `interrupted`, and its parameters are enqueued so the next ask runs them again in a
+        new job folder. Of two workers recovering the same trial, only the one whose tell lands
+        re-queues it, so it runs again once.
         """
+        from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
 
+        stale = stale_trial_ids(study)
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if not _owner_gone(t.user_attrs.get("owner"), t.datetime_start):
+            if t.number in skip or (t._trial_id not in stale and not _owner_gone(t.user_attrs.get("owner"),
+                                                                                 t.datetime_start)):
                 continue
-            summary = _read_summary(t.user_attrs.get("run_dir"))
-            storage = study._storage  # user attributes of a trial we don't hold a Trial object for
-            if summary is not None and summary.get("status") in ENDED_STATUSES:
-                value = _finite(summary.get("best_val_acc"))
-                storage.set_trial_user_attr(t._trial_id, "status", summary["status"])
-                if summary.get("error"):
-                    storage.set_trial_user_attr(t._trial_id, "error", str(summary["error"]))
+            try:
+                self._recover(study, t)
+            except (UpdateFinishedTrialError, ValueError):
+                log.info("Trial %d was recovered by another worker", t.number)
+
+    def _recover(self, study: Any, t: Any) -> None:
+        from optuna.trial import TrialState
+
+        run_dir = t.user_attrs.get("run_dir")
+        summary = _read_summary(run_dir)
+        storage = study._storage  # user attributes of a trial we don't hold a Trial object for
+        if summary is not None and summary.get("status") in ENDED_STATUSES:
+            value = _finite(summary.get("best_val_acc"))
+            storage.set_trial_user_attr(t._trial_id, "status", summary["status"])
+            if summary.get("error"):
+                storage.set_trial_user_attr(t._trial_id, "error", str(summary["error"]))
+            if summary["status"] == "pruned":
+                study.tell(t.number, state=TrialState.PRUNED)
+            else:
                 _tell(study, t.number, values=None if value is None else [value],
                       state=TrialState.FAIL if value is None else TrialState.COMPLETE)
-                log.info("Trial %d (job %s) had ended (%s) but was left RUNNING: recorded", t.number,
-                         t.user_attrs.get("job_num"), summary["status"])
-                continue
-            storage.set_trial_user_attr(t._trial_id, "status", "interrupted")
-            storage.set_trial_user_attr(t._trial_id, "retried", True)
-            _tell(study, t.number, state=TrialState.FAIL)
-            if t.params:
-                study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
-            log.info("Trial %d (job %s) was left RUNNING by a stopped sweep: failed, its parameters run again",
-                     t.number, t.user_attrs.get("job_num"))
+            log.info("Trial %d (job %s) had ended (%s) but was left RUNNING: recorded", t.number,
+                     t.user_attrs.get("job_num"), summary["status"])
+            return
+        storage.set_trial_user_attr(t._trial_id, "status", "interrupted")
+        storage.set_trial_user_attr(t._trial_id, "retried", True)
+        study.tell(t.number, state=TrialState.FAIL)  # raises if another worker got there first
+        mark_interrupted(run_dir, f"its sweeper stopped; trial {t.number} was failed and its parameters re-queued")
+        if t.params:
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+        log.info("Trial %d (job %s) was left RUNNING by a stopped sweep: failed, its parameters run again",
+                 t.number, t.user_attrs.get("job_num"))
 
     def _next_job_num(self, study: Any, sweep_dir: Path) -> int:
         """One past the highest job number used: numbered folders here and this sweep dir's trials.
@@ -273,6 +385,8 @@ class ResumableOptunaSweeper(OptunaSweeper):
         A repeat is told FAIL with `duplicate_of` (it doesn't count, gets no folder) and asked
         again: after the sampler's own pick, from an unseen point of a discrete space enqueued
         for the next ask, or else from a RandomSampler (a continuous dimension rarely repeats).
+        A repeat of a trial another worker asked at the same moment also re-seeds this worker's
+        sampler for good: two workers with the same seed would otherwise suggest in lockstep.
         """
         import optuna
         from optuna.trial import TrialState
@@ -281,15 +395,23 @@ class ResumableOptunaSweeper(OptunaSweeper):
         try:
             for attempt in range(MAX_DUPLICATE_ASKS):
                 trial = study.ask()
+                self._heartbeats[trial.number] = heartbeat_thread(study, trial._trial_id)
                 trial.set_user_attr("owner", self.owner)
                 override = self.sweeper._configure_trials([trial], space, fixed_params, fixed_overrides)[0]
                 key = _params_key(trial.params)
-                if key not in seen:
+                twin = seen.get(key)
+                if twin is None:
+                    trial.set_user_attr("params_set", True)
+                    twin = _taken_elsewhere(study, trial)
+                    if twin is not None:
+                        sampler = self._reseed(sampler, len(study.get_trials(deepcopy=False)))
+                if twin is None:
                     seen[key] = trial.number
                     return trial, list(override)
-                trial.set_user_attr("duplicate_of", seen[key])
+                trial.set_user_attr("duplicate_of", twin)
+                self._stop_heartbeat(trial.number)
                 _tell(study, trial.number, state=TrialState.FAIL)
-                log.info("Suggestion %s already ran as trial %d: asking again", dict(trial.params), seen[key])
+                log.info("Suggestion %s already ran as trial %d: asking again", dict(trial.params), twin)
                 unseen = _unseen_point(space, seen, space_size, attempt)
                 if unseen is not None:
                     study.enqueue_trial(unseen)
@@ -344,6 +466,11 @@ def record_result(study: Any, trial: Any, ret: JobReturn) -> bool:
     trial.set_user_attr("status", status)
     if error:
         trial.set_user_attr("error", str(error)[:500])
+    if status == "pruned":  # Optuna takes the last reported value as a pruned trial's value
+        _tell(study, trial.number, state=TrialState.PRUNED)
+        log.info("Trial %d (job %s): pruned after %s epochs, params %s", trial.number,
+                 trial.user_attrs.get("job_num"), summary.get("epochs_done"), dict(trial.params))
+        return True
     if value is None:
         _tell(study, trial.number, state=TrialState.FAIL)
         log.warning("Trial %d (job %s) %s: recorded as failed, the search goes on%s", trial.number,
@@ -353,6 +480,13 @@ def record_result(study: Any, trial: Any, ret: JobReturn) -> bool:
     log.info("Trial %d (job %s): %s, value %.4g, params %s", trial.number, trial.user_attrs.get("job_num"),
              status, value, dict(trial.params))
     return True
+
+
+def _override_value(text: str) -> str:
+    """`text` as a Hydra override value: as it is when plain, else single-quoted."""
+    if text.replace("_", "").replace("-", "").replace(".", "").isalnum():
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _is_grid(sampler: Any) -> bool:
@@ -370,69 +504,16 @@ def _tell(study: Any, number: int, state: Any, values: list[float] | None = None
             raise
 
 
-def _tally(study: Any) -> tuple[int, int]:
-    """(trials counted towards n_trials, trials RUNNING in another process); see the module docstring."""
-    from optuna.trial import TrialState
-
-    counted = running = 0
-    for t in study.get_trials(deepcopy=False):
-        if t.state == TrialState.RUNNING:
-            running += 1
-        elif t.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
-                t.state == TrialState.FAIL and not t.user_attrs.get("retried") and "duplicate_of" not in t.user_attrs):
-            counted += 1
-    return counted, running
 
 
-def _seen_params(study: Any) -> dict[tuple, int]:
-    """Parameter sets that ran or are running -> a trial number (re-queued and skipped trials aside)."""
-    from optuna.trial import TrialState
-
-    seen: dict[tuple, int] = {}
-    for t in study.get_trials(deepcopy=False):
-        if t.state == TrialState.WAITING or t.user_attrs.get("retried") or "duplicate_of" in t.user_attrs:
-            continue
-        if t.params:
-            seen.setdefault(_params_key(t.params), t.number)
-    return seen
 
 
-def _params_key(params: dict[str, Any]) -> tuple:
-    """A parameter set, comparable across trials (floats to 12 digits: a stepped float range's
-    points as Optuna suggests them and as _space_points computes them may differ in the last bit)."""
-    return tuple(sorted((k, f"{v:.12g}" if isinstance(v, float) else repr(v)) for k, v in params.items()))
 
 
-def _space_points(distribution: Any) -> list | None:
-    """Every value of a discrete distribution, None for a continuous one."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-    if isinstance(distribution, CategoricalDistribution):
-        return list(distribution.choices)
-    if isinstance(distribution, IntDistribution):
-        return list(range(distribution.low, distribution.high + 1, 1 if distribution.log else distribution.step))
-    if isinstance(distribution, FloatDistribution) and distribution.step is not None:
-        n = int(round((distribution.high - distribution.low) / distribution.step))
-        return [distribution.low + i * distribution.step for i in range(n + 1)]
-    return None
 
 
-def _space_size(space: dict) -> int | None:
-    """Points in a search space of discrete dimensions only; None if any dimension is continuous."""
-    sizes = [_space_points(d) for d in space.values()]
-    if any(s is None for s in sizes):  # an empty space has one point: the search runs once
-        return None
-    return math.prod(len(s) for s in sizes)
 
 
-def _unseen_point(space: dict, seen: dict, space_size: int | None, attempt: int) -> dict | None:
-    """A random not-yet-run point of a discrete space small enough to enumerate, else None."""
-    if space_size is None or space_size > MAX_ENUMERATED_SPACE:
-        return None
-    names = sorted(space)
-    points = [dict(zip(names, values)) for values in itertools.product(*(_space_points(space[n]) for n in names))]
-    unseen = [p for p in points if _params_key(p) not in seen]
-    return random.Random(len(seen) * 1000 + attempt).choice(unseen) if unseen else None
 
 
 def _owner_gone(owner: Any, started: datetime.datetime | None) -> bool:
