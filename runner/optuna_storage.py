@@ -74,7 +74,8 @@ def job_storage(storage: Any) -> Any:
     import optuna
 
     _check_driver(str(storage))
-    return optuna.storages.RDBStorage(str(storage), skip_table_creation=True)
+    # The sweeper created the tables and checked their version: skip both (alembic takes a second to load).
+    return optuna.storages.RDBStorage(str(storage), skip_table_creation=True, skip_compatibility_check=True)
 
 
 def stale_trial_ids(study: Any) -> set[int]:

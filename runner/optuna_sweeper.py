@@ -45,6 +45,7 @@ import socket
 import sys
 import time
 import warnings
+import zlib
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
@@ -308,7 +309,7 @@ class ResumableOptunaSweeper(OptunaSweeper):
             return sampler
         cfg = dict(cfg, seed=int(cfg["seed"]) + existing)
         reseeded = instantiate(cfg, _execution_whitelist_=("hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*"))
-        log.info("Resuming: sampler seed %s -> %s (so it does not repeat its first suggestions)",
+        log.info("Sampler seed %s -> %s (so it does not repeat suggestions already made)",
                  self._sampler_cfg["seed"], cfg["seed"])
         return reseeded
 
@@ -403,8 +404,9 @@ class ResumableOptunaSweeper(OptunaSweeper):
                 if twin is None:
                     trial.set_user_attr("params_set", True)
                     twin = _taken_elsewhere(study, trial)
-                    if twin is not None:
-                        sampler = self._reseed(sampler, len(study.get_trials(deepcopy=False)))
+                    if twin is not None:  # the owner makes the new seed differ from the other worker's
+                        sampler = self._reseed(sampler, len(study.get_trials(deepcopy=False)) + zlib.crc32(
+                            self.owner.encode()) % 1_000_000)
                 if twin is None:
                     seen[key] = trial.number
                     return trial, list(override)
