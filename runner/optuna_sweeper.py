@@ -148,7 +148,9 @@ class ResumableOptunaSweeper(OptunaSweeper):
         if wants_pruning(self.pruner_cfg) and storage is None:
             raise ValueError("hydra.sweeper.pruner needs a storage each trial's job can open: "
                              "set hydra.sweeper.storage to a URL (the default is sqlite in the sweep dir)")
-        study = optuna.create_study(study_name=impl.study_name, storage=storage, sampler=sampler,
+        # The pruner prunes in the jobs; the study here has it too, because TPE samples differently under Hyperband.
+        pruner = build_pruner(self.pruner_cfg) if wants_pruning(self.pruner_cfg) else None
+        study = optuna.create_study(study_name=impl.study_name, storage=storage, sampler=sampler, pruner=pruner,
                                     directions=directions, load_if_exists=True)
         self._check_fixed_overrides(study, fixed_params, fixed_overrides)
         self._recover_stale(study)
