@@ -16,17 +16,24 @@ the same config keys as the plugin's sweeper, and adds:
   and the search goes on (max_failure_rate defaults to 1.0 in our config; lower it to stop early).
 * best.json (and the plugin's optimization_results.yaml) and Optuna's plots in the sweep dir at the
   end (runner/optuna_report.py), and the best parameters and value in the log.
+* Pruning (`hydra/sweeper/pruner=...`): each job reports to its own trial and stops when told
+  (runner/pruning.py); the trial is told PRUNED. A trial starts as soon as one of n_jobs slots is
+  free: each job is a launcher call of its own, from a pool of n_jobs threads (one slot, in this
+  thread, for the basic launcher, which runs jobs in this process).
+* Several workers on one study (runner/optuna_storage.py): heartbeats for running trials, job
+  folders claimed with an exclusive mkdir, and a trial asked after the study was full
+  (`surplus`) or with the parameters another worker just took (`duplicate_of`) does not run.
 
 What counts towards n_trials: every trial that ran to an end, whether COMPLETE, PRUNED or FAIL
 (a failing parameter set is a result: counting it keeps a re-run from running it again and again),
 plus trials RUNNING in another live process (several machines on one study). Not counted: a
 trial a killed run left RUNNING (its parameters are re-queued, and the re-run counts instead),
-and a suggestion skipped as a duplicate. So the study can hold more trials than n_trials; the
+and a suggestion skipped as a duplicate or surplus. So the study can hold more trials than n_trials; the
 `counted` user attribute is not stored, the rule above is applied when reading.
 
 Each trial carries user attributes: job_num, run_dir, sweep_dir, owner (host:pid of the sweeper
 process that ran it), status (the job's summary.json status), error, and where it applies
-retry_of / retried / duplicate_of.
+retry_of / retried / duplicate_of / surplus, params_set.
 
 The module only imports Hydra at the top: `runner/__main__.py` registers the class with Hydra's
 plugin registry on every start, and Optuna (~0.4 s to import) is only loaded when a sweep starts.
@@ -34,9 +41,7 @@ plugin registry on every start, and Optuna (~0.4 s to import) is only loaded whe
 
 from __future__ import annotations
 
-import datetime
 import functools
-import json
 import logging
 import math
 import os
@@ -52,25 +57,21 @@ from typing import Any
 
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra.core.plugins import Plugins
-from hydra.core.utils import JobReturn, JobStatus
+from hydra.core.utils import JobReturn
 from hydra.utils import instantiate
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import DictConfig, OmegaConf
 
-from runner.optuna_space import (_counts, _params_key, _seen_params, _space_size, _surplus, _taken_elsewhere,
+from runner.optuna_space import (_params_key, _seen_params, _space_size, _surplus, _taken_elsewhere,
                                  _tally, _unseen_point)
-from runner.optuna_storage import (claim_job_dir, heartbeat_enabled, heartbeat_thread, mark_interrupted,
-                                   stale_trial_ids, sweeper_storage)
+from runner.optuna_storage import claim_job_dir, heartbeat_enabled, heartbeat_thread, stale_trial_ids, sweeper_storage
+from runner.optuna_trials import _owner_gone, _tell, record_result, recover_trial
 from runner.pruning import STUDY_ENV, TRIAL_ENV, build_pruner, wants_pruning
 
 log = logging.getLogger(__name__)
 
-# Statuses a job's summary.json can hold once the job has ended by itself.
-ENDED_STATUSES = ("completed", "diverged", "failed", "pruned")
 # Suggestions in a row that may repeat a parameter set before the search is declared exhausted.
 MAX_DUPLICATE_ASKS = 20
-# A RUNNING trial with no owner attribute older than this was left by a killed sweeper (see _owner_gone).
-OWNERLESS_GRACE_S = 60.0
 
 
 def register() -> None:
@@ -337,37 +338,10 @@ class ResumableOptunaSweeper(OptunaSweeper):
                                                                                  t.datetime_start)):
                 continue
             try:
-                self._recover(study, t)
+                recover_trial(study, t)
             except (UpdateFinishedTrialError, ValueError):
                 log.info("Trial %d was recovered by another worker", t.number)
 
-    def _recover(self, study: Any, t: Any) -> None:
-        from optuna.trial import TrialState
-
-        run_dir = t.user_attrs.get("run_dir")
-        summary = _read_summary(run_dir)
-        storage = study._storage  # user attributes of a trial we don't hold a Trial object for
-        if summary is not None and summary.get("status") in ENDED_STATUSES:
-            value = _finite(summary.get("best_val_acc"))
-            storage.set_trial_user_attr(t._trial_id, "status", summary["status"])
-            if summary.get("error"):
-                storage.set_trial_user_attr(t._trial_id, "error", str(summary["error"]))
-            if summary["status"] == "pruned":
-                study.tell(t.number, state=TrialState.PRUNED)
-            else:
-                _tell(study, t.number, values=None if value is None else [value],
-                      state=TrialState.FAIL if value is None else TrialState.COMPLETE)
-            log.info("Trial %d (job %s) had ended (%s) but was left RUNNING: recorded", t.number,
-                     t.user_attrs.get("job_num"), summary["status"])
-            return
-        storage.set_trial_user_attr(t._trial_id, "status", "interrupted")
-        storage.set_trial_user_attr(t._trial_id, "retried", True)
-        study.tell(t.number, state=TrialState.FAIL)  # raises if another worker got there first
-        mark_interrupted(run_dir, f"its sweeper stopped; trial {t.number} was failed and its parameters re-queued")
-        if t.params:
-            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
-        log.info("Trial %d (job %s) was left RUNNING by a stopped sweep: failed, its parameters run again",
-                 t.number, t.user_attrs.get("job_num"))
 
     def _next_job_num(self, study: Any, sweep_dir: Path) -> int:
         """One past the highest job number used: numbered folders here and this sweep dir's trials.
@@ -445,45 +419,6 @@ class ResumableOptunaSweeper(OptunaSweeper):
 
 
 # ---------------------------------------------------------------------- plain functions
-def record_result(study: Any, trial: Any, ret: JobReturn) -> bool:
-    """Tell Optuna how a job ended; True if it gave a usable value.
-
-    A value that is None (the job failed, or diverged before its first good epoch), NaN or
-    infinite, or a job that raised, becomes a FAIL trial instead of ending the search (the
-    plugin raises on the first one with its default max_failure_rate 0, and a NaN told as
-    COMPLETE makes Optuna raise). A diverged job with a best epoch before the NaN is COMPLETE
-    with that value: a real, if poor, result the sampler should learn from. The job's own
-    status and error (summary.json) go into the trial's user attributes either way.
-    """
-    from optuna.trial import TrialState
-
-    run_dir = _job_dir(ret) or trial.user_attrs.get("run_dir")
-    if run_dir:
-        trial.set_user_attr("run_dir", str(Path(run_dir).resolve()))
-    summary = _read_summary(run_dir) or {}
-    if ret.status == JobStatus.COMPLETED:
-        value, error = _finite(ret._return_value), summary.get("error")
-        status = summary.get("status", "completed" if value is not None else "failed")
-    else:  # the task raised (main() catches its own errors in a sweep, so rarely)
-        value, error = None, f"{type(ret._return_value).__name__}: {ret._return_value}"
-        status = summary.get("status", "failed")
-    trial.set_user_attr("status", status)
-    if error:
-        trial.set_user_attr("error", str(error)[:500])
-    if status == "pruned":  # Optuna takes the last reported value as a pruned trial's value
-        _tell(study, trial.number, state=TrialState.PRUNED)
-        log.info("Trial %d (job %s): pruned after %s epochs, params %s", trial.number,
-                 trial.user_attrs.get("job_num"), summary.get("epochs_done"), dict(trial.params))
-        return True
-    if value is None:
-        _tell(study, trial.number, state=TrialState.FAIL)
-        log.warning("Trial %d (job %s) %s: recorded as failed, the search goes on%s", trial.number,
-                    trial.user_attrs.get("job_num"), status, f" ({error})" if error else "")
-        return False
-    _tell(study, trial.number, state=TrialState.COMPLETE, values=[value])
-    log.info("Trial %d (job %s): %s, value %.4g, params %s", trial.number, trial.user_attrs.get("job_num"),
-             status, value, dict(trial.params))
-    return True
 
 
 def _override_value(text: str) -> str:
@@ -499,13 +434,6 @@ def _is_grid(sampler: Any) -> bool:
     return (isinstance(sampler, functools.partial) and sampler.func is optuna.samplers.GridSampler)
 
 
-def _tell(study: Any, number: int, state: Any, values: list[float] | None = None) -> None:
-    """study.tell, tolerating GridSampler's study.stop() once the grid is used up (as the plugin does)."""
-    try:
-        study.tell(number, state=state, values=values)
-    except RuntimeError as e:
-        if "Study.stop" not in str(e):
-            raise
 
 
 
@@ -513,58 +441,3 @@ def _tell(study: Any, number: int, state: Any, values: list[float] | None = None
 
 
 
-
-
-
-
-
-
-
-def _owner_gone(owner: Any, started: datetime.datetime | None) -> bool:
-    """True when `owner` (host:pid) is a process of this host that no longer runs.
-
-    A trial with no owner yet was killed between ask and its first attribute, or is being set
-    up right now by another process on a shared study: it counts as gone once it is older than
-    OWNERLESS_GRACE_S (a live sweeper sets the owner milliseconds after asking).
-    """
-    if not owner:
-        if started is None:
-            return True
-        age = datetime.datetime.now(started.tzinfo) - started
-        return age.total_seconds() > OWNERLESS_GRACE_S
-    host, _, pid = str(owner).rpartition(":")
-    if host != socket.gethostname():
-        return False
-    if not pid.isdigit() or int(pid) == os.getpid():
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
-def _job_dir(ret: JobReturn) -> str | None:
-    try:
-        return str(ret.hydra_cfg.hydra.runtime.output_dir)
-    except Exception:
-        return None
-
-
-def _read_summary(run_dir: str | os.PathLike | None) -> dict[str, Any] | None:
-    if not run_dir:
-        return None
-    try:
-        return json.loads((Path(run_dir) / "summary.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _finite(value: Any) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
