@@ -27,7 +27,10 @@ log = logging.getLogger("runner")
 
 STOP = "stop"
 TRIAL_ENV, STUDY_ENV = "RUNNER_OPTUNA_TRIAL", "RUNNER_OPTUNA_STUDY"
-PRUNER_TARGETS = ("optuna.pruners.*",)
+# The pruner classes a `hydra.sweeper.pruner` config may name (Optuna's own; PatientPruner wraps another).
+PRUNER_TARGETS = tuple(f"optuna.pruners.{name}" for name in (
+    "NopPruner", "MedianPruner", "PercentilePruner", "SuccessiveHalvingPruner", "HyperbandPruner",
+    "ThresholdPruner", "PatientPruner", "WilcoxonPruner"))
 # The `none` pruner: nothing to report to, so a job does not even open the study.
 NO_PRUNER = "optuna.pruners.NopPruner"
 

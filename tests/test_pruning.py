@@ -67,3 +67,15 @@ def test_pruned_trials_are_recorded_free_their_slot_and_are_not_rerun(tmp_path):
     out = sweep(sweep_dir, *SEARCH)
     assert "5 of n_trials=5 done" in out and "Launching" not in out
     assert len(optuna.load_study(study_name="optuna", storage=f"sqlite:///{sweep_dir}/optuna.db").trials) == len(study.trials)
+
+
+def test_a_pruner_config_may_only_name_optunas_pruners():
+    import pytest
+    from omegaconf import OmegaConf
+
+    from runner.pruning import build_pruner
+
+    pruner = build_pruner(OmegaConf.create({"_target_": "optuna.pruners.HyperbandPruner", "max_resource": 10}))
+    assert isinstance(pruner, optuna.pruners.HyperbandPruner)
+    with pytest.raises(Exception, match="os.system"):
+        build_pruner(OmegaConf.create({"_target_": "os.system", "command": "echo unsafe"}))

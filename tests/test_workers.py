@@ -51,7 +51,7 @@ def running_trial_of(url: str, pid: int) -> optuna.trial.FrozenTrial | None:
     except KeyError:  # not created yet
         return None
     return next((t for t in study.get_trials(states=(TrialState.RUNNING,))
-                 if str(t.user_attrs.get("owner", "")).endswith(f":{pid}") and "job_num" in t.user_attrs), None)
+                 if str(t.user_attrs.get("owner", "")).endswith(f":{pid}") and "sweep_dir" in t.user_attrs), None)
 
 
 def test_workers_share_a_postgres_study_and_a_stopped_workers_trial_runs_again_once(tmp_path, postgres_url):
@@ -61,6 +61,7 @@ def test_workers_share_a_postgres_study_and_a_stopped_workers_trial_runs_again_o
     while (stuck := running_trial_of(postgres_url, frozen.pid)) is None:
         assert frozen.poll() is None and time.time() < deadline, frozen.stdout.read() if frozen.poll() is not None else ""
         time.sleep(0.2)
+    time.sleep(0.5)  # its last attribute is set: it is training now, not halfway through a database write
     os.kill(frozen.pid, signal.SIGSTOP)
     try:
         live = [worker(sweep_dir, postgres_url) for _ in range(2)]
