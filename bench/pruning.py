@@ -59,11 +59,15 @@ def main() -> int:
         if not args.parallel:
             procs[name].wait()
             walls[name] = time.perf_counter() - started[name]
+    while len(walls) < len(procs):  # --parallel: each search's own end
+        for name, proc in procs.items():
+            if name not in walls and proc.poll() is not None:
+                walls[name] = time.perf_counter() - started[name]
+        time.sleep(0.5)
     for name, proc in procs.items():
-        if proc.wait() != 0:
+        if proc.returncode != 0:
             print(f"error: the {name} search failed; see {args.out / (name + '.log')}", file=sys.stderr)
             return 1
-        walls.setdefault(name, time.perf_counter() - started[name])
 
     rows = {name: {**figures(sweep_dir), "wall_s": round(walls[name], 1)} for name, sweep_dir in runs.items()}
     print(pd.DataFrame(rows).T.to_markdown())

@@ -15,7 +15,7 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -166,7 +166,8 @@ def progress_bar(cfg: DictConfig, total: int, epoch: int):
     return tqdm(total=total, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not show, mininterval=0.5)
 
 
-def train(cfg: DictConfig, run_dir: Path, parallel_jobs: int = 1, epoch_end: Any = None) -> dict[str, Any]:
+def train(cfg: DictConfig, run_dir: Path, parallel_jobs: int = 1,
+          epoch_end: Callable[[int, dict[str, float]], str | None] | None = None) -> dict[str, Any]:
     """Train one model as `cfg` says, writing everything into `run_dir`; return the summary.
 
     `parallel_jobs`: how many trials share this machine right now (a joblib launcher's n_jobs),
