@@ -69,6 +69,16 @@ def test_pruned_trials_are_recorded_free_their_slot_and_are_not_rerun(tmp_path):
     assert len(optuna.load_study(study_name="optuna", storage=f"sqlite:///{sweep_dir}/optuna.db").trials) == len(study.trials)
 
 
+def test_pruning_with_the_basic_launcher_in_the_sweepers_own_process(tmp_path):
+    sweep_dir = tmp_path / "basic"
+    sweep(sweep_dir, *SEARCH[:3], "epochs=2", "lr=choice(0.05,1e-6)", "hydra.sweeper.n_trials=2")
+    lines = (sweep_dir / "results.txt").read_text().splitlines()
+    assert sorted(line.endswith(" pruned") for line in lines) == [False, True]
+    assert all(float(line.split()[0]) >= 0 for line in lines)
+    study = optuna.load_study(study_name="optuna", storage=f"sqlite:///{sweep_dir}/optuna.db")
+    assert sorted(t.state.name for t in study.trials if "duplicate_of" not in t.user_attrs) == ["COMPLETE", "PRUNED"]
+
+
 def test_a_pruner_config_may_only_name_optunas_pruners():
     import pytest
     from omegaconf import OmegaConf
