@@ -36,10 +36,12 @@ def _check_driver(url: str) -> None:
 
     driver = make_url(url).get_dialect().driver
     try:
-        __import__({"psycopg": "psycopg", "psycopg2": "psycopg2"}.get(driver, driver))
+        __import__(driver)
     except ImportError:
-        raise ConfigError(f"hydra.sweeper.storage={url.split('@')[-1]} needs the PostgreSQL driver {driver}: "
-                          "pip install 'psycopg[binary]>=3' (or pip install -e '.[postgres]')") from None
+        fix = ("pip install 'psycopg[binary]>=3' (pip install -e '.[postgres]')" if driver == "psycopg" else
+               f"pip install {driver}, or use psycopg 3: postgresql+psycopg://... and pip install -e '.[postgres]'")
+        raise ConfigError(f"hydra.sweeper.storage=...@{url.split('@')[-1]} needs the PostgreSQL driver {driver}: "
+                          f"{fix}") from None
 
 
 def sweeper_storage(storage: Any, heartbeat_interval: int | None, grace_period: int | None) -> Any:

@@ -62,6 +62,7 @@ from hydra.utils import instantiate
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import DictConfig, OmegaConf
 
+from common.errors import ConfigError
 from runner.optuna_space import (_params_key, _seen_params, _space_size, _surplus, _taken_elsewhere,
                                  _tally, _unseen_point)
 from runner.optuna_storage import claim_job_dir, heartbeat_enabled, heartbeat_thread, stale_trial_ids, sweeper_storage
@@ -142,13 +143,18 @@ class ResumableOptunaSweeper(OptunaSweeper):
             sampler = sampler(grid)
             n_trials = min(n_trials, math.prod(len(v) for v in grid.values()))
 
-        storage = sweeper_storage(impl.storage, self.heartbeat_interval, self.grace_period)
+        try:
+            storage = sweeper_storage(impl.storage, self.heartbeat_interval, self.grace_period)
+        except ConfigError as e:  # one line and exit 2, as for a bad run config
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
         # Optuna warns on every ask that heartbeats are meant for Study.optimize: we run them ourselves.
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
         url = impl.storage if isinstance(impl.storage, str) else storage  # shown in logs and best.json
         if wants_pruning(self.pruner_cfg) and storage is None:
-            raise ValueError("hydra.sweeper.pruner needs a storage each trial's job can open: "
-                             "set hydra.sweeper.storage to a URL (the default is sqlite in the sweep dir)")
+            print("error: hydra.sweeper.pruner needs a storage each trial's job can open: set "
+                  "hydra.sweeper.storage to a URL (the default is sqlite in the sweep dir)", file=sys.stderr)
+            sys.exit(2)
         # The pruner prunes in the jobs; the study here has it too, because TPE samples differently under Hyperband.
         pruner = build_pruner(self.pruner_cfg) if wants_pruning(self.pruner_cfg) else None
         study = optuna.create_study(study_name=impl.study_name, storage=storage, sampler=sampler, pruner=pruner,
