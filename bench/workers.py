@@ -1,6 +1,6 @@
 """Trials per minute with 1, 2 and 4 workers on one Optuna study in PostgreSQL.
 
-    python bench/workers.py                       # 12 trials of 1 epoch each, 1, 2 and 4 workers
+    python bench/workers.py                       # 24 trials of 1 epoch each, 1, 2 and 4 workers
     python bench/workers.py --trials 24 --workers 1 2 4 8 epochs=2
 
 Starts a throwaway PostgreSQL server (tests/postgres_server.py: initdb and pg_ctl, as the
@@ -49,7 +49,7 @@ def run(url: str, workers: int, trials: int, sweep_dir: Path, extra: list[str]) 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--trials", type=int, default=24)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("overrides", nargs="*", help="more overrides for every worker, e.g. epochs=2")
     args = parser.parse_args()
