@@ -111,6 +111,7 @@ class ResumableOptunaSweeper(OptunaSweeper):
         self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
         self._heartbeats: dict[int, Any] = {}  # trial number -> Optuna heartbeat thread, while it runs
         self._next_job = 0
+        self._waiting = False  # logged once that this worker waits for trials running elsewhere
 
     # ------------------------------------------------------------------ the loop
     def sweep(self, arguments: list[str]) -> None:
@@ -295,7 +296,7 @@ class ResumableOptunaSweeper(OptunaSweeper):
         if not heartbeat_enabled(study):
             log.info("%d trial(s) still running in other processes; not waiting for them", running)
             return False
-        if not getattr(self, "_waiting", False):
+        if not self._waiting:
             grace = self.grace_period or 2 * self.heartbeat_interval
             log.info("Waiting for %d trial(s) running in other workers (the trial of a worker that stops is "
                      "run again here after %d s without a heartbeat)", running, grace)
