@@ -17,6 +17,7 @@ from runner.trust import HYDRA_TARGETS, flat
 from common.errors import ConfigError
 from runner.optuna_sweeper import register as register_optuna_sweeper
 from runner.preflight import preflight, remove_refused_run_folder
+from runner.pruning import trial_pruner
 
 log = logging.getLogger("runner")
 register_optuna_sweeper()  # hydra/sweeper=optuna (conf/hydra/sweeper/optuna.yaml) points at our resumable class
@@ -41,7 +42,8 @@ def main(cfg: DictConfig) -> float | None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        summary = train(cfg, run_dir, parallel_jobs=parallel_jobs(hydra_cfg))
+        epoch_end = trial_pruner(hydra_cfg.sweeper, cfg.get("objective", "val_acc")) if in_sweep else None  # an Optuna trial with a pruner
+        summary = train(cfg, run_dir, parallel_jobs=parallel_jobs(hydra_cfg), epoch_end=epoch_end)
     except ConfigError as e:
         if in_sweep:  # one bad combination must not end the sweep: it is recorded as failed
             log.error("run %s failed: %s", run_dir, e)

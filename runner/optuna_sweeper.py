@@ -16,17 +16,25 @@ the same config keys as the plugin's sweeper, and adds:
   and the search goes on (max_failure_rate defaults to 1.0 in our config; lower it to stop early).
 * best.json (and the plugin's optimization_results.yaml) and Optuna's plots in the sweep dir at the
   end (runner/optuna_report.py), and the best parameters and value in the log.
+* Pruning (`hydra/sweeper/pruner=...`): each job reports to its own trial and stops when told
+  (runner/pruning.py); the trial is told PRUNED. A trial starts as soon as one of n_jobs slots is
+  free: each job is a launcher call of its own, from a pool of n_jobs threads (one slot, in this
+  thread, for the basic launcher, which runs jobs in this process).
+* Several workers on one study (runner/optuna_storage.py, runner/optuna_asking.py): heartbeats
+  for running trials, job folders claimed with an exclusive mkdir, and a trial asked after the
+  study was full (`surplus`) or with the parameters another worker just took (`duplicate_of`)
+  does not run.
 
 What counts towards n_trials: every trial that ran to an end, whether COMPLETE, PRUNED or FAIL
 (a failing parameter set is a result: counting it keeps a re-run from running it again and again),
 plus trials RUNNING in another live process (several machines on one study). Not counted: a
 trial a killed run left RUNNING (its parameters are re-queued, and the re-run counts instead),
-and a suggestion skipped as a duplicate. So the study can hold more trials than n_trials; the
+and a suggestion skipped as a duplicate or surplus. So the study can hold more trials than n_trials; the
 `counted` user attribute is not stored, the rule above is applied when reading.
 
 Each trial carries user attributes: job_num, run_dir, sweep_dir, owner (host:pid of the sweeper
 process that ran it), status (the job's summary.json status), error, and where it applies
-retry_of / retried / duplicate_of.
+retry_of / retried / duplicate_of / surplus, params_set.
 
 The module only imports Hydra at the top: `runner/__main__.py` registers the class with Hydra's
 plugin registry on every start, and Optuna (~0.4 s to import) is only loaded when a sweep starts.
@@ -34,36 +42,33 @@ plugin registry on every start, and Optuna (~0.4 s to import) is only loaded whe
 
 from __future__ import annotations
 
-import datetime
 import functools
-import itertools
-import json
 import logging
 import math
 import os
-import random
 import shlex
 import socket
 import sys
+import time
+import warnings
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
+from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra.core.plugins import Plugins
-from hydra.core.utils import JobReturn, JobStatus
-from hydra.utils import instantiate
+from hydra.core.utils import JobReturn
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import DictConfig, OmegaConf
 
-log = logging.getLogger(__name__)
+from common.errors import ConfigError
+from runner.optuna_asking import TrialAsking
+from runner.optuna_space import _space_size, _tally
+from runner.optuna_storage import heartbeat_enabled, sweeper_storage
+from runner.optuna_trials import record_result
+from runner.pruning import build_pruner, wants_pruning
 
-# Statuses a job's summary.json can hold once the job has ended by itself.
-ENDED_STATUSES = ("completed", "diverged", "failed")
-# Enumerate a fully discrete search space up to this many points to find unseen ones.
-MAX_ENUMERATED_SPACE = 100_000
-# Suggestions in a row that may repeat a parameter set before the search is declared exhausted.
-MAX_DUPLICATE_ASKS = 20
-# A RUNNING trial with no owner attribute older than this was left by a killed sweeper (see _owner_gone).
-OWNERLESS_GRACE_S = 60.0
+log = logging.getLogger(__name__)
 
 
 def register() -> None:
@@ -75,7 +80,7 @@ def register() -> None:
     Plugins.instance().register(ResumableOptunaSweeper)
 
 
-class ResumableOptunaSweeper(OptunaSweeper):
+class ResumableOptunaSweeper(TrialAsking, OptunaSweeper):
     """Subclass of the plugin's OptunaSweeper: same config, its own `sweep()` loop.
 
     The plugin's OptunaSweeperImpl (self.sweeper) still parses the search space, builds the
@@ -86,14 +91,23 @@ class ResumableOptunaSweeper(OptunaSweeper):
 
     def __init__(self, sampler: Any, direction: Any, storage: Any, study_name: str | None, n_trials: int,
                  n_jobs: int, max_failure_rate: float, custom_search_space: str | None,
-                 params: DictConfig | None) -> None:
+                 params: DictConfig | None, pruner: DictConfig | None = None, heartbeat_interval: int | None = None,
+                 grace_period: int | None = None) -> None:
         # Kept to build the sampler again with another seed on resume (see _reseed).
         self._sampler_cfg = OmegaConf.to_container(sampler, resolve=True) if isinstance(sampler, DictConfig) else None
         super().__init__(sampler, direction, storage, study_name, n_trials, n_jobs, max_failure_rate,
                          custom_search_space, params)
         if n_jobs < 1:
-            raise ValueError(f"hydra.sweeper.n_jobs={n_jobs} is invalid: use 1 or more (trials launched per batch)")
+            raise ValueError(f"hydra.sweeper.n_jobs={n_jobs} is invalid: use 1 or more (trials run at once)")
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        # The pruner is built in each trial's job (runner/pruning.py); built once here so a bad option fails now.
+        self.pruner_cfg = pruner
+        if wants_pruning(pruner):
+            build_pruner(pruner)
+        self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
+        self._heartbeats: dict[int, Any] = {}  # trial number -> Optuna heartbeat thread, while it runs
+        self._next_job = 0
+        self._waiting = False  # logged once that this worker waits for trials running elsewhere
 
     # ------------------------------------------------------------------ the loop
     def sweep(self, arguments: list[str]) -> None:
@@ -126,8 +140,21 @@ class ResumableOptunaSweeper(OptunaSweeper):
             sampler = sampler(grid)
             n_trials = min(n_trials, math.prod(len(v) for v in grid.values()))
 
-        storage = self._storage()
-        study = optuna.create_study(study_name=impl.study_name, storage=storage, sampler=sampler,
+        try:
+            storage = sweeper_storage(impl.storage, self.heartbeat_interval, self.grace_period)
+        except ConfigError as e:  # one line and exit 2, as for a bad run config
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        # Optuna warns on every ask that heartbeats are meant for Study.optimize: we run them ourselves.
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+        url = impl.storage if isinstance(impl.storage, str) else storage  # shown in logs and best.json
+        if wants_pruning(self.pruner_cfg) and storage is None:
+            print("error: hydra.sweeper.pruner needs a storage each trial's job can open: set "
+                  "hydra.sweeper.storage to a URL (the default is sqlite in the sweep dir)", file=sys.stderr)
+            sys.exit(2)
+        # The pruner prunes in the jobs; the study here has it too, because TPE samples differently under Hyperband.
+        pruner = build_pruner(self.pruner_cfg) if wants_pruning(self.pruner_cfg) else None
+        study = optuna.create_study(study_name=impl.study_name, storage=storage, sampler=sampler, pruner=pruner,
                                     directions=directions, load_if_exists=True)
         self._check_fixed_overrides(study, fixed_params, fixed_overrides)
         self._recover_stale(study)
@@ -136,171 +163,112 @@ class ResumableOptunaSweeper(OptunaSweeper):
         if existing and counted + running_elsewhere < n_trials:
             study.sampler = self._reseed(sampler, existing)
 
-        next_job = self._next_job_num(study, sweep_dir)
+        self._next_job = self._next_job_num(study, sweep_dir)
         log.info("Optuna study '%s' in %s: %d of n_trials=%d done%s; job folders from %s/%d",
-                 study.study_name, display_url(storage), counted, n_trials,
-                 f", {running_elsewhere} running elsewhere" if running_elsewhere else "", sweep_dir, next_job)
-        log.info("Sampler: %s, direction: %s", type(study.sampler).__name__, directions[0])
+                 study.study_name, display_url(url), counted, n_trials,
+                 f", {running_elsewhere} running elsewhere" if running_elsewhere else "", sweep_dir, self._next_job)
+        log.info("Sampler: %s, pruner: %s, direction: %s", type(study.sampler).__name__,
+                 self.pruner_cfg._target_.split(".")[-1] if wants_pruning(self.pruner_cfg) else "none", directions[0])
         if counted + running_elsewhere < n_trials and storage is not None:
             log.info("If this stops early, resume with: %s", self._resume_command(config))
 
         space_size = _space_size(space) if impl.custom_search_space_extender is None else None
+        # A trial starts as soon as a slot is free (a pruned trial frees its slot at once): one job per
+        # launcher call, from a pool of n_jobs threads. The basic launcher runs jobs in this process, so
+        # one at a time, in this thread (Ctrl-C then reaches the job).
+        slots = 1 if isinstance(impl.launcher, BasicLauncher) else impl.n_jobs
+        if slots < impl.n_jobs:
+            log.info("hydra.sweeper.n_jobs=%d with the basic launcher: trials run one at a time "
+                     "(hydra/launcher=joblib runs them in parallel)", impl.n_jobs)
+        pool = ThreadPoolExecutor(slots, thread_name_prefix="trial") if slots > 1 else None
+        in_flight: dict[Future, tuple[Any, int]] = {}
+        recent: list[bool] = []  # outcomes since the failure rate was last checked
         stopped: str | None = None
-        while True:
-            counted, running_elsewhere = _tally(study)
-            to_go = n_trials - counted - running_elsewhere
-            if to_go <= 0:
-                break
-            seen = _seen_params(study)
-            if space_size is not None and len(seen) >= space_size:
-                stopped = f"all {space_size} points of the search space have run"
-                break
-            trials, overrides = [], []
-            for _ in range(min(impl.n_jobs, to_go)):
-                asked = self._ask_unseen(study, space, fixed_params, fixed_overrides, seen, space_size)
-                if asked is None:
-                    break
-                trial, override = asked
-                run_dir = sweep_dir / str(next_job + len(trials))
-                trial.set_user_attr("job_num", next_job + len(trials))
-                trial.set_user_attr("run_dir", str(run_dir.resolve()))
-                trial.set_user_attr("sweep_dir", str(sweep_dir.resolve()))
-                trials.append(trial)
-                overrides.append(override)
-            if not trials:
-                stopped = "the sampler only suggests parameter sets that already ran"
-                break
+        failed_out = False
 
-            try:
-                returns = impl.launcher.launch(overrides, initial_job_idx=next_job)
-            except BaseException:  # Ctrl-C (or a launcher error): leave no trial of ours RUNNING
-                log.warning("Search interrupted: re-queueing the trials that were running")
-                self._recover_stale(study)
-                raise
-            next_job += len(returns)
-            failures = sum(not record_result(study, trial, ret) for trial, ret in zip(trials, returns))
-            if failures / len(returns) > impl.max_failure_rate:
-                stopped = (f"{failures} of {len(returns)} trials in the last batch failed, more than "
-                           f"hydra.sweeper.max_failure_rate={impl.max_failure_rate}")
-                log.error("Stopping the search: %s", stopped)
-                write_report(study, sweep_dir, storage)
-                raise RuntimeError(f"Optuna search stopped: {stopped}")
+        def finish(trial: Any, ret: JobReturn) -> None:
+            nonlocal stopped, failed_out
+            self._stop_heartbeat(trial.number)
+            recent.append(record_result(study, trial, ret))
+            if len(recent) >= slots:
+                failures = recent.count(False)
+                if failures / len(recent) > impl.max_failure_rate and not failed_out:
+                    stopped, failed_out = (f"{failures} of the last {len(recent)} trials failed, more than "
+                                           f"hydra.sweeper.max_failure_rate={impl.max_failure_rate}"), True
+                    log.error("Stopping the search: %s", stopped)
+                recent.clear()
 
+        try:
+            while True:
+                self._recover_stale(study, skip={t.number for t, _ in in_flight.values()})
+                while stopped is None and len(in_flight) < slots:
+                    step = self._start_trial(study, space, fixed_params, fixed_overrides, space_size, n_trials,
+                                             sweep_dir)
+                    if step is None or isinstance(step, str):
+                        stopped = step
+                        break
+                    trial, override, job_num = step
+                    if pool is None:
+                        finish(trial, self._launch(override, job_num))
+                    else:
+                        in_flight[pool.submit(self._launch, override, job_num)] = (trial, job_num)
+                if in_flight:
+                    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        finish(in_flight.pop(future)[0], future.result())
+                    continue
+                if stopped is None and self._wait_for_others(study):
+                    continue
+                break
+        except BaseException:  # Ctrl-C (or a launcher error): leave no trial of ours RUNNING
+            log.warning("Search interrupted: re-queueing the trials that were running")
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+            self._stop_heartbeat()
+            self._recover_stale(study)
+            raise
+        if pool is not None:
+            pool.shutdown()
+
+        if failed_out:
+            write_report(study, sweep_dir, url)
+            raise RuntimeError(f"Optuna search stopped: {stopped}")
         if stopped:
             log.warning("Stopping the search before n_trials=%d: %s", n_trials, stopped)
-        write_report(study, sweep_dir, storage)
+        write_report(study, sweep_dir, url)
+        if isinstance(url, str):
+            log.info("The study in a browser: optuna-dashboard %s", display_url(url))
+
+    def _launch(self, override: list[str], job_num: int) -> JobReturn:
+        """Run one trial's job through the configured launcher (a batch of one) and wait for it."""
+        return self.sweeper.launcher.launch([override], initial_job_idx=job_num)[0]
+
+    def _stop_heartbeat(self, number: int | None = None) -> None:
+        """Stop one trial's heartbeat thread (all of them with no number)."""
+        for n in [number] if number is not None else list(self._heartbeats):
+            thread = self._heartbeats.pop(n, None)
+            if thread is not None:
+                thread.join()
+
+    def _wait_for_others(self, study: Any) -> bool:
+        """The study is full but other workers still run trials: wait (True) if a dead one's trial can
+        come back to us (a heartbeat says when), else return False and end."""
+        _, running = _tally(study)
+        if not running:
+            return False
+        if not heartbeat_enabled(study):
+            log.info("%d trial(s) still running in other processes; not waiting for them", running)
+            return False
+        if not self._waiting:
+            grace = self.grace_period or 2 * self.heartbeat_interval
+            log.info("Waiting for %d trial(s) running in other workers (the trial of a worker that stops is "
+                     "run again here after %d s without a heartbeat)", running, grace)
+            self._waiting = True
+        time.sleep(min(5.0, float(self.heartbeat_interval)))
+        return True
 
     # ------------------------------------------------------------------ helpers
-    def _storage(self) -> Any:
-        """The storage URL, or None (in memory, no resume); an object node is refused (runner/trust.py)."""
-        storage = self.sweeper.storage
-        if isinstance(storage, DictConfig):  # preflight refuses this first; never instantiated here either
-            print("error: hydra.sweeper.storage must be a URL string, not an object node", file=sys.stderr)
-            sys.exit(2)
-        if storage is not None and str(storage).startswith("sqlite:///"):
-            # Optuna's sqlite URL is relative to the cwd, like Hydra's sweep dir (hydra.job.chdir=false).
-            Path(str(storage)[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-        return storage
 
-    def _reseed(self, sampler: Any, existing: int) -> Any:
-        """A seeded sampler, started again, would replay its first suggestions: shift its seed.
-
-        seed + number of trials already in the study: still reproducible from the same history,
-        and different on every resume. Unseeded samplers are left as they are.
-        """
-        import optuna
-
-        cfg = self._sampler_cfg
-        # GridSampler needs nothing: it picks grid points no trial in the storage has used.
-        if not cfg or cfg.get("seed") is None or isinstance(sampler, optuna.samplers.GridSampler):
-            return sampler
-        cfg = dict(cfg, seed=int(cfg["seed"]) + existing)
-        from runner.trust import HYDRA_TARGETS
-
-        reseeded = instantiate(cfg, _execution_whitelist_=HYDRA_TARGETS["hydra.sweeper.sampler"])
-        log.info("Resuming: sampler seed %s -> %s (so it does not repeat its first suggestions)",
-                 self._sampler_cfg["seed"], cfg["seed"])
-        return reseeded
-
-    def _recover_stale(self, study: Any) -> None:
-        """Trials a killed sweeper left RUNNING: record what their job did, else fail and re-queue them.
-
-        A trial counts as left behind when its owner is this host and that process is gone (or it
-        has no owner: killed between ask and the first attribute). A RUNNING trial owned by a live
-        process or another host is someone else's work on a shared study and is left alone.
-        If the job itself ended (its summary.json says completed/diverged/failed) and only the tell
-        was lost, its result is recorded; otherwise the trial is failed, marked `retried`, and its
-        parameters are enqueued so the next ask runs them again in a new job folder.
-        """
-        from optuna.trial import TrialState
-
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if not _owner_gone(t.user_attrs.get("owner"), t.datetime_start):
-                continue
-            summary = _read_summary(t.user_attrs.get("run_dir"))
-            storage = study._storage  # user attributes of a trial we don't hold a Trial object for
-            if summary is not None and summary.get("status") in ENDED_STATUSES:
-                value = _finite(summary.get("best_val_acc"))
-                storage.set_trial_user_attr(t._trial_id, "status", summary["status"])
-                if summary.get("error"):
-                    storage.set_trial_user_attr(t._trial_id, "error", str(summary["error"]))
-                _tell(study, t.number, values=None if value is None else [value],
-                      state=TrialState.FAIL if value is None else TrialState.COMPLETE)
-                log.info("Trial %d (job %s) had ended (%s) but was left RUNNING: recorded", t.number,
-                         t.user_attrs.get("job_num"), summary["status"])
-                continue
-            storage.set_trial_user_attr(t._trial_id, "status", "interrupted")
-            storage.set_trial_user_attr(t._trial_id, "retried", True)
-            _tell(study, t.number, state=TrialState.FAIL)
-            if t.params:
-                study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
-            log.info("Trial %d (job %s) was left RUNNING by a stopped sweep: failed, its parameters run again",
-                     t.number, t.user_attrs.get("job_num"))
-
-    def _next_job_num(self, study: Any, sweep_dir: Path) -> int:
-        """One past the highest job number used: numbered folders here and this sweep dir's trials.
-
-        Trials count too because a run killed between ask and launch reserved a number with no
-        folder yet; skipping it keeps every trial's job_num pointing at its own folder.
-        """
-        used = [int(p.name) for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()]
-        here = str(sweep_dir.resolve())
-        used += [int(t.user_attrs["job_num"]) for t in study.get_trials(deepcopy=False)
-                 if t.user_attrs.get("sweep_dir") == here and t.user_attrs.get("job_num") is not None]
-        return max(used, default=-1) + 1
-
-    def _ask_unseen(self, study: Any, space: dict, fixed_params: dict, fixed_overrides: list,
-                    seen: dict, space_size: int | None) -> tuple[Any, list[str]] | None:
-        """Ask for a trial whose parameters have not run yet; None if none can be found.
-
-        A repeat is told FAIL with `duplicate_of` (it doesn't count, gets no folder) and asked
-        again: after the sampler's own pick, from an unseen point of a discrete space enqueued
-        for the next ask, or else from a RandomSampler (a continuous dimension rarely repeats).
-        """
-        import optuna
-        from optuna.trial import TrialState
-
-        sampler = study.sampler
-        try:
-            for attempt in range(MAX_DUPLICATE_ASKS):
-                trial = study.ask()
-                trial.set_user_attr("owner", self.owner)
-                override = self.sweeper._configure_trials([trial], space, fixed_params, fixed_overrides)[0]
-                key = _params_key(trial.params)
-                if key not in seen:
-                    seen[key] = trial.number
-                    return trial, list(override)
-                trial.set_user_attr("duplicate_of", seen[key])
-                _tell(study, trial.number, state=TrialState.FAIL)
-                log.info("Suggestion %s already ran as trial %d: asking again", dict(trial.params), seen[key])
-                unseen = _unseen_point(space, seen, space_size, attempt)
-                if unseen is not None:
-                    study.enqueue_trial(unseen)
-                else:
-                    study.sampler = optuna.samplers.RandomSampler(seed=len(study.get_trials(deepcopy=False)))
-            return None
-        finally:
-            study.sampler = sampler
 
     def _check_fixed_overrides(self, study: Any, fixed_params: dict, fixed_overrides: list) -> None:
         """Refuse to add trials run with other fixed settings to a study: one best of mixed trials misleads.
@@ -317,7 +285,7 @@ class ResumableOptunaSweeper(OptunaSweeper):
         if differs:
             from runner.optuna_report import display_url
 
-            print(f"error: Optuna study '{study.study_name}' ({display_url(self._storage())}) was started with "
+            print(f"error: Optuna study '{study.study_name}' ({display_url(self.sweeper.storage)}) was started with "
                   f"{differs}: its trials would not be comparable; repeat its overrides to extend it, or start a "
                   f"separate study with hydra.sweeper.study_name=<new name>", file=sys.stderr)
             sys.exit(2)
@@ -351,40 +319,8 @@ def _differing_overrides(before: list[str], now: list[str]) -> str:
     return ""
 
 
-def record_result(study: Any, trial: Any, ret: JobReturn) -> bool:
-    """Tell Optuna how a job ended; True if it gave a usable value.
 
-    A value that is None (the job failed, or diverged before its first good epoch), NaN or
-    infinite, or a job that raised, becomes a FAIL trial instead of ending the search (the
-    plugin raises on the first one with its default max_failure_rate 0, and a NaN told as
-    COMPLETE makes Optuna raise). A diverged job with a best epoch before the NaN is COMPLETE
-    with that value: a real, if poor, result the sampler should learn from. The job's own
-    status and error (summary.json) go into the trial's user attributes either way.
-    """
-    from optuna.trial import TrialState
 
-    run_dir = _job_dir(ret) or trial.user_attrs.get("run_dir")
-    if run_dir:
-        trial.set_user_attr("run_dir", str(Path(run_dir).resolve()))
-    summary = _read_summary(run_dir) or {}
-    if ret.status == JobStatus.COMPLETED:
-        value, error = _finite(ret._return_value), summary.get("error")
-        status = summary.get("status", "completed" if value is not None else "failed")
-    else:  # the task raised (main() catches its own errors in a sweep, so rarely)
-        value, error = None, f"{type(ret._return_value).__name__}: {ret._return_value}"
-        status = summary.get("status", "failed")
-    trial.set_user_attr("status", status)
-    if error:
-        trial.set_user_attr("error", str(error)[:500])
-    if value is None:
-        _tell(study, trial.number, state=TrialState.FAIL)
-        log.warning("Trial %d (job %s) %s: recorded as failed, the search goes on%s", trial.number,
-                    trial.user_attrs.get("job_num"), status, f" ({error})" if error else "")
-        return False
-    _tell(study, trial.number, state=TrialState.COMPLETE, values=[value])
-    log.info("Trial %d (job %s): %s, value %.4g, params %s", trial.number, trial.user_attrs.get("job_num"),
-             status, value, dict(trial.params))
-    return True
 
 
 def _is_grid(sampler: Any) -> bool:
@@ -393,125 +329,10 @@ def _is_grid(sampler: Any) -> bool:
     return (isinstance(sampler, functools.partial) and sampler.func is optuna.samplers.GridSampler)
 
 
-def _tell(study: Any, number: int, state: Any, values: list[float] | None = None) -> None:
-    """study.tell, tolerating GridSampler's study.stop() once the grid is used up (as the plugin does)."""
-    try:
-        study.tell(number, state=state, values=values)
-    except RuntimeError as e:
-        if "Study.stop" not in str(e):
-            raise
 
 
-def _tally(study: Any) -> tuple[int, int]:
-    """(trials counted towards n_trials, trials RUNNING in another process); see the module docstring."""
-    from optuna.trial import TrialState
-
-    counted = running = 0
-    for t in study.get_trials(deepcopy=False):
-        if t.state == TrialState.RUNNING:
-            running += 1
-        elif t.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
-                t.state == TrialState.FAIL and not t.user_attrs.get("retried") and "duplicate_of" not in t.user_attrs):
-            counted += 1
-    return counted, running
 
 
-def _seen_params(study: Any) -> dict[tuple, int]:
-    """Parameter sets that ran or are running -> a trial number (re-queued and skipped trials aside)."""
-    from optuna.trial import TrialState
-
-    seen: dict[tuple, int] = {}
-    for t in study.get_trials(deepcopy=False):
-        if t.state == TrialState.WAITING or t.user_attrs.get("retried") or "duplicate_of" in t.user_attrs:
-            continue
-        if t.params:
-            seen.setdefault(_params_key(t.params), t.number)
-    return seen
 
 
-def _params_key(params: dict[str, Any]) -> tuple:
-    """A parameter set, comparable across trials (floats to 12 digits: a stepped float range's
-    points as Optuna suggests them and as _space_points computes them may differ in the last bit)."""
-    return tuple(sorted((k, f"{v:.12g}" if isinstance(v, float) else repr(v)) for k, v in params.items()))
 
-
-def _space_points(distribution: Any) -> list | None:
-    """Every value of a discrete distribution, None for a continuous one."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-    if isinstance(distribution, CategoricalDistribution):
-        return list(distribution.choices)
-    if isinstance(distribution, IntDistribution):
-        return list(range(distribution.low, distribution.high + 1, 1 if distribution.log else distribution.step))
-    if isinstance(distribution, FloatDistribution) and distribution.step is not None:
-        n = int(round((distribution.high - distribution.low) / distribution.step))
-        return [distribution.low + i * distribution.step for i in range(n + 1)]
-    return None
-
-
-def _space_size(space: dict) -> int | None:
-    """Points in a search space of discrete dimensions only; None if any dimension is continuous."""
-    sizes = [_space_points(d) for d in space.values()]
-    if any(s is None for s in sizes):  # an empty space has one point: the search runs once
-        return None
-    return math.prod(len(s) for s in sizes)
-
-
-def _unseen_point(space: dict, seen: dict, space_size: int | None, attempt: int) -> dict | None:
-    """A random not-yet-run point of a discrete space small enough to enumerate, else None."""
-    if space_size is None or space_size > MAX_ENUMERATED_SPACE:
-        return None
-    names = sorted(space)
-    points = [dict(zip(names, values)) for values in itertools.product(*(_space_points(space[n]) for n in names))]
-    unseen = [p for p in points if _params_key(p) not in seen]
-    return random.Random(len(seen) * 1000 + attempt).choice(unseen) if unseen else None
-
-
-def _owner_gone(owner: Any, started: datetime.datetime | None) -> bool:
-    """True when `owner` (host:pid) is a process of this host that no longer runs.
-
-    A trial with no owner yet was killed between ask and its first attribute, or is being set
-    up right now by another process on a shared study: it counts as gone once it is older than
-    OWNERLESS_GRACE_S (a live sweeper sets the owner milliseconds after asking).
-    """
-    if not owner:
-        if started is None:
-            return True
-        age = datetime.datetime.now(started.tzinfo) - started
-        return age.total_seconds() > OWNERLESS_GRACE_S
-    host, _, pid = str(owner).rpartition(":")
-    if host != socket.gethostname():
-        return False
-    if not pid.isdigit() or int(pid) == os.getpid():
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
-def _job_dir(ret: JobReturn) -> str | None:
-    try:
-        return str(ret.hydra_cfg.hydra.runtime.output_dir)
-    except Exception:
-        return None
-
-
-def _read_summary(run_dir: str | os.PathLike | None) -> dict[str, Any] | None:
-    if not run_dir:
-        return None
-    try:
-        return json.loads((Path(run_dir) / "summary.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _finite(value: Any) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None

@@ -15,7 +15,7 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -174,19 +174,22 @@ def progress_bar(cfg: DictConfig, total: int, epoch: int):
     return tqdm(total=total, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not show, mininterval=0.5)
 
 
-def train(cfg: DictConfig, run_dir: Path, parallel_jobs: int = 1) -> dict[str, Any]:
+def train(cfg: DictConfig, run_dir: Path, parallel_jobs: int = 1,
+          epoch_end: Callable[[int, dict[str, float]], str | None] | None = None) -> dict[str, Any]:
     """Train one model as `cfg` says, writing everything into `run_dir`; return the summary.
 
     `parallel_jobs`: how many trials share this machine right now (a joblib launcher's n_jobs),
     so compute.threads=auto can share the cores among them.
+    `epoch_end(epoch, row)`: called after each epoch is saved; returning "stop" ends the run as
+    `pruned` (an Optuna trial's pruner, runner/pruning.py).
     """
     # Every _target_ is checked against runner/trust.py before anything is built (a ConfigError here
     # leaves no run folder contents); Hydra then allows exactly those classes, nothing inherited.
     with execution_whitelist(run_whitelist(cfg), reset=True):
-        return _train(cfg, run_dir, parallel_jobs)
+        return _train(cfg, run_dir, parallel_jobs, epoch_end)
 
 
-def _train(cfg: DictConfig, run_dir: Path, parallel_jobs: int) -> dict[str, Any]:
+def _train(cfg: DictConfig, run_dir: Path, parallel_jobs: int, epoch_end: Any = None) -> dict[str, Any]:
     started, started_at = time.perf_counter(), time.time()
     folder = RunFolder(run_dir, tensorboard=bool(cfg.get("tensorboard", True)))
     history: list[dict[str, float]] = []
@@ -280,6 +283,9 @@ def _train(cfg: DictConfig, run_dir: Path, parallel_jobs: int) -> dict[str, Any]
             if improved:
                 save_checkpoint(folder.best_checkpoint, state)
             summary.update(best_val_acc=best_acc, best_epoch=best_epoch)
+            if epoch_end is not None and epoch_end(epoch, row) == "stop":
+                summary["status"] = "pruned"
+                break
         else:
             summary["status"] = "completed"
         if best_epoch is not None:

@@ -60,6 +60,10 @@ RUN_TARGETS: dict[str, tuple[str, ...]] = {
 # `runner.eval` and anything else that rebuilds a run from a config read out of a file.
 EVAL_TARGETS: dict[str, tuple[str, ...]] = {"model": MODEL_TARGETS, "dataset": DATASET_TARGETS}
 
+# Optuna's own pruners (PatientPruner wraps another): what `hydra.sweeper.pruner` may name.
+PRUNER_TARGETS = tuple(f"optuna.pruners.{name}" for name in (
+    "NopPruner", "MedianPruner", "PercentilePruner", "SuccessiveHalvingPruner", "HyperbandPruner",
+    "ThresholdPruner", "PatientPruner", "WilcoxonPruner"))
 _OPTUNA_IMPL = "hydra_plugins.hydra_optuna_sweeper._impl"
 # Exact node -> the classes Hydra may instantiate there ("hydra.callbacks.*": any one callback).
 HYDRA_TARGETS: dict[str, tuple[str, ...]] = {
@@ -69,9 +73,7 @@ HYDRA_TARGETS: dict[str, tuple[str, ...]] = {
         "optuna.samplers.TPESampler", "optuna.samplers.RandomSampler", "optuna.samplers.GridSampler",
         "optuna.samplers.CmaEsSampler", "optuna.samplers.GPSampler", "optuna.samplers.QMCSampler",
         f"{_OPTUNA_IMPL}.create_nsgaii_sampler", f"{_OPTUNA_IMPL}.create_nsgaiii_sampler"),
-    "hydra.sweeper.pruner": (
-        "optuna.pruners.MedianPruner", "optuna.pruners.SuccessiveHalvingPruner", "optuna.pruners.HyperbandPruner",
-        "optuna.pruners.NopPruner"),
+    "hydra.sweeper.pruner": PRUNER_TARGETS,
     "hydra.launcher": (
         "hydra._internal.core_plugins.basic_launcher.BasicLauncher",
         "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",

@@ -119,7 +119,10 @@ def test_trial_left_running_by_a_killed_sweep_runs_again_in_a_new_folder(tmp_pat
     assert trials[0].user_attrs["status"] == "interrupted" and trials[0].user_attrs["retried"] is True
     assert trials[1].params == stale.params and trials[1].user_attrs["retry_of"] == 0
     assert trials[1].user_attrs["job_num"] == 1  # counting on: the killed job's folder is left as it was
-    assert job_folders(sweep_dir) == [0, 1] and not (sweep_dir / "0" / "summary.json").exists()
+    assert job_folders(sweep_dir) == [0, 1]
+    # the killed job's folder says so, and the collector's table shows it once, with that state
+    assert json.loads((sweep_dir / "0" / "summary.json").read_text())["status"] == "interrupted"
+    assert (sweep_dir / "results.txt").read_text().splitlines()[0] == "interrupted"
 
 
 @pytest.mark.parametrize("value", [float("nan"), math.inf, None])

@@ -1,0 +1,136 @@
+"""Where a study lives, and what several workers on one study need from it.
+
+* `sweeper_storage`: the sweeper's storage. A URL becomes Optuna's RDBStorage with a heartbeat
+  (`hydra.sweeper.heartbeat_interval`, `grace_period`): every trial a worker runs gets a
+  heartbeat thread (Optuna's own), and a trial whose heartbeat stopped (its worker was killed,
+  on any machine) is found by `stale_trial_ids` and failed and re-run by a live worker.
+* `job_storage`: the same storage, opened by a trial's job to report to its trial (pruning).
+* `claim_job_dir`: a job folder no other worker can take, even on a shared file system.
+* `mark_interrupted`: the summary.json of a job whose worker was killed says so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from common.errors import ConfigError
+from common.io import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+def _check_driver(url: str) -> None:
+    """A postgresql:// URL needs psycopg (SQLAlchemy 2.1's default PostgreSQL driver): say how to get it."""
+    if not url.startswith("postgresql"):
+        return
+    from sqlalchemy.engine import make_url
+
+    driver = make_url(url).get_dialect().driver
+    try:
+        __import__(driver)
+    except ImportError:
+        fix = ("pip install 'psycopg[binary]>=3' (pip install -e '.[postgres]')" if driver == "psycopg" else
+               f"pip install {driver}, or use psycopg 3: postgresql+psycopg://... and pip install -e '.[postgres]'")
+        raise ConfigError(f"hydra.sweeper.storage=...@{url.split('@')[-1]} needs the PostgreSQL driver {driver}: "
+                          f"{fix}") from None
+
+
+def sweeper_storage(storage: Any, heartbeat_interval: int | None, grace_period: int | None) -> Any:
+    """The storage URL as an Optuna storage; None stays None (in memory)."""
+    if storage is None:
+        return None
+    if isinstance(storage, DictConfig):  # runner/trust.py refuses it first; never instantiated here either
+        raise ConfigError("hydra.sweeper.storage must be a URL string (e.g. postgresql://user@host/db), "
+                          "not an object node")
+    import optuna
+
+    url = str(storage)
+    if url.startswith("sqlite:///"):
+        # Optuna's sqlite URL is relative to the cwd, like Hydra's sweep dir (hydra.job.chdir=false).
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    _check_driver(url)
+    if heartbeat_interval is not None and heartbeat_interval < 1:
+        raise ConfigError(f"hydra.sweeper.heartbeat_interval={heartbeat_interval} is invalid: "
+                          "use whole seconds, 1 or more, or null for no heartbeat")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
+        return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+
+
+def job_storage(storage: Any) -> Any:
+    """The study's storage as a trial's job opens it: no heartbeat (the sweeper owns the trial)."""
+    if storage is None:
+        return None
+    if isinstance(storage, DictConfig):  # runner/trust.py refuses it first; never instantiated here either
+        raise ConfigError("hydra.sweeper.storage must be a URL string (e.g. postgresql://user@host/db), "
+                          "not an object node")
+    import optuna
+
+    _check_driver(str(storage))
+    # The sweeper created the tables and checked their version: skip both (alembic takes a second to load).
+    return optuna.storages.RDBStorage(str(storage), skip_table_creation=True, skip_compatibility_check=True)
+
+
+def stale_trial_ids(study: Any) -> set[int]:
+    """RUNNING trials whose worker stopped sending heartbeats (any machine); empty without heartbeats."""
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    storage = study._storage
+    if not is_heartbeat_enabled(storage):
+        return set()
+    return set(storage._get_stale_trial_ids(study._study_id))
+
+
+def heartbeat_enabled(study: Any) -> bool:
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    return is_heartbeat_enabled(study._storage)
+
+
+def heartbeat_thread(study: Any, trial_id: int) -> Any:
+    """Optuna's heartbeat thread for one trial (a no-op thread when the storage has no heartbeat), started."""
+    from optuna.storages._heartbeat import get_heartbeat_thread
+
+    thread = get_heartbeat_thread(trial_id, study._storage)
+    thread.start()
+    return thread
+
+
+def claim_job_dir(sweep_dir: Path, start: int) -> tuple[int, Path]:
+    """Create the first free numbered job folder from `start` on, exclusively.
+
+    os.mkdir fails if the folder exists, atomically also on NFS, so two workers on one sweep dir
+    never get the same folder: the loser moves on to the next number.
+    """
+    number = start
+    while True:
+        path = sweep_dir / str(number)
+        try:
+            os.mkdir(path)
+            return number, path
+        except FileExistsError:
+            number += 1
+
+
+def mark_interrupted(run_dir: Any, note: str) -> None:
+    """Give a killed job's folder a summary.json saying `interrupted` (a SIGKILL leaves none, or a stale
+    `running`), with what its metrics.csv shows, so the collector's table has its final state."""
+    if not run_dir or not Path(run_dir).is_dir():
+        return
+    from runner.collect import read_outcome
+
+    outcome = read_outcome(Path(run_dir))
+    if outcome.get("status") not in (None, "running"):
+        return  # the job wrote its own ending
+    try:
+        previous = json.loads((Path(run_dir) / "summary.json").read_text())
+    except (OSError, ValueError):
+        previous = {}
+    atomic_write_json(Path(run_dir) / "summary.json", {**previous, **outcome, "status": "interrupted", "error": note})
