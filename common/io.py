@@ -36,3 +36,19 @@ def atomic_write_json(path: Path, data: Any) -> None:
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
     _atomic(path, lambda f: torch.save(obj, f), "wb")
+
+
+# What a write killed before its rename leaves: `_atomic`'s `.NAME.*.tmp`, and the `.NAME.tmp.png`
+# that plots are saved to before their rename.
+STALE_TEMP_PATTERNS = (".*.tmp", ".*.tmp.png")
+
+
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Delete temporary files a killed atomic write left in `folder` (not below it); return them.
+
+    Call it only where no other process is writing into `folder`: a run folder at its start.
+    """
+    stale = [p for pattern in STALE_TEMP_PATTERNS for p in Path(folder).glob(pattern) if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale

@@ -13,11 +13,15 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from runner.config import TRUSTED_TARGETS  # importing it registers the schema Hydra composes with
+from runner import interrupts, locks
+from runner.rerun import claimed_run_folder
+from runner.run_names import register_resolvers
 from common.errors import ConfigError
 from runner.optuna_sweeper import register as register_optuna_sweeper
 
 log = logging.getLogger("runner")
 register_optuna_sweeper()  # hydra/sweeper=optuna (conf/hydra/sweeper/optuna.yaml) points at our resumable class
+register_resolvers()  # ${run_suffix:} in conf/config.yaml's run and sweep dirs
 
 
 def parallel_jobs(hydra_cfg: DictConfig) -> int:
@@ -36,8 +40,11 @@ def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    interrupts.install_sigterm_handler()  # also in a joblib worker process, where the job runs
+    interrupts.current_run_dir = run_dir
     try:
-        summary = train(cfg, run_dir, parallel_jobs=parallel_jobs(hydra_cfg))
+        with claimed_run_folder(cfg, run_dir, shared=locks.is_shared_sweep(hydra_cfg)) as reused:
+            summary = reused if reused is not None else train(cfg, run_dir, parallel_jobs=parallel_jobs(hydra_cfg))
     except ConfigError as e:
         if in_sweep:  # one bad combination must not end the sweep: it is recorded as failed
             log.error("run %s failed: %s", run_dir, e)
@@ -56,4 +63,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    with interrupts.exit_cleanly_when_interrupted():
+        main()

@@ -30,6 +30,7 @@ class RunConfig:
     progress: str = "auto"
     label_smoothing: float = 0.0
     grad_clip: Optional[float] = None
+    rerun: bool = False
     compute: Any = MISSING
     model: Any = MISSING
     optimizer: Any = MISSING

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from common.io import atomic_write_json, atomic_write_text
+from common.io import atomic_write_json, atomic_write_text, remove_stale_temp_files
 
 METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_top5", "lr", "train_s", "val_s"]
 STATUSES = ("running", "completed", "diverged", "failed", "interrupted")
@@ -23,6 +23,7 @@ class RunFolder:
     def __init__(self, path: Path, tensorboard: bool = True) -> None:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(self.path)  # left by an earlier run here that was killed mid-write
         self._writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter

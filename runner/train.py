@@ -30,6 +30,7 @@ from models import count_model_params
 from runner.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from runner.config import TRUSTED_TARGETS, check_config, switch
 from common.errors import ConfigError
+from runner.resume import apply_new_lr, check_resume
 from runner.run_folder import RunFolder
 
 log = logging.getLogger("runner")
@@ -207,8 +208,10 @@ def _train(cfg: DictConfig, run_dir: Path, parallel_jobs: int) -> dict[str, Any]
         if cfg.resume:
             state = load_checkpoint(cfg.resume, key="resume")
             load_model_state(model, state, key="resume")
+            check_resume(cfg, state)  # refuses another recipe, or fewer epochs than done
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
+            apply_new_lr(cfg, state, optimizer, scheduler)
             history = list(state["history"])
             start_epoch, best_acc, best_epoch = state["epoch"], state["best_val_acc"], state["best_epoch"]
             torch.set_rng_state(state["rng"]["torch"])
