@@ -58,8 +58,9 @@ def check_resume(cfg: DictConfig, state: dict[str, Any]) -> None:
                           f"has done; use epochs={state['epoch']} or more")
     old_lr, new_lr = then["optimizer"].get("lr"), now["optimizer"].get("lr")
     if old_lr != new_lr and not _constant_lr(now["scheduler"]):
+        scheduler = str(now["scheduler"].get("_target_")).rsplit(".", 1)[-1]
         raise ConfigError(f"lr={new_lr} differs from the {old_lr} resume={cfg.resume} was trained with, and the "
-                          f"scheduler sets the lr from its saved state; use lr={old_lr}, or scheduler=none")
+                          f"scheduler ({scheduler}) sets the lr from its saved state; resume with lr={old_lr}")
 
 
 def apply_new_lr(cfg: DictConfig, state: dict[str, Any], optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
