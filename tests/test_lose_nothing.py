@@ -163,9 +163,13 @@ def test_a_signalled_run_ends_interrupted_with_its_summary_and_one_line(tmp_path
     run_dir = tmp_path / "run"
     proc = start_cli("epochs=500", *FAST, f"hydra.run.dir={run_dir}")
     wait_for(run_dir / "metrics.csv", proc)
+    if sig == signal.SIGTERM:  # meanwhile, a second run into the live run's folder is refused
+        second = run_cli("epochs=1", *FAST, f"hydra.run.dir={run_dir}")
+        assert second.returncode == 2 and "Traceback" not in second.stderr
+        assert f"run folder {run_dir} is in use by a running run (pid {proc.pid}" in second.stderr
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == code
+    assert proc.returncode == code, (proc.returncode, err[-3000:])
     assert "Traceback" not in err
     assert [line for line in err.splitlines() if line.strip()] == [
         f"interrupted by {sig.name}; {run_dir} is recorded as interrupted"]
