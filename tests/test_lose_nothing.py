@@ -245,3 +245,21 @@ def test_resume_refuses_a_new_lr_under_a_scheduler(make_cfg, tmp_path):
     with pytest.raises(ConfigError, match=r"lr=0.002 differs from the 0.01 .*StepLR.* resume with lr=0.01$"):
         train(make_cfg(f"resume={first / 'checkpoint.pth.tar'}", "epochs=2", "scheduler=step", "lr=0.002"),
               tmp_path / "second")
+
+
+class InterruptsWhilePickled:
+    """Sends this process SIGINT from inside torch.save, as a Ctrl-C mid-checkpoint does."""
+
+    def __reduce__(self):
+        signal.raise_signal(signal.SIGINT)
+        return (int, (7,))
+
+
+def test_an_interrupt_during_a_checkpoint_write_lands_after_the_file_is_in_place(tmp_path):
+    from common.io import atomic_torch_save
+
+    path = tmp_path / "checkpoint.pth.tar"
+    with pytest.raises(KeyboardInterrupt):  # not torch's "unexpected pos" RuntimeError, which hid it
+        atomic_torch_save({"epoch": 3, "x": InterruptsWhilePickled()}, path)
+    assert torch.load(path, weights_only=False) == {"epoch": 3, "x": 7}
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pth.tar"]
