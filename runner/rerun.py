@@ -8,8 +8,8 @@ job the folder it had before. Before training, `prepare_run_folder` looks at wha
   * an unfinished run (killed: no summary or `running`; `interrupted`; `failed`) of the same
     config with a checkpoint: resumed from it (`resume=` is set; the loop carries the history
     on, so its result equals an uninterrupted run's);
-  * an unfinished run without a usable checkpoint, or of another config: its files are removed
-    (Hydra's `.hydra/` and the log file stay) and the job starts afresh.
+  * an unfinished run without a usable checkpoint, or of another config: the files a run writes
+    are removed (Hydra's `.hydra/`, the log and anything else stay) and the job starts afresh.
 `rerun=true` skips the reuse: the folder is emptied and the run starts over.
 Optuna sweeps never get here (each trial has a new job number), nor does a run given `resume=`.
 """
@@ -27,7 +27,8 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from common.errors import ConfigError
-from runner.locks import RUN_LOCK_NAME, holding_run_folder
+from common.io import remove_stale_temp_files
+from runner.locks import holding_run_folder
 from runner.resume import differences
 
 log = logging.getLogger("runner")
@@ -41,7 +42,11 @@ FINISHED = ("completed", "diverged")
 RESULT_NEUTRAL = {"progress", "tensorboard", "num_workers", "resume", "rerun", "compute.threads",
                   "compute.compile", "compute.channels_last", "compute.cudnn_benchmark", "compute.data_path",
                   "compute.data_on_device"}
-KEEP = {".hydra", RUN_LOCK_NAME}  # Hydra has just written this attempt's config in .hydra; the lock is held
+# What a run writes (runner/run_folder.py). Only these are removed: a folder given as
+# hydra.run.dir may hold other things (`hydra.run.dir=.` is the project itself), and Hydra's
+# `.hydra/` and the log are this attempt's.
+RUN_OUTPUTS = ("config.yaml", "metrics.csv", "summary.json", "curves.png", "checkpoint.pth.tar",
+               "model_best.pth.tar", "tensorboard")
 
 
 def _read(path: Path, load) -> Any:
@@ -63,11 +68,14 @@ def _same_run(requested: dict[str, Any], stored: dict[str, Any] | None) -> list[
 
 
 def clear_run_folder(run_dir: Path) -> None:
-    """Remove an earlier attempt's results, keeping `.hydra/` and log files."""
-    for path in run_dir.iterdir():
-        if path.name in KEEP or path.suffix == ".log":
-            continue
-        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+    """Remove an earlier attempt's results (and its half-written temporary files), nothing else."""
+    for name in RUN_OUTPUTS:
+        path = run_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    remove_stale_temp_files(run_dir)
 
 
 def prepare_run_folder(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:

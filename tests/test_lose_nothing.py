@@ -103,12 +103,14 @@ def test_rerun_true_runs_a_finished_run_again_from_a_clean_folder(tmp_path):
     proc = run_cli("epochs=1", *FAST, f"hydra.run.dir={run_dir}")  # same command: reused, not run
     assert proc.returncode == 0 and summary(run_dir)["started_at"] == before
     assert "already holds this run" in proc.stdout
-    (run_dir / "stale_extra.txt").write_text("from the earlier attempt")
+    (run_dir / "tensorboard").mkdir()
+    (run_dir / "tensorboard" / "events.out.tfevents.old").write_text("from the earlier attempt")
+    (run_dir / "notes.txt").write_text("the user's own file")
     proc = run_cli("epochs=1", "rerun=true", *FAST, f"hydra.run.dir={run_dir}")
     assert proc.returncode == 0, proc.stderr
     assert summary(run_dir)["started_at"] > before and summary(run_dir)["status"] == "completed"
-    assert not (run_dir / "stale_extra.txt").exists()
-    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    assert not (run_dir / "tensorboard").exists()  # this attempt has tensorboard=false: nothing stale left
+    assert (run_dir / "notes.txt").exists() and (run_dir / ".hydra" / "config.yaml").is_file()
 
 
 # ---------------------------------------------------------------- one live sweep per sweep dir
