@@ -8,6 +8,6 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 COURSE_ORDER="default,batch8,batch16,lr0.05,lr0.01,epochs20,epochs5"
-SWEEP_DIR="${SWEEP_DIR:-outputs/course/$(date +%Y-%m-%d_%H-%M-%S)}"
+SWEEP_DIR="${SWEEP_DIR:-outputs/course/$(date +%Y-%m-%d_%H-%M-%S)_$$}"   # _$$: two started in one second stay apart
 python -m runner -m "course=${COURSE_ORDER}" "hydra.sweep.dir=${SWEEP_DIR}" "$@"
 echo "course study: ${SWEEP_DIR}/results.txt and ${SWEEP_DIR}/results.csv"

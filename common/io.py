@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -22,21 +25,48 @@ def _umask_mode() -> int:
     return 0o666 & ~umask
 
 
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block ends, then deliver them to the usual handlers.
+
+    A KeyboardInterrupt inside `torch.save` makes its zip writer's cleanup raise a RuntimeError
+    ("unexpected pos") that hides the interrupt, so a run stopped there ended `failed` with a
+    traceback instead of `interrupted`. Writes are short; the signal arrives a moment later.
+    """
+    if threading.current_thread() is not threading.main_thread():  # only the main thread gets signals
+        yield
+        return
+    held: list[int] = []
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig, handler in previous.items():
+        if handler is not signal.SIG_IGN and handler is not None:
+            signal.signal(sig, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+        for sig in held:
+            signal.raise_signal(sig)
+
+
 def _atomic(path: Path, write: Callable[[Any], None], mode: str) -> None:
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            # mkstemp creates the file 0600; a result file should read like any other the user writes.
-            os.fchmod(f.fileno(), _umask_mode())
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with _interrupts_held():  # a signal lands after the rename: the new file is whole and in place
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, mode) as f:
+                write(f)
+                f.flush()
+                # mkstemp creates the file 0600; a result file should read like any other the user writes.
+                os.fchmod(f.fileno(), _umask_mode())
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -53,3 +83,19 @@ def atomic_write_json(path: Path, data: Any) -> None:
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
     _atomic(path, lambda f: torch.save(obj, f), "wb")
+
+
+# What a write killed before its rename leaves: `_atomic`'s `.NAME.*.tmp`, and the `.NAME.tmp.png`
+# that plots are saved to before their rename.
+STALE_TEMP_PATTERNS = (".*.tmp", ".*.tmp.png")
+
+
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Delete temporary files a killed atomic write left in `folder` (not below it); return them.
+
+    Call it only where no other process is writing into `folder`: a run folder at its start.
+    """
+    stale = [p for pattern in STALE_TEMP_PATTERNS for p in Path(folder).glob(pattern) if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale

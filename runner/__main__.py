@@ -14,6 +14,9 @@ from omegaconf import DictConfig
 
 import runner.config  # noqa: F401  (importing it registers the schema Hydra composes with)
 from runner.trust import HYDRA_TARGETS, flat
+from runner import interrupts, locks
+from runner.rerun import claimed_run_folder
+from runner.run_names import register_resolvers
 from common.errors import ConfigError
 from runner.optuna_sweeper import register as register_optuna_sweeper
 from runner.preflight import preflight, remove_refused_run_folder
@@ -21,6 +24,7 @@ from runner.pruning import trial_pruner
 
 log = logging.getLogger("runner")
 register_optuna_sweeper()  # hydra/sweeper=optuna (conf/hydra/sweeper/optuna.yaml) points at our resumable class
+register_resolvers()  # ${run_suffix:} in conf/config.yaml's run and sweep dirs
 
 
 def parallel_jobs(hydra_cfg: DictConfig) -> int:
@@ -41,9 +45,13 @@ def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    interrupts.install_sigterm_handler()  # also in a joblib worker process, where the job runs
+    interrupts.current_run_dir = run_dir
     try:
-        epoch_end = trial_pruner(hydra_cfg.sweeper, cfg.get("objective", "val_acc")) if in_sweep else None  # an Optuna trial with a pruner
-        summary = train(cfg, run_dir, parallel_jobs=parallel_jobs(hydra_cfg), epoch_end=epoch_end)
+        epoch_end = trial_pruner(hydra_cfg.sweeper, cfg.get("objective", "val_acc")) if in_sweep else None
+        with claimed_run_folder(cfg, run_dir, shared=locks.is_shared_sweep(hydra_cfg)) as reused:
+            summary = reused if reused is not None else train(cfg, run_dir, parallel_jobs=parallel_jobs(hydra_cfg),
+                                                             epoch_end=epoch_end)
     except ConfigError as e:
         if in_sweep:  # one bad combination must not end the sweep: it is recorded as failed
             log.error("run %s failed: %s", run_dir, e)
@@ -63,5 +71,6 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    preflight(sys.argv[1:], main, config_path="../conf", config_name="config")  # refuses before Hydra acts
-    main()
+    with interrupts.exit_cleanly_when_interrupted():
+        preflight(sys.argv[1:], main, config_path="../conf", config_name="config")  # refuses before Hydra acts
+        main()

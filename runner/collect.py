@@ -39,7 +39,7 @@ log = logging.getLogger("runner.collect")
 OUTCOME_COLUMNS = ["best_val_acc", "best_epoch", "epochs_done", "status", "train_s", "val_s", "wall_s", "params_m"]
 SEARCH_DEPTH = 4  # how deep below a DIR run folders are looked for (outputs/multirun/<date>/<job>)
 # Keys that differ between runs without being an experimental choice.
-IGNORED_KEYS = {"resume", "progress", "tensorboard", "dataset.root"}
+IGNORED_KEYS = {"resume", "rerun", "progress", "tensorboard", "dataset.root"}
 
 
 def is_run_dir(path: Path) -> bool:

@@ -31,6 +31,7 @@ class RunConfig:
     label_smoothing: float = 0.0
     grad_clip: Optional[float] = None
     objective: str = "val_acc"
+    rerun: bool = False
     compute: Any = MISSING
     model: Any = MISSING
     optimizer: Any = MISSING

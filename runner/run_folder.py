@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from common.io import atomic_write_json, atomic_write_text
+from common.io import atomic_write_json, atomic_write_text, remove_stale_temp_files
 
 METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_top5", "lr", "train_s", "val_s"]
 STATUSES = ("running", "completed", "diverged", "failed", "interrupted", "pruned")
@@ -24,6 +24,7 @@ class RunFolder:
     def __init__(self, path: Path, tensorboard: bool = True) -> None:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(self.path)  # left by an earlier run here that was killed mid-write
         self._writer = None
         self._config: dict[str, Any] | None = None
         self._logged_epoch = 0  # epochs already in the TensorBoard log

@@ -33,6 +33,7 @@ from runner.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from runner.build import build
 from runner.config import check_config, switch
 from common.errors import ConfigError
+from runner.resume import apply_new_lr, check_resume
 from runner.run_folder import RunFolder
 from runner.trust import run_whitelist
 
@@ -222,8 +223,10 @@ def _train(cfg: DictConfig, run_dir: Path, parallel_jobs: int, epoch_end: Any = 
         if cfg.resume:
             state = load_checkpoint(cfg.resume, key="resume")
             load_model_state(model, state, key="resume")
+            check_resume(cfg, state)  # refuses another recipe, or fewer epochs than done
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
+            apply_new_lr(cfg, state, optimizer, scheduler)
             history = list(state["history"])
             start_epoch, best_acc, best_epoch = state["epoch"], state["best_val_acc"], state["best_epoch"]
             torch.set_rng_state(state["rng"]["torch"])

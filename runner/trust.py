@@ -81,7 +81,7 @@ HYDRA_TARGETS: dict[str, tuple[str, ...]] = {
         "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher",
         "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher",
         "hydra_plugins.hydra_ray_launcher.ray_aws_launcher.RayAWSLauncher"),
-    "hydra.callbacks.*": ("runner.callbacks.CollectOnMultirunEnd",),
+    "hydra.callbacks.*": ("runner.callbacks.LockSweepDir", "runner.callbacks.CollectOnMultirunEnd"),
 }
 
 # Logging (hydra.job_logging, hydra.hydra_logging): consoles, and the run folder's own log file.

@@ -1,0 +1,125 @@
+"""Re-running a command into folders that already hold runs: reuse what finished, redo what didn't.
+
+A grid sweep re-run with the same `hydra.sweep.dir` (after a kill, or to add nothing) gives each
+job the folder it had before. Before training, `prepare_run_folder` looks at what is there:
+  * a finished run (summary.json says completed, or diverged: both are final and a seeded run
+    would repeat them) of the same config: nothing runs, its summary is returned and reused;
+  * a finished run of another config: refused, so a changed grid never overwrites results;
+  * an unfinished run (killed: no summary or `running`; `interrupted`; `failed`) of the same
+    config with a checkpoint: resumed from it (`resume=` is set; the loop carries the history
+    on, so its result equals an uninterrupted run's);
+  * an unfinished run without a usable checkpoint, or of another config: the files a run writes
+    are removed (Hydra's `.hydra/`, the log and anything else stay) and the job starts afresh.
+`rerun=true` skips the reuse: the folder is emptied and the run starts over.
+Optuna sweeps never get here (each trial has a new job number), nor does a run given `resume=`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from common.errors import ConfigError
+from common.io import remove_stale_temp_files
+from runner.locks import holding_run_folder
+from runner.resume import differences
+
+log = logging.getLogger("runner")
+
+FINISHED = ("completed", "diverged")
+# Keys that change speed, display or bookkeeping, never the result, so a run that differs only
+# in them is the same run: progress bar, TensorBoard files, DataLoader workers (loading only;
+# augmentation runs in the training process), resume/rerun themselves, and the compute switches
+# that change at most float rounding (threads, compile, channels_last, cudnn autotuning, where
+# the data set is kept). amp and device change the arithmetic, so they count.
+RESULT_NEUTRAL = {"progress", "tensorboard", "num_workers", "resume", "rerun", "compute.threads",
+                  "compute.compile", "compute.channels_last", "compute.cudnn_benchmark", "compute.data_path",
+                  "compute.data_on_device"}
+# What a run writes (runner/run_folder.py). Only these are removed: a folder given as
+# hydra.run.dir may hold other things (`hydra.run.dir=.` is the project itself), and Hydra's
+# `.hydra/` and the log are this attempt's.
+RUN_OUTPUTS = ("config.yaml", "metrics.csv", "summary.json", "curves.png", "checkpoint.pth.tar",
+               "model_best.pth.tar", "tensorboard")
+
+
+def _read(path: Path, load) -> Any:
+    try:
+        return load(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+
+
+def _same_run(requested: dict[str, Any], stored: dict[str, Any] | None) -> list[str] | None:
+    """None if `stored` is the requested run; else the differences (empty list: nothing stored to compare)."""
+    if not stored:
+        return []
+    requested = dict(requested)
+    if requested.get("dataset", {}).get("num_classes") is None:  # filled in by the run from the data
+        requested["dataset"] = {**requested["dataset"], "num_classes": stored.get("dataset", {}).get("num_classes")}
+    changed = differences(requested, stored, RESULT_NEUTRAL, set())
+    return changed or None
+
+
+def clear_run_folder(run_dir: Path) -> None:
+    """Remove an earlier attempt's results (and its half-written temporary files), nothing else."""
+    for name in RUN_OUTPUTS:
+        path = run_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    remove_stale_temp_files(run_dir)
+
+
+def prepare_run_folder(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+    """Return the summary of a finished identical run in `run_dir` (reuse it), else ready the folder and return None."""
+    if cfg.get("resume") or not run_dir.is_dir():
+        return None
+    summary = _read(run_dir / "summary.json", json.loads)
+    stored = _read(run_dir / "config.yaml", yaml.safe_load)
+    if summary is None and stored is None:
+        clear_run_folder(run_dir)  # at most a killed attempt's first files
+        return None
+    requested = OmegaConf.to_container(cfg, resolve=True)
+    changed = _same_run(requested, stored)
+    status = (summary or {}).get("status", "running")
+    if cfg.get("rerun"):
+        log.info("rerun=true: clearing %s (%s) and running again", run_dir, status)
+        clear_run_folder(run_dir)
+        return None
+    if status in FINISHED:
+        if changed is None:
+            log.info("%s already holds this run, %s: reusing it (rerun=true runs it again)", run_dir, status)
+            return summary
+        raise ConfigError(f"{run_dir} holds a {status} run of another config ({', '.join(changed[:3]) or 'no config.yaml'}); "
+                          f"use a new hydra.sweep.dir (or hydra.run.dir), or rerun=true to replace it")
+    checkpoint = run_dir / "checkpoint.pth.tar"
+    if changed is None and checkpoint.is_file():
+        log.info("%s holds this run cut off (%s): resuming from its checkpoint", run_dir, status)
+        for stale in ("summary.json", "curves.png"):
+            (run_dir / stale).unlink(missing_ok=True)
+        cfg.resume = str(checkpoint)
+        return None
+    log.info("%s holds an unfinished run (%s): clearing it and starting afresh", run_dir, status)
+    clear_run_folder(run_dir)
+    return None
+
+
+@contextlib.contextmanager
+def claimed_run_folder(cfg: DictConfig, run_dir: Path, shared: bool) -> Iterator[dict[str, Any] | None]:
+    """Hold `run_dir` for this run and ready it (`prepare_run_folder`); yields a reusable summary or None.
+
+    `shared`: an Optuna sweep, whose trials each get a new folder: nothing to reuse, left alone.
+    """
+    if shared:
+        yield None
+        return
+    with holding_run_folder(run_dir):
+        yield prepare_run_folder(cfg, run_dir)
