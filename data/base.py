@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from common.errors import ConfigError
-from data.images import decode_image, decode_images, require_files, require_memory  # noqa: F401 (re-exported)
+from data.images import require_memory
 
 CACHE_FORMAT = 2  # bump when the cache layout changes, so old caches are rebuilt
 

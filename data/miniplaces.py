@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from data.base import ImageDataset, ImageSplits, cached_tensors, decode_images, fingerprint
-from data.images import check_list_entry, file_signature
+from data.base import ImageDataset, ImageSplits, cached_tensors, fingerprint
+from data.images import check_list_entry, decode_images, file_signature
 from common.errors import ConfigError
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 import torchvision
 
-from data.base import ImageDataset, ImageSplits, cached_tensors, decode_images, fingerprint, resize_uint8
-from data.images import file_signature
+from data.base import ImageDataset, ImageSplits, cached_tensors, fingerprint, resize_uint8
+from data.images import decode_images, file_signature
 from common.errors import ConfigError
 
 log = logging.getLogger(__name__)

@@ -28,6 +28,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from common.errors import ConfigError
 from runner.trust import check_config_trust
+from runner.locks import RUN_LOCK_NAME
 
 HYDRA_BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 MAX_CHECKED_JOBS = 500  # composing a job's config takes ~20-50 ms; beyond this, each job checks itself
@@ -129,7 +130,7 @@ def _compose(argv: list[str], task_function: Callable, config_path: str, config_
 
 
 # What Hydra and RunFolder put in a run folder before the first epoch ends.
-SETUP_FILES = (".hydra", "tensorboard", "summary.json", "metrics.csv", "curves.png", "config.yaml")
+SETUP_FILES = (".hydra", "tensorboard", "summary.json", "metrics.csv", "curves.png", "config.yaml", RUN_LOCK_NAME)
 
 
 def remove_refused_run_folder(run_dir: Path, job_name: str) -> None:

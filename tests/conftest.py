@@ -36,6 +36,14 @@ def run_cli(*args: str, module: str = "runner", cwd: Path | None = None, timeout
                           capture_output=True, text=True, timeout=timeout)
 
 
+def run_sweep(sweep_dir: Path, *overrides: str, timeout: int = 600) -> str:
+    """`python -m runner -m hydra.sweep.dir=DIR overrides...`, which must exit 0; returns its output."""
+    proc = run_cli("-m", f"hydra.sweep.dir={sweep_dir}", *overrides, timeout=timeout)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    return out
+
+
 def write_miniplaces(root: Path, classes: int = 3, train_per_class: int = 4, val_per_class: int = 2,
                      size: int = 128) -> Path:
     """A tiny MiniPlaces in the official layout: train.txt/val.txt and 128x128 JPEGs."""

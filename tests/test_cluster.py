@@ -8,23 +8,18 @@ and environment, reports to the study and stops, and a failing job stays a row o
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import run_sweep
+
 FAST = ["tensorboard=false", "progress=false", "compute.threads=1", "hydra/launcher=submitit_local"]
 
 
 def sweep(sweep_dir: Path, *overrides: str) -> str:
-    cmd = [sys.executable, "-m", "runner", "-m", f"hydra.sweep.dir={sweep_dir}", *FAST, *overrides]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out
-    return out
+    return run_sweep(sweep_dir, *FAST, *overrides)
 
 
 def test_optuna_search_with_pruning_through_submitit_local(tmp_path):

@@ -207,7 +207,7 @@ def checkpoint(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("override, needle", [
     ("optimizer=adam", "optimizer._target_ (torch.optim.SGD -> torch.optim.Adam)"),
     ("batch_size=64", "batch_size (32 -> 64)"),
-    ("augmentation=none", "augmentation._target_"),
+    ("augmentation=flip", "augmentation._target_"),  # digits trains with none
     ("scheduler=step", "scheduler._target_ (torch.optim.lr_scheduler.ConstantLR -> torch.optim.lr_scheduler.StepLR)"),
     ("dataset.val_fraction=0.3", "dataset.val_fraction (0.2 -> 0.3)"),
     ("seed=1", "seed (0 -> 1)"),

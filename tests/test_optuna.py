@@ -20,6 +20,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from optuna.trial import TrialState
 
 from runner.optuna_sweeper import record_result
+from tests.conftest import run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["epochs=1", "tensorboard=false", "progress=false", "compute.threads=1"]
@@ -29,11 +30,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 def sweep(sweep_dir: Path, *overrides: str) -> str:
     """Run one `python -m runner -m ...` search into `sweep_dir`; return its output."""
-    cmd = [sys.executable, "-m", "runner", "-m", f"hydra.sweep.dir={sweep_dir}", *FAST, *overrides]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out
-    return out
+    return run_sweep(sweep_dir, *FAST, *overrides)
 
 
 def load(sweep_dir: Path, name: str) -> optuna.Study:

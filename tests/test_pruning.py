@@ -9,15 +9,14 @@ the order in which they ran.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import run_sweep
+
 FAST = ["tensorboard=false", "progress=false", "compute.threads=1"]
 SEARCH = ["hydra/sweeper=optuna", "hydra/sweeper/pruner=threshold", "hydra.sweeper.pruner.lower=40", "epochs=12",
           "lr=choice(0.05,1e-6,2e-6,3e-6,4e-6)", "hydra.sweeper.n_trials=5", "hydra.sweeper.sampler.seed=6",
@@ -25,11 +24,7 @@ SEARCH = ["hydra/sweeper=optuna", "hydra/sweeper/pruner=threshold", "hydra.sweep
 
 
 def sweep(sweep_dir: Path, *overrides: str) -> str:
-    cmd = [sys.executable, "-m", "runner", "-m", f"hydra.sweep.dir={sweep_dir}", *FAST, *overrides]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out
-    return out
+    return run_sweep(sweep_dir, *FAST, *overrides)
 
 
 def test_pruned_trials_are_recorded_free_their_slot_and_are_not_rerun(tmp_path):
