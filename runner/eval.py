@@ -30,7 +30,8 @@ from data.splits import Split, open_splits
 from runner.build import build
 from runner.checkpoint import load_checkpoint, load_model_state
 from common.errors import ConfigError
-from runner.train import configure_compute, evaluate, pick_device
+from runner.compute import configure_compute, pick_device
+from runner.train import evaluate
 from runner.trust import EVAL_TARGETS, RUN_TARGETS, check_run_targets, run_whitelist
 
 USAGE = "usage: python -m runner.eval checkpoint=PATH [split=val|test] [device=auto] [dataset.root=DIR]"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 import sys
 import time
@@ -30,6 +29,7 @@ from models import count_model_params
 from models.shape_check import check_image_size
 from runner.attacks import best_robust_acc, build_adversary
 from runner.checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from runner.compute import compile_model, configure_compute, pick_device, to_model_input
 from runner.build import build
 from runner.config import check_config, switch
 from common.errors import ConfigError
@@ -52,43 +52,6 @@ def seed_everything(seed: int | None) -> None:
     torch.manual_seed(seed)
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={name} but no CUDA GPU is visible; use device=auto or device=cpu")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("device=mps but MPS is not available; use device=auto or device=cpu")
-    return torch.device(name)
-
-
-def cpu_threads(threads: str | int, parallel_jobs: int = 1) -> int:
-    """compute.threads=auto: this machine's cores shared evenly among the trials running at once.
-
-    Two trials that each spin two OpenMP threads on two cores run many times slower than two
-    single-thread trials (seen here: a digits epoch took 10-16 s instead of 0.4-1.2 s).
-    """
-    if str(threads) != "auto":
-        return int(threads)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, parallel_jobs))
-
-
-def configure_compute(compute: DictConfig, device: torch.device, parallel_jobs: int = 1) -> torch.dtype | None:
-    """Apply the compute switches; return the autocast dtype, or None for full precision."""
-    torch.set_num_threads(cpu_threads(compute.threads, parallel_jobs))
-    if device.type == "cpu":
-        torch.set_flush_denormal(True)  # denormals make CPU convolutions crawl late in training
-        return torch.bfloat16 if switch(compute.amp) == "true" else None
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = bool(compute.cudnn_benchmark)
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        if switch(compute.amp) in ("auto", "true"):
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return None
-
-
 def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
     """Instantiate the scheduler config; `interval` says whether it steps per epoch or per batch."""
     options = OmegaConf.to_container(cfg, resolve=True)
@@ -98,11 +61,6 @@ def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, steps_per
     if options.get("steps_per_epoch", "unset") is None:  # e.g. OneCycleLR: only the loop knows it
         options["steps_per_epoch"] = steps_per_epoch
     return build(options, "scheduler", optimizer), interval
-
-
-def to_model_input(x: torch.Tensor, normalize: nn.Module, channels_last: bool) -> torch.Tensor:
-    x = normalize(x)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 # ---------------------------------------------------------------- one pass each way
@@ -261,12 +219,11 @@ def _train(cfg: DictConfig, run_dir: Path, parallel_jobs: int, epoch_end: Any = 
             summary["epochs_done"] = epoch
             summary["train_s"] = sum(h["train_s"] for h in history)
             summary["val_s"] = sum(h["val_s"] for h in history)
-            if adversary is not None:
-                summary["best_val_robust_acc"] = best_robust_acc(history)
             log.info("epoch %d/%d  train loss %.4f acc %.2f  val loss %.4f acc %.2f top5 %.2f  (%.1fs + %.1fs)",
                      epoch, cfg.epochs, row["train_loss"], row["train_acc"], row["val_loss"], row["val_acc"],
                      row["val_top5"], t1 - t0, t2 - t1)
             if adversary is not None:
+                summary["best_val_robust_acc"] = best_robust_acc(history)
                 log.info("epoch %d/%d  val robust acc %.2f (epsilon %g)", epoch, cfg.epochs, row["val_robust_acc"],
                          adversary.epsilon)
             folder.write_metrics(history)
@@ -308,27 +265,3 @@ def _train(cfg: DictConfig, run_dir: Path, parallel_jobs: int, epoch_end: Any = 
             folder.plot_curves(history)
         finally:
             folder.close()
-
-
-def compile_model(model, splits, augment, normalize, loss_fn, amp_dtype, channels_last, batch_size):
-    """torch.compile the model and pay its compile time up front, so it's reported apart from training.
-
-    The warm-up step is undone: parameters, buffers and the RNG are restored, so compile=true
-    trains the same steps as compile=false.
-    """
-    compiled = torch.compile(model)
-    device = next(model.parameters()).device
-    saved_state = {k: v.clone() for k, v in model.state_dict().items()}
-    saved_rng = torch.get_rng_state()
-    t0 = time.perf_counter()
-    x, y = next(splits["train"].batches(batch_size, shuffle=False, device=device))
-    model.train()
-    with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-        loss_fn(compiled(to_model_input(augment(x), normalize, channels_last)), y).backward()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    compile_s = time.perf_counter() - t0
-    model.load_state_dict(saved_state)
-    model.zero_grad(set_to_none=True)
-    torch.set_rng_state(saved_rng)
-    return compiled, compile_s

@@ -109,7 +109,7 @@ def test_step_scheduler_adam_and_contiguous_layout_train(make_cfg, tmp_path):
 def test_auto_threads_share_the_cores_among_parallel_trials():
     import os
 
-    from runner.train import cpu_threads
+    from runner.compute import cpu_threads
 
     cores = len(os.sched_getaffinity(0))
     assert cpu_threads("auto", 1) == cores
