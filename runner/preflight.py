@@ -11,8 +11,9 @@ A refusal is one line and exit 2 before anything exists. Composing costs ~0.1-0.
 For a grid (`-m`, Hydra's basic sweeper) every job's config is composed and checked too.
 What is left to the task function's own checks (they refuse the job before anything is built,
 and `runner/__main__.py` removes the folder of a refused single run): each Optuna suggestion,
-and what only the job knows (a data set's files, a device, a resume checkpoint). A config that doesn't compose is left to Hydra, which
-reports it in its own words.
+and what only the job knows (a data set's files, a device, a resume checkpoint). An unknown
+group option (`model=lenett`, also as one value of a grid) is one line listing the options; any
+other config that doesn't compose is left to Hydra, which reports it in its own words.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from hydra.errors import HydraException
+from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -52,6 +53,21 @@ def preflight(argv: list[str], task_function: Callable, config_path: str, config
         print(f"error: the config could not be checked ({type(e).__name__}: {str(e).strip().splitlines()[0]}); "
               f"fix that key", file=sys.stderr)
         sys.exit(2)
+
+
+def _missing_option(message: str) -> str:
+    """Hydra's several-line "Could not find 'model/lenett' ... Available options in 'model': ..." as one line."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    options, listing = [], False
+    for line in lines[1:]:
+        if line.startswith("Config search path"):
+            break
+        if line.startswith("Available options"):
+            listing = True
+        elif listing:
+            options.append(line)
+    head = lines[0].replace("In 'config': ", "") if lines else "a config option could not be found"
+    return f"{head}; pick one of: {', '.join(options)}" if options else f"{head}; check the name"
 
 
 def _grid_jobs(hydra, cfg) -> list[list[str]]:
@@ -123,6 +139,8 @@ def _compose(argv: list[str], task_function: Callable, config_path: str, config_
         jobs = [hydra.config_loader.load_sweep_config(cfg, job)
                 for job in (_grid_jobs(hydra, cfg)[:MAX_CHECKED_JOBS] if multirun else [])]
         return cfg, multirun, jobs
+    except MissingConfigException as e:  # an unknown group option (model=lenett), in a grid's jobs too
+        raise ConfigError(_missing_option(str(e))) from None
     except (HydraException, OmegaConfBaseException):  # doesn't compose: Hydra reports it in its own words
         return None, False, []
     finally:

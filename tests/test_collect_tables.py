@@ -79,8 +79,11 @@ def test_a_grid_with_a_typo_leaves_no_tables(tmp_path):
     proc = run_cli("-m", "model=lenet,lenett", "epochs=1", f"hydra.sweep.dir={tmp_path}")
     assert proc.returncode != 0
     assert not (tmp_path / "results.txt").exists() and not (tmp_path / "results.csv").exists()
-    assert "lenett" in proc.stderr
-    assert "nothing collected, no files written" in proc.stdout  # the end-of-sweep callback's one log line
+    # refused before any job runs: one line naming the typo and the options
+    assert proc.stderr.strip().splitlines() == [
+        "error: Could not find 'model/lenett'; pick one of: cnn5, custom_conv, lenet, resnet18_finetune, resnet50, "
+        "simplenet, simplevit"]
+    assert not any(tmp_path.iterdir())
 
 
 def test_best_json_of_a_grid_names_the_best_run_and_the_command(tmp_path):
