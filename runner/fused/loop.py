@@ -21,7 +21,6 @@ from hydra.utils import execution_whitelist
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
-from common.errors import ConfigError
 from data.augment import Normalize
 from models import count_model_params
 from models.shape_check import check_image_size
@@ -29,7 +28,7 @@ from runner.build import build
 from runner.compute import configure_compute, pick_device, to_model_input
 from runner.config import check_config
 from runner.fused.rng import TrialRng
-from runner.fused.stack import StackedModels, fusible
+from runner.fused.stack import NotFusible, StackedModels, fusible
 from runner.train import build_scheduler, evaluate, load_data, seed_everything
 from runner.trial_record import TrialRecord
 from runner.trust import run_whitelist
@@ -94,7 +93,7 @@ def _set_up(cfgs: list[DictConfig], records: list[TrialRecord]):
         rngs.append(TrialRng(device))  # the stream as the single run leaves it after the model
     reason = fusible(models[0])
     if reason is not None:
-        raise ConfigError(f"model {first.model._target_} can't be fused: {reason}; use hydra/launcher=basic")
+        raise NotFusible(f"model {first.model._target_} can't be fused: {reason}")
     stack = StackedModels(models)
     trials = [Trial(cfg, record, model, rng, steps_per_epoch)
               for cfg, record, model, rng in zip(cfgs, records, models, rngs)]

@@ -16,6 +16,12 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from common.errors import ConfigError
+
+
+class NotFusible(ConfigError):
+    """This group's model can't be stacked; its trials run one after another instead."""
+
 
 def fusible(model: nn.Module) -> str | None:
     """None if `model` can be stacked; else why not (one line)."""
