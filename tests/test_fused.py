@@ -83,3 +83,29 @@ def test_optimizer_updates_land_in_the_stack():
     stack.keep([1])  # drop trial 0: trial 1's weights and optimizer go on
     assert stack.params["weight"].shape[0] == 1
     torch.testing.assert_close(models[1].weight.detach(), stack.params["weight"].detach()[0])
+
+
+def test_fused_launcher_sweep_matches_the_basic_launcher(tmp_path):
+    from tests.conftest import run_cli, run_sweep
+
+    grid = ("lr=0.01,0.02,0.03", "epochs=2", "compute.channels_last=false")
+    out = run_sweep(tmp_path / "fused", *grid, "hydra/launcher=fused")
+    assert "1 fused group(s) [[0, 1, 2]]" in out
+    run_sweep(tmp_path / "basic", *grid)
+    fused = pd.read_csv(tmp_path / "fused" / "results.csv").sort_values("job").reset_index(drop=True)
+    basic = pd.read_csv(tmp_path / "basic" / "results.csv").sort_values("job").reset_index(drop=True)
+    assert list(fused.columns) == list(basic.columns)
+    assert list(fused["lr"]) == list(basic["lr"]) == [0.01, 0.02, 0.03]
+    assert (abs(fused["best_val_acc"] - basic["best_val_acc"]) <= 0.5).all()
+    assert (fused["status"] == "completed").all()
+    for job in range(3):
+        folder = tmp_path / "fused" / str(job)
+        assert {"config.yaml", "metrics.csv", "summary.json", "curves.png", "checkpoint.pth.tar",
+                "model_best.pth.tar", ".hydra"} <= {p.name for p in folder.iterdir()}
+    proc = run_cli(f"checkpoint={tmp_path / 'fused' / '1' / 'model_best.pth.tar'}", module="runner.eval")
+    assert proc.returncode == 0, proc.stderr
+    assert f"{fused['best_val_acc'][1]:.2f}" in proc.stdout + proc.stderr
+
+    # The same command again: every fused trial's folder holds this run finished, so all are reused.
+    again = run_sweep(tmp_path / "fused", *grid, "hydra/launcher=fused")
+    assert again.count("already holds this run") == 3
