@@ -89,7 +89,7 @@ def test_fused_launcher_sweep_matches_the_basic_launcher(tmp_path):
     from tests.conftest import run_cli, run_sweep
 
     grid = ("lr=0.01,0.02,0.03", "epochs=2", "compute.channels_last=false")
-    out = run_sweep(tmp_path / "fused", *grid, "hydra/launcher=fused")
+    out = run_sweep(tmp_path / "fused", *grid, "hydra/launcher=fused", "hydra.launcher.fuse=true")
     assert "1 fused group(s) [[0, 1, 2]]" in out
     run_sweep(tmp_path / "basic", *grid)
     fused = pd.read_csv(tmp_path / "fused" / "results.csv").sort_values("job").reset_index(drop=True)
@@ -107,5 +107,13 @@ def test_fused_launcher_sweep_matches_the_basic_launcher(tmp_path):
     assert f"{fused['best_val_acc'][1]:.2f}" in proc.stdout + proc.stderr
 
     # The same command again: every fused trial's folder holds this run finished, so all are reused.
-    again = run_sweep(tmp_path / "fused", *grid, "hydra/launcher=fused")
+    again = run_sweep(tmp_path / "fused", *grid, "hydra/launcher=fused", "hydra.launcher.fuse=true")
     assert again.count("already holds this run") == 3
+
+
+def test_fuse_auto_keeps_batch_32_on_cpu_unfused(tmp_path):
+    from tests.conftest import run_sweep
+
+    out = run_sweep(tmp_path, "lr=0.01,0.02", "epochs=1", "hydra/launcher=fused", "device=cpu")
+    assert "0 fused group(s) [], 2 single" in out
+    assert pd.read_csv(tmp_path / "results.csv")["status"].eq("completed").all()
