@@ -117,3 +117,13 @@ def test_fuse_auto_keeps_batch_32_on_cpu_unfused(tmp_path):
     out = run_sweep(tmp_path, "lr=0.01,0.02", "epochs=1", "hydra/launcher=fused", "device=cpu")
     assert "0 fused group(s) [], 2 single" in out
     assert pd.read_csv(tmp_path / "results.csv")["status"].eq("completed").all()
+
+
+def test_bad_fuse_option_is_one_line(tmp_path):
+    from tests.conftest import run_cli
+
+    proc = run_cli("-m", f"hydra.sweep.dir={tmp_path / 'sweep'}", "lr=0.01,0.02", "hydra/launcher=fused",
+                   "hydra.launcher.fuse=maybe")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: hydra.launcher.fuse=maybe is invalid: use auto, true or false"
+    assert not (tmp_path / "sweep").exists()

@@ -55,13 +55,18 @@ class _Claimed:
     run_dir: Path
 
 
+def check_fuse_option(launcher: DictConfig) -> None:
+    """Refuse a bad `hydra.launcher.fuse` in one line (runner/preflight.py calls this before Hydra acts)."""
+    if launcher.get("_target_") == FusedLauncherConf._target_ and str(launcher.get("fuse")).lower() not in (
+            "auto", "true", "false"):
+        from common.errors import ConfigError
+
+        raise ConfigError(f"hydra.launcher.fuse={launcher.get('fuse')} is invalid: use auto, true or false")
+
+
 class FusedLauncher(BasicLauncher):
     def __init__(self, fuse: str = "auto") -> None:
         super().__init__()
-        if str(fuse).lower() not in ("auto", "true", "false"):
-            from common.errors import ConfigError
-
-            raise ConfigError(f"hydra.launcher.fuse={fuse} is invalid: use auto, true or false")
         self.fuse = str(fuse).lower()
 
     def _should_fuse(self, cfg: DictConfig) -> bool:
