@@ -127,3 +127,26 @@ def test_bad_fuse_option_is_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: hydra.launcher.fuse=maybe is invalid: use auto, true or false"
     assert not (tmp_path / "sweep").exists()
+
+
+def test_epoch_prefix_sharing_gives_the_shorter_trial_the_first_rows(fused_and_single, tmp_path):
+    """lr 0.02 seed 2 for 2 epochs and for 1: one trajectory; the 1-epoch trial records its first epoch."""
+    from tests.conftest import CONF_DIR
+    from hydra import compose, initialize_config_dir
+
+    def make(*overrides):
+        with initialize_config_dir(config_dir=CONF_DIR):
+            return compose(config_name="config", overrides=["tensorboard=false", *overrides])
+
+    cfgs = [make("lr=0.02", "seed=2", "epochs=1"), make("lr=0.02", "seed=2", "epochs=2"), make("lr=0.01", "epochs=1")]
+    dirs = [tmp_path / str(k) for k in range(3)]
+    summaries = train_fused(cfgs, dirs)
+    assert [s["status"] for s in summaries] == ["completed"] * 3
+    short, long = pd.read_csv(dirs[0] / "metrics.csv"), pd.read_csv(dirs[1] / "metrics.csv")
+    pd.testing.assert_frame_equal(short, long.iloc[:1])
+    single = pd.read_csv(fused_and_single[3][1] / "metrics.csv")  # the single run of lr 0.02 seed 2, 2 epochs
+    assert short["train_loss"][0] == pytest.approx(single["train_loss"][0], rel=1e-4)
+    assert abs(long["val_acc"].iloc[-1] - single["val_acc"].iloc[-1]) <= 0.5
+    checkpoint = torch.load(dirs[0] / "checkpoint.pth.tar", weights_only=True)
+    assert checkpoint["epoch"] == 1 and checkpoint["config"]["epochs"] == 1
+    assert summaries[0]["best_epoch"] == 1 and summaries[0]["epochs_done"] == 1

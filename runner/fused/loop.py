@@ -27,6 +27,7 @@ from models.shape_check import check_image_size
 from runner.build import build
 from runner.compute import configure_compute, pick_device, to_model_input
 from runner.config import check_config
+from runner.fused.prefix import prefix_leaders
 from runner.fused.rng import TrialRng
 from runner.fused.stack import NotFusible, StackedModels, fusible
 from runner.train import build_scheduler, evaluate, load_data, seed_everything
@@ -46,6 +47,7 @@ class Trial:
         self.scheduler, self.interval = build_scheduler(cfg.scheduler, self.optimizer, steps_per_epoch)
         self.label_smoothing = float(cfg.label_smoothing)
         self.grad_clip = cfg.grad_clip
+        self.followers: list[Trial] = []  # shorter trials that record this one's first epochs (prefix.py)
 
 
 def train_fused(cfgs: list[DictConfig], run_dirs: list[Path]) -> list[dict[str, Any]]:
@@ -94,15 +96,20 @@ def _set_up(cfgs: list[DictConfig], records: list[TrialRecord]):
     reason = fusible(models[0])
     if reason is not None:
         raise NotFusible(f"model {first.model._target_} can't be fused: {reason}")
-    stack = StackedModels(models)
-    trials = [Trial(cfg, record, model, rng, steps_per_epoch)
-              for cfg, record, model, rng in zip(cfgs, records, models, rngs)]
-    for trial in trials:
+    all_trials = [Trial(cfg, record, model, rng, steps_per_epoch)
+                  for cfg, record, model, rng in zip(cfgs, records, models, rngs)]
+    followers = prefix_leaders(cfgs)
+    for follower, leader in followers.items():
+        all_trials[leader].followers.append(all_trials[follower])
+    trials = [t for i, t in enumerate(all_trials) if i not in followers]
+    stack = StackedModels([t.model for t in trials])
+    for trial in all_trials:
         trial.record.summary.update(params_m=count_model_params(trial.model), device=str(device))
         trial.record.start(OmegaConf.to_container(trial.cfg, resolve=True))
     augment = build(first.augmentation, "augmentation").to(device)
     normalize = Normalize(dataset.mean, dataset.std).to(device)
-    log.info("fused %d trials of %s on %s: %d train / %d val images, %s", len(trials),
+    log.info("fused %d trials (%d more sharing their epochs) of %s on %s: %d train / %d val images, %s",
+             len(trials), len(followers),
              first.model._target_.split(".")[-1], device, len(splits["train"].labels), len(splits["val"].labels),
              ", ".join(str(r.folder.path) for r in records))
     return (stack, trials), splits, normalize, augment, amp_dtype, device
@@ -126,6 +133,10 @@ def _run_epochs(stack_trials, splits, normalize, augment, amp_dtype, device) -> 
                 trial.scheduler.step()
             outcome = trial.record.end_epoch(epoch, row, lr, train_s, val_s, trial.model, trial.optimizer,
                                              trial.scheduler, trial.rng.state)
+            for follower in (f for f in trial.followers if epoch <= f.cfg.epochs):  # the same epoch, its folder
+                if follower.record.end_epoch(epoch, dict(row), lr, train_s, val_s, trial.model, trial.optimizer,
+                                             trial.scheduler, trial.rng.state) is None and epoch == follower.cfg.epochs:
+                    follower.record.summary["status"] = "completed"
             if outcome is None and epoch == trial.cfg.epochs:
                 trial.record.summary["status"] = "completed"
             elif outcome is None:
