@@ -150,3 +150,40 @@ def test_epoch_prefix_sharing_gives_the_shorter_trial_the_first_rows(fused_and_s
     checkpoint = torch.load(dirs[0] / "checkpoint.pth.tar", weights_only=True)
     assert checkpoint["epoch"] == 1 and checkpoint["config"]["epochs"] == 1
     assert summaries[0]["best_epoch"] == 1 and summaries[0]["epochs_done"] == 1
+
+
+def test_batch_norm_model_fuses_with_per_trial_running_statistics():
+    """cnn5 with batch norm, 2 trials stacked vs 2 plain copies, 5 SGD steps on the same batches.
+
+    (Over a whole digits epoch the two part by rounding growth, as plain runs with another
+    kernel do, README "Fused sweeps"; step by step they agree to float rounding.)
+    """
+    import copy
+
+    from models.cnn5 import CNN5
+
+    torch.manual_seed(0)
+    models = [CNN5(in_channels=1, image_size=32, num_classes=10, batch_norm=True) for _ in range(2)]
+    singles = [copy.deepcopy(m) for m in models]
+    stack = StackedModels(models)
+    fused_opts = [torch.optim.SGD(m.parameters(), lr=lr, momentum=0.9) for m, lr in zip(models, (0.01, 0.02))]
+    single_opts = [torch.optim.SGD(m.parameters(), lr=lr, momentum=0.9) for m, lr in zip(singles, (0.01, 0.02))]
+    stack.train()
+    for _ in range(5):
+        x, y = torch.randn(2, 32, 1, 32, 32), torch.randint(0, 10, (2, 32))
+        logits = stack.forward(x)
+        stack.zero_grad()
+        sum(torch.nn.functional.cross_entropy(logits[k], y[k]) for k in range(2)).backward()
+        stack.hand_out_grads()
+        for k in range(2):
+            fused_opts[k].step()
+            single_opts[k].zero_grad()
+            torch.nn.functional.cross_entropy(singles[k](x[k]), y[k]).backward()
+            single_opts[k].step()
+    for fused, single in zip(models, singles):
+        stats = {n: b for n, b in single.named_buffers() if "running" in n}
+        assert stats and all(b.abs().sum() > 0 for b in stats.values())
+        for name, buffer in fused.named_buffers():  # each trial's own running statistics
+            torch.testing.assert_close(buffer, dict(single.named_buffers())[name], rtol=1e-4, atol=1e-5)
+        for a, b in zip(fused.parameters(), single.parameters()):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

@@ -25,10 +25,10 @@ class NotFusible(ConfigError):
 
 def fusible(model: nn.Module) -> str | None:
     """None if `model` can be stacked; else why not (one line)."""
-    if any(True for _ in model.buffers()):
-        # Batch norm's running statistics would be stacked buffers updated in place under vmap;
-        # not tested yet, so such models train one after another instead.
-        return f"{type(model).__name__} has buffers (batch norm running statistics)"
+    if not any(p.requires_grad for p in model.parameters()):
+        return f"{type(model).__name__} has no trainable parameters"
+    if any(not p.requires_grad for p in model.parameters()):
+        return f"{type(model).__name__} has frozen parameters (fine-tuning)"
     return None
 
 
@@ -40,6 +40,7 @@ class StackedModels:
         self.names = [name for name, _ in models[0].named_parameters()]
         self._base = copy.deepcopy(models[0]).to("meta")  # the architecture only; weights come from P
         self.params: dict[str, torch.Tensor] = {}
+        self.buffers: dict[str, torch.Tensor] = {}  # batch norm's running statistics, one slice per trial
         self._restack(self.models)
 
     def _restack(self, models: list[nn.Module]) -> None:
@@ -48,11 +49,14 @@ class StackedModels:
         The Parameter objects stay the same (only `.data` moves), so optimizers keyed on them keep
         their state (momentum, Adam moments) across a restack.
         """
-        stacked, _ = stack_module_state(models)
+        stacked, buffers = stack_module_state(models)
         self.params = {name: stacked[name].detach().clone().requires_grad_(True) for name in self.names}
+        self.buffers = {name: b.clone() for name, b in buffers.items()}
         for k, model in enumerate(models):
             for name, param in model.named_parameters():
                 param.data = self.params[name].data[k]
+            for name, buffer in model.named_buffers():  # in-place running-stat updates land in the stack
+                buffer.data = self.buffers[name][k]
         self.models = list(models)
 
     def keep(self, indices: list[int]) -> None:
@@ -61,11 +65,12 @@ class StackedModels:
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (K, B, ...) one batch per trial -> logits (K, B, classes)."""
-        def one(params: dict[str, torch.Tensor], xb: torch.Tensor) -> torch.Tensor:
-            return functional_call(self._base, params, (xb,))
+        def one(params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], xb: torch.Tensor) -> torch.Tensor:
+            return functional_call(self._base, (params, buffers), (xb,))
 
         # Dropout draws independently per trial ("different"): not the single run's mask.
-        return vmap(one, randomness="different")(self.params, x)
+        # Batch norm updates each trial's slice of the stacked running statistics in place.
+        return vmap(one, randomness="different")(self.params, self.buffers, x)
 
     def train(self, mode: bool = True) -> None:
         self._base.train(mode)
