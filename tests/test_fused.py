@@ -117,6 +117,11 @@ def test_fuse_auto_keeps_batch_32_on_cpu_unfused(tmp_path):
     out = run_sweep(tmp_path, "lr=0.01,0.02", "epochs=1", "hydra/launcher=fused", "device=cpu")
     assert "0 fused group(s) [], 2 single" in out
     assert pd.read_csv(tmp_path / "results.csv")["status"].eq("completed").all()
+    # ... but trials differing only in epochs still share one trajectory (a win at any batch size)
+    out = run_sweep(tmp_path / "prefix", "lr=0.01", "epochs=1,2", "hydra/launcher=fused", "device=cpu")
+    assert "1 fused group(s) [[0, 1]]" in out
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "prefix" / "0" / "metrics.csv"),
+                                  pd.read_csv(tmp_path / "prefix" / "1" / "metrics.csv").iloc[:1])
 
 
 def test_bad_fuse_option_is_one_line(tmp_path):

@@ -17,12 +17,28 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 PER_TRIAL = ("lr", "label_smoothing", "grad_clip", "seed", "epochs", "rerun")
 
 
-def group_key(cfg: DictConfig) -> str | None:
-    """A key equal for jobs that can fuse together; None for a job that must run on its own."""
+def without_hydra(cfg: DictConfig) -> DictConfig:
+    """The job's config as its task gets it: the launcher's `hydra` node can't resolve before the job runs."""
     job_cfg = cfg.copy()
     with open_dict(job_cfg):
-        job_cfg.pop("hydra", None)  # the launcher's own node: its job-specific values can't resolve yet
-    plain: dict[str, Any] = OmegaConf.to_container(job_cfg, resolve=True)  # type: ignore[assignment]
+        job_cfg.pop("hydra", None)
+    return job_cfg
+
+
+def prefix_families(cfgs: list[DictConfig], members: list[int]) -> list[list[int]]:
+    """`members` split into trajectories: each list is a leader and the trials sharing its epochs."""
+    from runner.fused.prefix import prefix_leaders
+
+    leaders = prefix_leaders([without_hydra(cfgs[i]) for i in members])
+    families: dict[int, list[int]] = {}
+    for position, i in enumerate(members):
+        families.setdefault(leaders.get(position, position), []).append(i)
+    return list(families.values())
+
+
+def group_key(cfg: DictConfig) -> str | None:
+    """A key equal for jobs that can fuse together; None for a job that must run on its own."""
+    plain: dict[str, Any] = OmegaConf.to_container(without_hydra(cfg), resolve=True)  # type: ignore[assignment]
     adversary = (plain.get("adversary") or {}).get("_target_")
     if plain.get("resume") or adversary or plain.get("compute", {}).get("compile"):
         return None

@@ -33,7 +33,8 @@ log = logging.getLogger("runner")
 class FusedLauncherConf:
     _target_: str = "runner.fused.launcher.FusedLauncher"
     # auto: fuse on a GPU, and on a CPU only at batch size <= CPU_FUSE_MAX_BATCH (issue 10's CPU
-    # figures: 8 fused LeNets 1.26x one's images/s at batch 8, 0.84x at batch 32); true: always;
+    # figures: 8 fused LeNets 1.26x one's images/s at batch 8, 0.84x at batch 32), except that
+    # trials differing only in epochs still share one trajectory (runner/fused/prefix.py); true: always;
     # false: never (the basic launcher's behaviour). A group not fused runs one trial after another.
     fuse: str = "auto"
 
@@ -78,15 +79,20 @@ class FusedLauncher(BasicLauncher):
         return on_gpu or int(cfg.batch_size) <= CPU_FUSE_MAX_BATCH
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from runner.fused.groups import fusible_groups
+        from runner.fused.groups import fusible_groups, prefix_families
 
         setup_globals()
         assert self.hydra_context is not None and self.config is not None and self.task_function is not None
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         configs = [self._job_config(overrides, initial_job_idx + i) for i, overrides in enumerate(job_overrides)]
         groups, alone = fusible_groups(configs)
-        alone = sorted(alone + [i for g in groups if not self._should_fuse(configs[g[0]]) for i in g])
+        unfused = [g for g in groups if not self._should_fuse(configs[g[0]])]
         groups = [g for g in groups if self._should_fuse(configs[g[0]])]
+        if self.fuse == "auto":  # sharing epochs saves whole epochs whatever the batch: keep those families
+            families = [f for g in unfused for f in prefix_families(configs, g)]
+            groups += [f for f in families if len(f) >= 2]
+            unfused = [f for f in families if len(f) < 2]
+        alone = sorted(alone + [i for g in unfused for i in g])
         log.info("Launching %d jobs: %d fused group(s) %s, %d single", len(configs), len(groups),
                  [[initial_job_idx + i for i in g] for g in groups], len(alone))
         returns: dict[int, JobReturn] = {}
