@@ -194,3 +194,21 @@ def test_batch_norm_model_fuses_with_per_trial_running_statistics():
             torch.testing.assert_close(buffer, dict(single.named_buffers())[name], rtol=1e-4, atol=1e-5)
         for a, b in zip(fused.parameters(), single.parameters()):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_a_diverging_trial_is_dropped_and_the_others_go_on(fused_and_single, tmp_path):
+    from tests.conftest import CONF_DIR
+    from hydra import compose, initialize_config_dir
+
+    def make(*overrides):
+        with initialize_config_dir(config_dir=CONF_DIR):
+            return compose(config_name="config", overrides=["tensorboard=false", "epochs=2", *overrides])
+
+    dirs = [tmp_path / "ok", tmp_path / "nan"]
+    summaries = train_fused([make("lr=0.01"), make("lr=1e6")], dirs)
+    assert [s["status"] for s in summaries] == ["completed", "diverged"]
+    assert summaries[1]["epochs_done"] == 1 and summaries[0]["epochs_done"] == 2
+    # the trial that went on is the single run of lr 0.01, seed 0
+    single = pd.read_csv(fused_and_single[3][0] / "metrics.csv")
+    ok = pd.read_csv(dirs[0] / "metrics.csv")
+    assert list(ok["train_loss"]) == pytest.approx(list(single["train_loss"]), rel=1e-4)
