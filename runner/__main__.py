@@ -19,11 +19,13 @@ from runner.rerun import claimed_run_folder
 from runner.run_names import register_resolvers
 from common.errors import ConfigError
 from runner.optuna_sweeper import register as register_optuna_sweeper
+from runner.fused.launcher import register as register_fused_launcher
 from runner.preflight import preflight, remove_refused_run_folder
 from runner.pruning import trial_pruner
 
 log = logging.getLogger("runner")
 register_optuna_sweeper()  # hydra/sweeper=optuna (conf/hydra/sweeper/optuna.yaml) points at our resumable class
+register_fused_launcher()  # hydra/launcher=fused (runner/fused/launcher.py)
 register_resolvers()  # ${run_suffix:} in conf/config.yaml's run and sweep dirs
 
 

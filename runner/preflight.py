@@ -29,6 +29,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from common.errors import ConfigError
 from runner.trust import check_config_trust
+from runner.fused.launcher import check_fuse_option
 from runner.locks import RUN_LOCK_NAME
 
 HYDRA_BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
@@ -43,6 +44,7 @@ def preflight(argv: list[str], task_function: Callable, config_path: str, config
             return
         for job_cfg in [cfg, *grid_jobs]:
             check_config_trust(job_cfg)
+        check_fuse_option(cfg.hydra.launcher)  # hydra/launcher=fused's one option
         shown_only = any(arg in ("--cfg", "-c") or arg.startswith("--cfg=") for arg in argv)
         if not multirun and not shown_only:  # a grid's bad combination is its job's failure, not the sweep's
             _check_values(cfg)

@@ -27,14 +27,14 @@ from data.base import ImageDataset
 from data.splits import Split, open_splits
 from models import count_model_params
 from models.shape_check import check_image_size
-from runner.attacks import best_robust_acc, build_adversary
-from runner.checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from runner.attacks import build_adversary
+from runner.checkpoint import load_checkpoint, load_model_state
 from runner.compute import compile_model, configure_compute, pick_device, to_model_input
 from runner.build import build
 from runner.config import check_config, switch
 from common.errors import ConfigError
 from runner.resume import apply_new_lr, check_resume
-from runner.run_folder import RunFolder
+from runner.trial_record import TrialRecord
 from runner.trust import run_whitelist
 
 log = logging.getLogger("runner")
@@ -149,13 +149,8 @@ def train(cfg: DictConfig, run_dir: Path, parallel_jobs: int = 1,
 
 
 def _train(cfg: DictConfig, run_dir: Path, parallel_jobs: int, epoch_end: Any = None) -> dict[str, Any]:
-    started, started_at = time.perf_counter(), time.time()
-    folder = RunFolder(run_dir, tensorboard=bool(cfg.get("tensorboard", True)))
-    history: list[dict[str, float]] = []
-    summary: dict[str, Any] = {"status": "running", "best_val_acc": None, "best_epoch": None,
-                               "epochs_done": 0, "params_m": None, "train_s": 0.0, "val_s": 0.0, "wall_s": None,
-                               "compile_s": 0.0, "device": None, "resumed_from": cfg.get("resume"), "error": None,
-                               "started_at": started_at}
+    record = TrialRecord(cfg, run_dir)  # history, summary, checkpoints: shared with runner/fused/
+    summary = record.summary
     try:
         # config -> device -> data set -> model -> optimiser
         check_config(cfg)
@@ -176,7 +171,7 @@ def _train(cfg: DictConfig, run_dir: Path, parallel_jobs: int, epoch_end: Any = 
         normalize = Normalize(dataset.mean, dataset.std).to(device)
         adversary = build_adversary(cfg.get("adversary"))
         loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-        start_epoch, best_acc, best_epoch = 0, -math.inf, None
+        start_epoch = 0
 
         if cfg.resume:
             state = load_checkpoint(cfg.resume, key="resume")
@@ -185,19 +180,18 @@ def _train(cfg: DictConfig, run_dir: Path, parallel_jobs: int, epoch_end: Any = 
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             apply_new_lr(cfg, state, optimizer, scheduler)
-            history = list(state["history"])
-            start_epoch, best_acc, best_epoch = state["epoch"], state["best_val_acc"], state["best_epoch"]
+            start_epoch = record.resume(state)
             torch.set_rng_state(state["rng"]["torch"])
             if device.type == "cuda" and state["rng"].get("cuda") is not None:
                 torch.cuda.set_rng_state(state["rng"]["cuda"], device)
-            log.info("resuming %s from epoch %d (best val acc so far %.2f)", cfg.resume, start_epoch + 1, best_acc)
+            log.info("resuming %s from epoch %d (best val acc so far %.2f)", cfg.resume, start_epoch + 1, record.best_acc)
 
         train_model = model
         if cfg.compute.compile:
             train_model, summary["compile_s"] = compile_model(model, splits, augment, normalize, loss_fn,
                                                               amp_dtype, channels_last, cfg.batch_size)
         plain_cfg = OmegaConf.to_container(cfg, resolve=True)
-        folder.write_config(plain_cfg)
+        record.start(plain_cfg)
         log.info("%s on %s: %d train / %d val images, %.6fM parameters, %s", cfg.model._target_.split(".")[-1],
                  device, len(splits["train"].labels), len(splits["val"].labels), summary["params_m"], run_dir)
 
@@ -215,53 +209,22 @@ def _train(cfg: DictConfig, run_dir: Path, parallel_jobs: int, epoch_end: Any = 
             t2 = time.perf_counter()
             if interval == "epoch":
                 scheduler.step()
-            history.append({"epoch": epoch, **row, "lr": lr, "train_s": t1 - t0, "val_s": t2 - t1})
-            summary["epochs_done"] = epoch
-            summary["train_s"] = sum(h["train_s"] for h in history)
-            summary["val_s"] = sum(h["val_s"] for h in history)
-            log.info("epoch %d/%d  train loss %.4f acc %.2f  val loss %.4f acc %.2f top5 %.2f  (%.1fs + %.1fs)",
-                     epoch, cfg.epochs, row["train_loss"], row["train_acc"], row["val_loss"], row["val_acc"],
-                     row["val_top5"], t1 - t0, t2 - t1)
-            if adversary is not None:
-                summary["best_val_robust_acc"] = best_robust_acc(history)
-                log.info("epoch %d/%d  val robust acc %.2f (epsilon %g)", epoch, cfg.epochs, row["val_robust_acc"],
-                         adversary.epsilon)
-            folder.write_metrics(history)
-            if not math.isfinite(row["train_loss"]):
-                summary["status"] = "diverged"
-                log.warning("training loss is %s at epoch %d: stopping this run as diverged", row["train_loss"], epoch)
+            rng = {"torch": torch.get_rng_state(),
+                   "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+            if record.end_epoch(epoch, row, lr, t1 - t0, t2 - t1, model, optimizer, scheduler, rng,
+                                adversary) == "diverged":
                 break
-            improved = row["val_acc"] > best_acc
-            if improved:
-                best_acc, best_epoch = row["val_acc"], epoch
-            state = {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "best_val_acc": best_acc, "best_epoch": best_epoch,
-                     "history": history, "config": plain_cfg,
-                     "rng": {"torch": torch.get_rng_state(),
-                             "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}}
-            save_checkpoint(folder.checkpoint, state)
-            if improved:
-                save_checkpoint(folder.best_checkpoint, state)
-            summary.update(best_val_acc=best_acc, best_epoch=best_epoch)
             if epoch_end is not None and epoch_end(epoch, row) == "stop":
                 summary["status"] = "pruned"
                 break
         else:
             summary["status"] = "completed"
-        if best_epoch is not None:
-            summary.update(best_val_acc=best_acc, best_epoch=best_epoch)
         return summary
     except KeyboardInterrupt:
         summary["status"] = "interrupted"
         raise
     except BaseException as e:
-        summary["status"] = "failed"
-        summary["error"] = f"{type(e).__name__}: {e}".strip().splitlines()[-1] if str(e) else type(e).__name__
+        record.failed(e)
         raise
     finally:
-        summary["wall_s"] = time.perf_counter() - started
-        folder.write_summary(summary)
-        try:
-            folder.plot_curves(history)
-        finally:
-            folder.close()
+        record.close()

@@ -76,6 +76,7 @@ HYDRA_TARGETS: dict[str, tuple[str, ...]] = {
     "hydra.sweeper.pruner": PRUNER_TARGETS,
     "hydra.launcher": (
         "hydra._internal.core_plugins.basic_launcher.BasicLauncher",
+        "runner.fused.launcher.FusedLauncher",
         "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",
         "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
         "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher",

@@ -1,0 +1,64 @@
+"""Which jobs of a sweep can train as one fused run: those equal in everything but per-trial scalars.
+
+What may differ inside a group (each trial has its own optimizer, scheduler, RNG and run folder):
+lr, every optimizer option but its class (momentum, weight decay, betas, ...), every scheduler
+option but its class, label smoothing, grad clip, seed and epochs. Everything else (model and its
+options, data set, batch size, augmentation, compute, device, adversary, ...) must be equal.
+A job with `resume=`, an adversary or torch.compile never fuses: it runs as a single run.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+PER_TRIAL = ("lr", "label_smoothing", "grad_clip", "seed", "epochs", "rerun")
+
+
+def without_hydra(cfg: DictConfig) -> DictConfig:
+    """The job's config as its task gets it: the launcher's `hydra` node can't resolve before the job runs."""
+    job_cfg = cfg.copy()
+    with open_dict(job_cfg):
+        job_cfg.pop("hydra", None)
+    return job_cfg
+
+
+def prefix_families(cfgs: list[DictConfig], members: list[int]) -> list[list[int]]:
+    """`members` split into trajectories: each list is a leader and the trials sharing its epochs."""
+    from runner.fused.prefix import prefix_leaders
+
+    leaders = prefix_leaders([without_hydra(cfgs[i]) for i in members])
+    families: dict[int, list[int]] = {}
+    for position, i in enumerate(members):
+        families.setdefault(leaders.get(position, position), []).append(i)
+    return list(families.values())
+
+
+def group_key(cfg: DictConfig) -> str | None:
+    """A key equal for jobs that can fuse together; None for a job that must run on its own."""
+    plain: dict[str, Any] = OmegaConf.to_container(without_hydra(cfg), resolve=True)  # type: ignore[assignment]
+    adversary = (plain.get("adversary") or {}).get("_target_")
+    if plain.get("resume") or adversary or plain.get("compute", {}).get("compile"):
+        return None
+    for key in PER_TRIAL:
+        plain.pop(key, None)
+    for group in ("optimizer", "scheduler"):  # only the class must match; options are per trial
+        plain[group] = {"_target_": (plain.get(group) or {}).get("_target_")}
+    return json.dumps(plain, sort_keys=True, default=str)
+
+
+def fusible_groups(cfgs: list[DictConfig]) -> tuple[list[list[int]], list[int]]:
+    """(groups of job indices to fuse, each of 2 or more, in job order; indices to run singly)."""
+    by_key: dict[str, list[int]] = {}
+    alone: list[int] = []
+    for i, cfg in enumerate(cfgs):
+        key = group_key(cfg)
+        if key is None:
+            alone.append(i)
+        else:
+            by_key.setdefault(key, []).append(i)
+    groups = [members for members in by_key.values() if len(members) >= 2]
+    alone += [members[0] for members in by_key.values() if len(members) == 1]
+    return groups, sorted(alone)

@@ -1,0 +1,135 @@
+"""`hydra/launcher=fused`: a Hydra launcher that trains each fusible group of a sweep's jobs as one run.
+
+It is the basic launcher (jobs in this process, in order) with one difference: the jobs that can
+fuse (runner/fused/groups.py) are trained together by runner/fused/loop.py. Every job still goes
+through Hydra's `run_job` (its folder, `.hydra/`, log file, job callbacks); a fused job's task
+only claims its folder, and its value is filled into its JobReturn once its group has trained,
+so the sweeper and the collector see the same returns, in job order, as with the basic launcher.
+
+Registered by hand (`register()`, called by runner/__main__.py) like runner/optuna_sweeper.py:
+Hydra finds plugins by scanning the `hydra_plugins` namespace package, and a `hydra_plugins`
+folder inside this repository would be found only while it is on sys.path; registering keeps
+one mechanism for both of our plugins. torch loads only when a sweep launches.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from hydra._internal.core_plugins.basic_launcher import BasicLauncher
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+log = logging.getLogger("runner")
+
+
+@dataclass
+class FusedLauncherConf:
+    _target_: str = "runner.fused.launcher.FusedLauncher"
+    # auto: fuse on a GPU, and on a CPU only at batch size <= CPU_FUSE_MAX_BATCH (issue 10's CPU
+    # figures: 8 fused LeNets 1.26x one's images/s at batch 8, 0.84x at batch 32), except that
+    # trials differing only in epochs still share one trajectory (runner/fused/prefix.py); true: always;
+    # false: never (the basic launcher's behaviour). A group not fused runs one trial after another.
+    fuse: str = "auto"
+
+
+CPU_FUSE_MAX_BATCH = 16
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="fused", node=FusedLauncherConf, provider="runner")
+
+
+def register() -> None:
+    Plugins.instance().register(FusedLauncher)
+
+
+@dataclass
+class _Claimed:
+    """What a fused job's task leaves for the group: its config and folder."""
+    cfg: DictConfig
+    run_dir: Path
+
+
+def check_fuse_option(launcher: DictConfig) -> None:
+    """Refuse a bad `hydra.launcher.fuse` in one line (runner/preflight.py calls this before Hydra acts)."""
+    if launcher.get("_target_") == FusedLauncherConf._target_ and str(launcher.get("fuse")).lower() not in (
+            "auto", "true", "false"):
+        from common.errors import ConfigError
+
+        raise ConfigError(f"hydra.launcher.fuse={launcher.get('fuse')} is invalid: use auto, true or false")
+
+
+class FusedLauncher(BasicLauncher):
+    def __init__(self, fuse: str = "auto") -> None:
+        super().__init__()
+        self.fuse = str(fuse).lower()
+
+    def _should_fuse(self, cfg: DictConfig) -> bool:
+        if self.fuse != "auto":
+            return self.fuse == "true"
+        import torch
+
+        on_gpu = str(cfg.device).startswith("cuda") or (str(cfg.device) == "auto" and torch.cuda.is_available())
+        return on_gpu or int(cfg.batch_size) <= CPU_FUSE_MAX_BATCH
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from runner.fused.groups import fusible_groups, prefix_families
+
+        setup_globals()
+        assert self.hydra_context is not None and self.config is not None and self.task_function is not None
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        configs = [self._job_config(overrides, initial_job_idx + i) for i, overrides in enumerate(job_overrides)]
+        groups, alone = fusible_groups(configs)
+        unfused = [g for g in groups if not self._should_fuse(configs[g[0]])]
+        groups = [g for g in groups if self._should_fuse(configs[g[0]])]
+        if self.fuse == "auto":  # sharing epochs saves whole epochs whatever the batch: keep those families
+            families = [f for g in unfused for f in prefix_families(configs, g)]
+            groups += [f for f in families if len(f) >= 2]
+            unfused = [f for f in families if len(f) < 2]
+        alone = sorted(alone + [i for g in unfused for i in g])
+        log.info("Launching %d jobs: %d fused group(s) %s, %d single", len(configs), len(groups),
+                 [[initial_job_idx + i for i in g] for g in groups], len(alone))
+        returns: dict[int, JobReturn] = {}
+        for members in groups:
+            returns.update(self._launch_fused(configs, members))
+        for i in alone:
+            returns[i] = self._run(configs[i], self.task_function)
+        return [returns[i] for i in range(len(configs))]
+
+    def _job_config(self, overrides: Sequence[str], idx: int) -> DictConfig:
+        log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
+        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        with open_dict(cfg):
+            cfg.hydra.job.id = str(idx)
+            cfg.hydra.job.num = idx
+        return cfg
+
+    def _run(self, cfg: DictConfig, task) -> JobReturn:
+        ret = run_job(hydra_context=self.hydra_context, task_function=task, config=cfg,
+                      job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose,
+                      execution_whitelist=self.hydra_context.execution_whitelist)
+        return ret
+
+    def _launch_fused(self, configs: list[DictConfig], members: list[int]) -> dict[int, JobReturn]:
+        """Set up each member's job folder through Hydra, then train the group as one and fill in the values."""
+        claimed: dict[int, _Claimed] = {}
+        returns = {}
+        for i in members:
+            def claim(task_cfg: DictConfig, i: int = i) -> None:
+                claimed[i] = _Claimed(OmegaConf.create(OmegaConf.to_container(task_cfg)),
+                                      Path(HydraConfig.get().runtime.output_dir))
+            returns[i] = self._run(configs[i], claim)
+        from runner.fused.train_group import train_group
+
+        values = train_group({i: (c.cfg, c.run_dir) for i, c in claimed.items()})
+        for i, ret in returns.items():
+            if i in values:
+                ret.return_value, ret.status = values[i], JobStatus.COMPLETED
+        return returns

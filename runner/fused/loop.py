@@ -1,0 +1,187 @@
+"""The fused loop: a group of trials (same model, data, batch size) trained as one, epoch by epoch.
+
+The set-up is the single run's (runner/train.py: seed, model, optimizer, scheduler, per trial),
+the step is one vmapped forward and one backward for all K trials, then each trial's own
+optimizer and scheduler step; everything recorded per epoch goes through the same
+`TrialRecord` as a single run, so each trial's folder is a single run's folder.
+What may differ between trials: lr, optimizer momentum/weight decay/betas, label smoothing,
+grad clip, seed and epochs (runner/fused/groups.py checks the rest is equal).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import execution_whitelist
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import nn
+
+from data.augment import Normalize
+from models import count_model_params
+from models.shape_check import check_image_size
+from runner.build import build
+from runner.compute import configure_compute, pick_device, to_model_input
+from runner.config import check_config
+from runner.fused.prefix import prefix_leaders
+from runner.fused.rng import TrialRng
+from runner.fused.stack import NotFusible, StackedModels, fusible
+from runner.train import build_scheduler, evaluate, load_data, seed_everything
+from runner.trial_record import TrialRecord
+from runner.trust import run_whitelist
+
+log = logging.getLogger("runner")
+
+
+class Trial:
+    """One trial of the group: its config, model (views of the stack), optimizer, scheduler, RNG, record."""
+
+    def __init__(self, cfg: DictConfig, record: TrialRecord, model: nn.Module, rng: TrialRng,
+                 steps_per_epoch: int) -> None:
+        self.cfg, self.record, self.model, self.rng = cfg, record, model, rng
+        self.optimizer = build(cfg.optimizer, "optimizer", params=[p for p in model.parameters() if p.requires_grad])
+        self.scheduler, self.interval = build_scheduler(cfg.scheduler, self.optimizer, steps_per_epoch)
+        self.label_smoothing = float(cfg.label_smoothing)
+        self.grad_clip = cfg.grad_clip
+        self.followers: list[Trial] = []  # shorter trials that record this one's first epochs (prefix.py)
+
+
+def train_fused(cfgs: list[DictConfig], run_dirs: list[Path]) -> list[dict[str, Any]]:
+    """Train the trials `cfgs` (one fusible group) together, each into its run folder; return their summaries."""
+    with execution_whitelist(run_whitelist(cfgs[0]), reset=True):
+        return _train_fused(cfgs, run_dirs)
+
+
+def _train_fused(cfgs: list[DictConfig], run_dirs: list[Path]) -> list[dict[str, Any]]:
+    records = [TrialRecord(cfg, run_dir) for cfg, run_dir in zip(cfgs, run_dirs)]
+    try:
+        trials, splits, normalize, augment, amp_dtype, device = _set_up(cfgs, records)
+        _run_epochs(trials, splits, normalize, augment, amp_dtype, device)
+    except KeyboardInterrupt:
+        for record in records:
+            if record.summary["status"] == "running":
+                record.summary["status"] = "interrupted"
+        raise
+    except BaseException as e:
+        for record in records:
+            if record.summary["status"] == "running":
+                record.failed(e)
+        raise
+    finally:
+        summaries = [record.close() for record in records]
+    return summaries
+
+
+def _set_up(cfgs: list[DictConfig], records: list[TrialRecord]):
+    """The single run's set-up once for what the trials share, and per trial for what they don't."""
+    first = cfgs[0]
+    for cfg in cfgs:
+        check_config(cfg)
+    device = pick_device(str(first.device))
+    amp_dtype = configure_compute(first.compute, device)
+    check_image_size(first.model, first.dataset.channels, first.dataset.image_size)
+    dataset, splits = load_data(first, device)  # draws nothing from torch's generator
+    steps_per_epoch = math.ceil(len(splits["train"].labels) / first.batch_size)
+    models, rngs = [], []
+    for cfg in cfgs:
+        with open_dict(cfg):
+            cfg.dataset.num_classes = first.dataset.num_classes
+        seed_everything(cfg.seed)  # exactly as runner/train.py: seed, then build the model
+        models.append(build(cfg.model, "model").to(device))
+        rngs.append(TrialRng(device))  # the stream as the single run leaves it after the model
+    reason = fusible(models[0])
+    if reason is not None:
+        raise NotFusible(f"model {first.model._target_} can't be fused: {reason}")
+    all_trials = [Trial(cfg, record, model, rng, steps_per_epoch)
+                  for cfg, record, model, rng in zip(cfgs, records, models, rngs)]
+    followers = prefix_leaders(cfgs)
+    for follower, leader in followers.items():
+        all_trials[leader].followers.append(all_trials[follower])
+    trials = [t for i, t in enumerate(all_trials) if i not in followers]
+    stack = StackedModels([t.model for t in trials])
+    for trial in all_trials:
+        trial.record.summary.update(params_m=count_model_params(trial.model), device=str(device))
+        trial.record.start(OmegaConf.to_container(trial.cfg, resolve=True))
+    augment = build(first.augmentation, "augmentation").to(device)
+    normalize = Normalize(dataset.mean, dataset.std).to(device)
+    log.info("fused %d trials (%d more sharing their epochs) of %s on %s: %d train / %d val images, %s",
+             len(trials), len(followers),
+             first.model._target_.split(".")[-1], device, len(splits["train"].labels), len(splits["val"].labels),
+             ", ".join(str(r.folder.path) for r in records))
+    return (stack, trials), splits, normalize, augment, amp_dtype, device
+
+
+def _run_epochs(stack_trials, splits, normalize, augment, amp_dtype, device) -> None:
+    stack, trials = stack_trials
+    active = list(trials)
+    batch_size = trials[0].cfg.batch_size
+    for epoch in range(1, max(t.cfg.epochs for t in trials) + 1):
+        lrs = [t.optimizer.param_groups[0]["lr"] for t in active]
+        t0 = time.perf_counter()
+        rows = fused_epoch(stack, active, splits["train"], batch_size, augment, normalize, amp_dtype, device)
+        train_s = (time.perf_counter() - t0) / len(active)  # each trial's share of the fused epoch
+        keep = []
+        for trial, row, lr in zip(active, rows, lrs):
+            t1 = time.perf_counter()
+            row.update(evaluate(trial.model, splits["val"], normalize, amp_dtype))
+            val_s = time.perf_counter() - t1
+            if trial.interval == "epoch":
+                trial.scheduler.step()
+            outcome = trial.record.end_epoch(epoch, row, lr, train_s, val_s, trial.model, trial.optimizer,
+                                             trial.scheduler, trial.rng.state)
+            for follower in (f for f in trial.followers if epoch <= f.cfg.epochs):  # the same epoch, its folder
+                if follower.record.end_epoch(epoch, dict(row), lr, train_s, val_s, trial.model, trial.optimizer,
+                                             trial.scheduler, trial.rng.state) is None and epoch == follower.cfg.epochs:
+                    follower.record.summary["status"] = "completed"
+            if outcome is None and epoch == trial.cfg.epochs:
+                trial.record.summary["status"] = "completed"
+            elif outcome is None:
+                keep.append(trial)
+        if not keep:
+            return
+        if len(keep) < len(active):  # a diverged or finished trial leaves the stack; the others go on
+            stack.keep([active.index(t) for t in keep])
+            active = keep
+
+
+def fused_epoch(stack: StackedModels, trials: list[Trial], split, batch_size: int, augment: nn.Module,
+                normalize: nn.Module, amp_dtype: torch.dtype | None, device: torch.device) -> list[dict[str, float]]:
+    """One epoch of every trial: each draws its own shuffle and augmentation, one fused step per batch."""
+    stack.train()
+    batch_iters = [split.batches(batch_size, shuffle=True, device=device) for _ in trials]
+    loss_sums = [torch.zeros((), device=device) for _ in trials]
+    correct = [torch.zeros((), device=device, dtype=torch.long) for _ in trials]
+    seen = 0
+    while True:
+        xs, ys = [], []
+        for trial, batches in zip(trials, batch_iters):
+            with trial.rng.active():  # the permutation (first batch) and the flips are this trial's
+                batch = next(batches, None)
+                if batch is None:
+                    break
+                xs.append(to_model_input(augment(batch[0]), normalize, False))
+                ys.append(batch[1])
+        if len(xs) < len(trials):
+            break
+        x, y = torch.stack(xs), torch.stack(ys)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            logits = stack.forward(x)
+            losses = [nn.functional.cross_entropy(logits[k], y[k], label_smoothing=t.label_smoothing)
+                      for k, t in enumerate(trials)]
+        stack.zero_grad()
+        torch.stack(losses).sum().backward()  # trials share no weights: each slice of P.grad is one trial's
+        stack.hand_out_grads()
+        for k, trial in enumerate(trials):
+            if trial.grad_clip is not None:
+                nn.utils.clip_grad_norm_(trial.model.parameters(), trial.grad_clip)
+            trial.optimizer.step()
+            if trial.interval == "step":
+                trial.scheduler.step()
+            loss_sums[k] += losses[k].detach() * y.shape[1]
+            correct[k] += (logits[k].detach().argmax(1) == y[k]).sum()
+        seen += y.shape[1]
+    return [{"train_loss": s.item() / seen, "train_acc": 100.0 * c.item() / seen} for s, c in zip(loss_sums, correct)]

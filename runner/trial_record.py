@@ -1,0 +1,100 @@
+"""A run's bookkeeping, epoch by epoch: history rows, best epoch, divergence, the files it leaves.
+
+The one training loop (runner/train.py) and the fused loop (runner/fused/loop.py, K trials
+trained as one) both hand each finished epoch to a `TrialRecord`, so metrics.csv,
+summary.json, the checkpoints and curves.png are written by the same code for both: a fused
+trial's folder cannot drift from a single run's.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from runner.attacks import best_robust_acc
+from runner.checkpoint import save_checkpoint
+from runner.run_folder import RunFolder
+
+log = logging.getLogger("runner")
+
+
+class TrialRecord:
+    """History, summary and best-so-far of one run, written into its `RunFolder` as it goes."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
+        self.cfg = cfg
+        self.started = time.perf_counter()
+        self.folder = RunFolder(run_dir, tensorboard=bool(cfg.get("tensorboard", True)))
+        self.history: list[dict[str, float]] = []
+        self.summary: dict[str, Any] = {
+            "status": "running", "best_val_acc": None, "best_epoch": None, "epochs_done": 0, "params_m": None,
+            "train_s": 0.0, "val_s": 0.0, "wall_s": None, "compile_s": 0.0, "device": None,
+            "resumed_from": cfg.get("resume"), "error": None, "started_at": time.time()}
+        self.best_acc, self.best_epoch = -math.inf, None
+        self.plain_cfg: dict[str, Any] | None = None
+
+    def resume(self, state: dict[str, Any]) -> int:
+        """Carry a checkpoint's history and best on; return the epoch it ended at."""
+        self.history = list(state["history"])
+        self.best_acc, self.best_epoch = state["best_val_acc"], state["best_epoch"]
+        return int(state["epoch"])
+
+    def start(self, plain_cfg: dict[str, Any]) -> None:
+        self.plain_cfg = plain_cfg
+        self.folder.write_config(plain_cfg)
+
+    def end_epoch(self, epoch: int, row: dict[str, float], lr: float, train_s: float, val_s: float,
+                  model: torch.nn.Module, optimizer: Any, scheduler: Any, rng: dict[str, Any],
+                  adversary: Any = None) -> str | None:
+        """Record one epoch (row, log line, metrics, checkpoints); return "diverged" if training diverged."""
+        history, summary, cfg = self.history, self.summary, self.cfg
+        history.append({"epoch": epoch, **row, "lr": lr, "train_s": train_s, "val_s": val_s})
+        summary["epochs_done"] = epoch
+        summary["train_s"] = sum(h["train_s"] for h in history)
+        summary["val_s"] = sum(h["val_s"] for h in history)
+        log.info("epoch %d/%d  train loss %.4f acc %.2f  val loss %.4f acc %.2f top5 %.2f  (%.1fs + %.1fs)",
+                 epoch, cfg.epochs, row["train_loss"], row["train_acc"], row["val_loss"], row["val_acc"],
+                 row["val_top5"], train_s, val_s)
+        if adversary is not None:
+            summary["best_val_robust_acc"] = best_robust_acc(history)
+            log.info("epoch %d/%d  val robust acc %.2f (epsilon %g)", epoch, cfg.epochs, row["val_robust_acc"],
+                     adversary.epsilon)
+        self.folder.write_metrics(history)
+        if not math.isfinite(row["train_loss"]):
+            summary["status"] = "diverged"
+            log.warning("training loss is %s at epoch %d: stopping this run as diverged", row["train_loss"], epoch)
+            return "diverged"
+        improved = row["val_acc"] > self.best_acc
+        if improved:
+            self.best_acc, self.best_epoch = row["val_acc"], epoch
+        state = {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "best_val_acc": self.best_acc, "best_epoch": self.best_epoch,
+                 "history": history, "config": self.plain_cfg, "rng": rng}
+        save_checkpoint(self.folder.checkpoint, state)
+        if improved:
+            save_checkpoint(self.folder.best_checkpoint, state)
+        summary.update(best_val_acc=self.best_acc, best_epoch=self.best_epoch)
+        return None
+
+    def failed(self, error: BaseException) -> None:
+        self.summary["status"] = "failed"
+        text = str(error)
+        self.summary["error"] = f"{type(error).__name__}: {text}".strip().splitlines()[-1] if text else type(error).__name__
+
+    def close(self) -> dict[str, Any]:
+        """Final summary.json and curves.png, whatever the outcome; return the summary."""
+        if self.best_epoch is not None:
+            self.summary.update(best_val_acc=self.best_acc, best_epoch=self.best_epoch)
+        self.summary["wall_s"] = time.perf_counter() - self.started
+        self.folder.write_summary(self.summary)
+        try:
+            self.folder.plot_curves(self.history)
+        finally:
+            self.folder.close()
+        return self.summary
