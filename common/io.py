@@ -77,6 +77,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     _atomic(path, lambda f: f.write(data), "wb")
 
 
+def atomic_save_figure(figure: Any, path: Path, dpi: int) -> None:
+    """A matplotlib Figure as a PNG, written like every other result file."""
+    _atomic(path, lambda f: figure.savefig(f, dpi=dpi, format="png"), "wb")
+
+
 def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
@@ -87,7 +92,7 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 
 # What a write killed before its rename leaves: `_atomic`'s `.NAME.*.tmp`, and the `.NAME.tmp.png`
 # that plots are saved to before their rename.
-STALE_TEMP_PATTERNS = (".*.tmp", ".*.tmp.png")
+STALE_TEMP_PATTERNS = (".*.tmp", ".*.tmp.png")  # the second: figures as earlier versions wrote them
 
 
 def remove_stale_temp_files(folder: Path) -> list[Path]:

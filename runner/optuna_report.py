@@ -23,11 +23,14 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from common.io import atomic_save_figure, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +95,11 @@ def write_report(study: Any, out_dir: str | os.PathLike, storage: Any = None, pl
         log.info("Best value: %.4f (trial %d, job %s, %s)", summary["best_value"], summary["best_trial"],
                  summary["best_job_num"], summary["best_run_dir"])
         log.info("Best parameters: %s", " ".join(f"{k}={v}" for k, v in summary["best_params"].items()))
-        _atomic_write(out_dir / "optimization_results.yaml", lambda p: _dump_yaml(
-            {"name": "optuna", "best_params": summary["best_params"], "best_value": summary["best_value"]}, p))
+        atomic_write_text(out_dir / "optimization_results.yaml", OmegaConf.to_yaml(OmegaConf.create(
+            {"name": "optuna", "best_params": summary["best_params"], "best_value": summary["best_value"]})))
     if plots:
         summary["plots"] = write_plots(study, out_dir)
-    _atomic_write(out_dir / "best.json", lambda p: p.write_text(json.dumps(summary, indent=2, default=str) + "\n"))
+    atomic_write_text(out_dir / "best.json", json.dumps(summary, indent=2, default=str) + "\n")
     log.info("Study summary: %s", out_dir / "best.json")
     return summary
 
@@ -130,7 +133,7 @@ def _plot(study: Any, function: str, path: Path) -> None:
         try:
             figure.set_size_inches(max(figure.get_size_inches()[0], 8), max(figure.get_size_inches()[1], 5))
             figure.tight_layout()
-            _atomic_write(path, lambda p: figure.savefig(p, dpi=100, format="png"))
+            atomic_save_figure(figure, path, dpi=100)
         finally:
             plt.close(figure)
 
@@ -172,24 +175,6 @@ def darken_lightest_lines(figure: Any, start: float = 0.35) -> None:
                 cmap = collection.get_cmap()
                 light_end = np.linspace(start, 1.0, 256) if not cmap.name.endswith("_r") else np.linspace(0.0, 1 - start, 256)
                 collection.set_cmap(ListedColormap(cmap(light_end), name=f"{cmap.name}_visible"))
-
-
-def _dump_yaml(data: dict, path: Path) -> None:
-    from omegaconf import OmegaConf
-
-    OmegaConf.save(OmegaConf.create(data), path)
-
-
-def _atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
-    """Write through a temporary file in the same folder, so a reader never sees half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,6 @@ saves them. matplotlib's object API, not pyplot: no global figure state.
 
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
-from common.io import atomic_write_bytes
+from common.io import atomic_save_figure
 
 DPI = 80
 PANELS_PER_ROW = 4
@@ -178,10 +177,6 @@ def _short(path: str) -> str:
     return str(Path(*parts[-2:])) if len(parts) > 2 else path
 
 
-def save_figure(fig: Figure, path: Path) -> None:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, dpi=DPI, format="png")
-    atomic_write_bytes(path, buffer.getvalue())
 
 
 def write_plots(table: pd.DataFrame, key_columns: list[str], out: Path) -> list[str]:
@@ -195,6 +190,6 @@ def write_plots(table: pd.DataFrame, key_columns: list[str], out: Path) -> list[
                            ("val_acc_curves.png", curves_figure)):
             fig = draw(table, key_columns)
             if fig is not None:
-                save_figure(fig, out / name)
+                atomic_save_figure(fig, out / name, dpi=DPI)
                 written.append(name)
     return written

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from common.io import atomic_write_json, atomic_write_text, remove_stale_temp_files
+from common.io import atomic_save_figure, atomic_write_json, atomic_write_text, remove_stale_temp_files
 
 METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_top5", "lr", "train_s", "val_s"]
 STATUSES = ("running", "completed", "diverged", "failed", "interrupted", "pruned")
@@ -90,9 +90,7 @@ class RunFolder:
             ax.set(title=title, xlabel="epoch")
             ax.legend()
         fig.subplots_adjust(left=0.06, right=0.98, bottom=0.12, top=0.92, wspace=0.2)
-        tmp = self.path / ".curves.tmp.png"
-        fig.savefig(tmp, dpi=80)
-        tmp.replace(self.path / "curves.png")
+        atomic_save_figure(fig, self.path / "curves.png", dpi=80)
 
     def close(self) -> None:
         if self._writer is not None:

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from common.io import atomic_save_figure
+
 DPI = 80
 CELL_W, CELL_H = 1.3, 1.6  # inches per grid cell: the image and a two-line title
 TITLE_IN = 0.32  # of which the title takes this much
@@ -54,9 +56,7 @@ def grid_size(rows: int, cols: int, titled: bool = True) -> tuple[int, int]:
 
 def save(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=DPI)
-    tmp.replace(path)
+    atomic_save_figure(fig, path, dpi=DPI)
     return path
 
 
