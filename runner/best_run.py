@@ -63,25 +63,36 @@ def _parallel_note(run_dir: Path) -> str | None:
     return None
 
 
-def best_row(table: pd.DataFrame) -> pd.Series | None:
-    """The run with the highest best_val_acc, completed runs first; the first in launch order on a tie."""
-    scored = table[table["best_val_acc"].notna()]
+def objective_metric(table: pd.DataFrame) -> str:
+    """The summary column the runs were judged by: best_<objective> when every run has the same
+    `objective` (val_acc | val_robust_acc, what each returned to its sweeper), else best_val_acc."""
+    from runner.collect import read_config
+
+    objectives = {read_config(Path(d)).get("objective", "val_acc") for d in table["run_dir"]}
+    metric = f"best_{objectives.pop()}" if len(objectives) == 1 else "best_val_acc"
+    return metric if metric in table.columns else "best_val_acc"
+
+
+def best_row(table: pd.DataFrame, metric: str = "best_val_acc") -> pd.Series | None:
+    """The run with the highest `metric`, completed runs first; the first in launch order on a tie."""
+    scored = table[table[metric].notna()]
     if scored.empty:
         return None
     completed = scored[scored["status"] == "completed"]
     pool = completed if not completed.empty else scored
-    return pool.loc[pool["best_val_acc"].astype(float).idxmax()]
+    return pool.loc[pool[metric].astype(float).idxmax()]
 
 
 def best_record(table: pd.DataFrame, key_columns: list[str]) -> dict[str, Any]:
     """best.json's content for a collected table (a grid, a search, or several merged)."""
-    row = best_row(table)
-    record: dict[str, Any] = {"metric": "best_val_acc", "direction": "maximize", "best_value": None,
+    metric = objective_metric(table)
+    row = best_row(table, metric)
+    record: dict[str, Any] = {"metric": metric, "direction": "maximize", "best_value": None,
                               "best_params": None, "best_job_num": None, "best_run_dir": None, "best_status": None,
                               "best_epoch": None, "best_overrides": None, "command": None}
     if row is not None:
         params = {k: _plain(row[k]) for k in key_columns}
-        record.update(best_value=float(row["best_val_acc"]), best_params=params, best_job_num=_plain(row["job"]),
+        record.update(best_value=float(row[metric]), best_params=params, best_job_num=_plain(row["job"]),
                       best_run_dir=str(Path(row["run_dir"]).resolve()), best_status=row["status"],
                       best_epoch=_plain(row["best_epoch"]))
         if "origin" in row:

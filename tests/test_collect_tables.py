@@ -119,3 +119,14 @@ def test_a_searchs_best_json_has_the_grids_fields(tmp_path):
               "best_overrides", "command", "statuses"}
     assert shared <= set(search) and shared <= set(grid)
     assert search["command"] == grid["command"] == "python -m runner lr=0.01 hparams_search=lenet_optuna"
+
+
+def test_best_json_follows_the_runs_objective(tmp_path):
+    """A grid run with objective=val_robust_acc is judged (and its best.json named) by that metric."""
+    robust = {**BASE, "objective": "val_robust_acc"}
+    write_fake_run(tmp_path / "0", {**robust, "lr": 0.01}, 90.0, best_val_robust_acc=20.0)
+    write_fake_run(tmp_path / "1", {**robust, "lr": 0.05}, 80.0, best_val_robust_acc=45.0)
+    collect_and_report([tmp_path])
+    best = json.loads((tmp_path / "best.json").read_text())
+    assert best["metric"] == "best_val_robust_acc" and best["best_value"] == 45.0
+    assert best["best_params"] == {"lr": 0.05}
