@@ -1,0 +1,97 @@
+"""Optuna under the fused launcher (issue 10): n_jobs suggestions trained as one group, pruning inside it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+from optuna.trial import TrialState
+
+from tests.conftest import run_sweep
+
+FAST = ["tensorboard=false", "progress=false", "compute.threads=1"]
+FUSED = ["hydra/launcher=fused", "hydra.launcher.fuse=true"]
+# lr <= 0.03 on digits: fused and single runs agree to float rounding there (tests/test_fused.py explains
+# why larger lrs part); compute.channels_last=false as there (the fused step has no NHWC kernels).
+# The sampler seed picks four lrs for which they still agree after 2 epochs on this data.
+SEARCH = ["hydra/sweeper=optuna", "lr=interval(0.001,0.03)", "epochs=2", "compute.channels_last=false",
+          "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2", "hydra.sweeper.sampler.seed=SEED"]
+
+
+def load(sweep_dir: Path) -> optuna.Study:
+    return optuna.load_study(study_name="optuna", storage=f"sqlite:///{sweep_dir}/optuna.db")
+
+
+@pytest.fixture(scope="module")
+def searches(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fused_optuna")
+    fused_out = run_sweep(root / "fused", *FAST, *SEARCH, *FUSED)
+    run_sweep(root / "basic", *FAST, *SEARCH)
+    return root, fused_out
+
+
+def test_a_fused_search_records_the_trials_and_values_of_the_basic_one(searches):
+    root, out = searches
+    # two batches of n_jobs=2 suggestions, each trained as one fused group
+    assert "Launching 2 jobs: 1 fused group(s) [[0, 1]], 0 single" in out
+    assert "Launching 2 jobs: 1 fused group(s) [[2, 3]], 0 single" in out
+    fused, basic = load(root / "fused").trials, load(root / "basic").trials
+    assert [t.params for t in fused] == [t.params for t in basic] and len(fused) == 4
+    assert len({t.params["lr"] for t in fused}) == 4
+    for f, b in zip(fused, basic):
+        assert f.state == b.state == TrialState.COMPLETE
+        assert abs(f.value - b.value) <= 0.5, (f.params, f.value, b.value)
+        assert f.user_attrs["job_num"] == b.user_attrs["job_num"] == f.number
+        assert f.user_attrs["status"] == "completed"
+        summary = json.loads((root / "fused" / str(f.number) / "summary.json").read_text())
+        assert summary["best_val_acc"] == f.value and summary["epochs_done"] == 2
+    fused_table = pd.read_csv(root / "fused" / "results.csv").sort_values("job")
+    basic_table = pd.read_csv(root / "basic" / "results.csv").sort_values("job")
+    assert list(fused_table.columns) == list(basic_table.columns)
+    assert json.loads((root / "fused" / "best.json").read_text())["best_value"] == max(t.value for t in fused)
+
+
+def test_a_fused_study_resumes(searches):
+    root, _ = searches
+    before = load(root / "fused").trials
+    out = run_sweep(root / "fused", *FAST, *SEARCH, *FUSED)  # the same command again: nothing runs
+    assert "4 of n_trials=4 done" in out and "Launching" not in out
+    assert len(load(root / "fused").trials) == len(before)
+
+    out = run_sweep(root / "fused", *FAST, *SEARCH[:-3], "hydra.sweeper.n_trials=5", "hydra.sweeper.n_jobs=2",
+                    SEARCH[-1], *FUSED)  # a larger total: one more trial, in the next job folder
+    assert "4 of n_trials=5 done" in out and "Launching 1 jobs: 0 fused group(s) [], 1 single" in out
+    after = load(root / "fused").trials
+    assert [t.params for t in after[:4]] == [t.params for t in before] and len(after) == 5
+    assert after[4].state == TrialState.COMPLETE and after[4].user_attrs["job_num"] == 4
+    assert after[4].params["lr"] not in {t.params["lr"] for t in before}
+    assert json.loads((root / "fused" / "4" / "summary.json").read_text())["status"] == "completed"
+
+
+def test_a_trial_pruned_inside_a_fused_group_leaves_it_and_the_other_trains_on(tmp_path):
+    """lr 0.05 reaches ~68% val acc after one epoch on digits, 1e-6 stays near chance (tests/test_pruning.py):
+    a threshold of 40% prunes exactly the second, whichever order the sampler suggests them in."""
+    sweep_dir = tmp_path / "pruned"
+    out = run_sweep(sweep_dir, *FAST, *FUSED, "hydra/sweeper=optuna", "hydra/sweeper/pruner=threshold",
+                    "hydra.sweeper.pruner.lower=40", "epochs=3", "lr=choice(0.05,1e-6)", "hydra.sweeper.n_trials=2",
+                    "hydra.sweeper.n_jobs=2", "hydra.sweeper.sampler.seed=6")
+    assert "Launching 2 jobs: 1 fused group(s) [[0, 1]], 0 single" in out
+    assert "pruned by ThresholdPruner after epoch 1" in out
+    ran = [t for t in load(sweep_dir).trials if "duplicate_of" not in t.user_attrs]
+    assert sorted(t.params["lr"] for t in ran) == [1e-6, 0.05]
+    for t in ran:
+        pruned = t.params["lr"] == 1e-6
+        assert t.state == (TrialState.PRUNED if pruned else TrialState.COMPLETE), t
+        assert t.user_attrs["status"] == ("pruned" if pruned else "completed")
+        assert sorted(t.intermediate_values) == ([1] if pruned else [1, 2, 3])
+        folder = sweep_dir / str(t.user_attrs["job_num"])
+        summary = json.loads((folder / "summary.json").read_text())
+        assert summary["status"] == t.user_attrs["status"] and summary["epochs_done"] == (1 if pruned else 3)
+        metrics = pd.read_csv(folder / "metrics.csv")
+        assert list(metrics["epoch"]) == ([1] if pruned else [1, 2, 3])
+        assert list(metrics["val_acc"]) == [t.intermediate_values[e] for e in metrics["epoch"]]
+    lines = (sweep_dir / "results.txt").read_text().splitlines()
+    assert sorted(line.endswith(" pruned") for line in lines) == [False, True]
