@@ -14,11 +14,13 @@ from tests.conftest import run_sweep
 
 FAST = ["tensorboard=false", "progress=false", "compute.threads=1"]
 FUSED = ["hydra/launcher=fused", "hydra.launcher.fuse=true"]
-# lr <= 0.03 on digits: fused and single runs agree to float rounding there (tests/test_fused.py explains
-# why larger lrs part); compute.channels_last=false as there (the fused step has no NHWC kernels).
-# The sampler seed picks four lrs for which they still agree after 2 epochs on this data.
-SEARCH = ["hydra/sweeper=optuna", "lr=interval(0.001,0.03)", "epochs=2", "compute.channels_last=false",
-          "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2", "hydra.sweeper.sampler.seed=SEED"]
+# One epoch at lr <= 0.02 on digits: a fused trial and its single run agree to float rounding there.
+# Later they can part: digits' max-pool windows hold exact ties (tests/test_fused.py), and a
+# rounding-level difference flips one now and then. Measured with this search for 2 epochs, lr in
+# 0.001-0.03, sampler seeds 2-5: in each seed one to three of the four trials ended 0.3-2.8 points
+# apart in epoch 2, while epoch 1 agreed exactly below lr 0.029. compute.channels_last=false as there.
+SEARCH = ["hydra/sweeper=optuna", "lr=interval(0.001,0.02)", "epochs=1", "compute.channels_last=false",
+          "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2", "hydra.sweeper.sampler.seed=1"]
 
 
 def load(sweep_dir: Path) -> optuna.Study:
@@ -47,7 +49,10 @@ def test_a_fused_search_records_the_trials_and_values_of_the_basic_one(searches)
         assert f.user_attrs["job_num"] == b.user_attrs["job_num"] == f.number
         assert f.user_attrs["status"] == "completed"
         summary = json.loads((root / "fused" / str(f.number) / "summary.json").read_text())
-        assert summary["best_val_acc"] == f.value and summary["epochs_done"] == 2
+        assert summary["best_val_acc"] == f.value and summary["epochs_done"] == 1
+        fused_loss, basic_loss = (pd.read_csv(root / kind / str(f.number) / "metrics.csv")["train_loss"][0]
+                                  for kind in ("fused", "basic"))
+        assert fused_loss == pytest.approx(basic_loss, rel=1e-4)
     fused_table = pd.read_csv(root / "fused" / "results.csv").sort_values("job")
     basic_table = pd.read_csv(root / "basic" / "results.csv").sort_values("job")
     assert list(fused_table.columns) == list(basic_table.columns)
