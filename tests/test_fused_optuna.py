@@ -100,3 +100,39 @@ def test_a_trial_pruned_inside_a_fused_group_leaves_it_and_the_other_trains_on(t
         assert list(metrics["val_acc"]) == [t.intermediate_values[e] for e in metrics["epoch"]]
     lines = (sweep_dir / "results.txt").read_text().splitlines()
     assert sorted(line.endswith(" pruned") for line in lines) == [False, True]
+
+
+def test_a_fused_batch_stopped_by_sigterm_runs_again_on_resume(tmp_path):
+    """SIGTERM while a fused group trains: both trials are recorded interrupted and failed, and the
+    re-run trains their parameters again, as one fused batch, in new job folders."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    sweep_dir = tmp_path / "cut"
+    search = [*FAST, *SEARCH[:2], "epochs=3", "compute.channels_last=false", "hydra.sweeper.n_trials=2",
+              "hydra.sweeper.n_jobs=2", *FUSED]
+    proc = subprocess.Popen([sys.executable, "-m", "runner", "-m", f"hydra.sweep.dir={sweep_dir}", *search],
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        if line.startswith("fused 2 trials"):  # the group has started its 3 epochs
+            proc.send_signal(signal.SIGTERM)
+            break
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 143, out
+    cut, requeued = load(sweep_dir).trials[:2], load(sweep_dir).trials[2:]
+    assert [(t.state, t.user_attrs["status"]) for t in cut] == [(TrialState.FAIL, "interrupted")] * 2
+    assert [t.state for t in requeued] == [TrialState.WAITING] * 2
+    assert all(json.loads((sweep_dir / str(t.number) / "summary.json").read_text())["status"] == "interrupted"
+               for t in cut)
+
+    out = run_sweep(sweep_dir, *search)
+    assert "0 of n_trials=2 done" in out and "Launching 2 jobs: 1 fused group(s) [[2, 3]], 0 single" in out
+    again = [t for t in load(sweep_dir).trials if t.number >= 2]
+    assert [t.state for t in again] == [TrialState.COMPLETE] * 2
+    assert [t.params for t in again] == [t.params for t in cut]
+    assert [(t.user_attrs["retry_of"], t.user_attrs["job_num"]) for t in again] == [(0, 2), (1, 3)]
