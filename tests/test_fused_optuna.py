@@ -136,3 +136,19 @@ def test_a_fused_batch_stopped_by_sigterm_runs_again_on_resume(tmp_path):
     assert [t.state for t in again] == [TrialState.COMPLETE] * 2
     assert [t.params for t in again] == [t.params for t in cut]
     assert [(t.user_attrs["retry_of"], t.user_attrs["job_num"]) for t in again] == [(0, 2), (1, 3)]
+
+
+def test_max_failure_rate_is_checked_per_fused_batch(tmp_path):
+    """Both trials of the first batch diverge (lr 1e6): 2 of 2 failed, more than 0.5, so the search stops
+    there, with each recorded as a failed, diverged trial."""
+    from tests.conftest import run_cli
+
+    sweep_dir = tmp_path / "failing"
+    proc = run_cli("-m", f"hydra.sweep.dir={sweep_dir}", *FAST, *FUSED, "hydra/sweeper=optuna", "epochs=1",
+                   "lr=choice(1e6,2e6,3e6,4e6)", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2",
+                   "hydra.sweeper.max_failure_rate=0.5")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Launching 2 jobs: 1 fused group(s) [[0, 1]], 0 single" in out
+    assert "2 of the last 2 trials failed, more than hydra.sweeper.max_failure_rate=0.5" in out
+    trials = [t for t in load(sweep_dir).trials if "duplicate_of" not in t.user_attrs]
+    assert [(t.state, t.user_attrs["status"]) for t in trials] == [(TrialState.FAIL, "diverged")] * 2
