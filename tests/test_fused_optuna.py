@@ -152,3 +152,35 @@ def test_max_failure_rate_is_checked_per_fused_batch(tmp_path):
     assert "2 of the last 2 trials failed, more than hydra.sweeper.max_failure_rate=0.5" in out
     trials = [t for t in load(sweep_dir).trials if "duplicate_of" not in t.user_attrs]
     assert [(t.state, t.user_attrs["status"]) for t in trials] == [(TrialState.FAIL, "diverged")] * 2
+
+
+def test_a_stopping_hook_drops_its_trial_from_the_stack_and_the_others_train_on(make_cfg, tmp_path):
+    """train_fused with each trial's epoch-end hook (what the fused launcher builds for an Optuna trial):
+    "stop" makes a trial `pruned` after that epoch; the others go on, equal to their single runs. The
+    third trial differs from the second only in epochs: with hooks it gets no shared trajectory, so its
+    own hook is asked after its epoch (a follower would never be)."""
+    from runner.fused.loop import train_fused
+    from runner.train import train
+
+    calls: list[tuple[str, int]] = []
+
+    def hook(name: str, answer: str | None):
+        def epoch_end(epoch: int, row: dict[str, float]) -> str | None:
+            assert 0 <= row["val_acc"] <= 100
+            calls.append((name, epoch))
+            return answer
+        return epoch_end
+
+    common = ("compute.channels_last=false", "progress=false")
+    cfgs = [make_cfg("lr=0.02", "seed=2", "epochs=2", *common), make_cfg("lr=0.01", "epochs=2", *common),
+            make_cfg("lr=0.01", "epochs=1", *common)]
+    dirs = [tmp_path / name for name in "abc"]
+    summaries = train_fused(cfgs, dirs, [hook("a", "stop"), hook("b", None), hook("c", None)])
+    assert [(s["status"], s["epochs_done"]) for s in summaries] == [("pruned", 1), ("completed", 2), ("completed", 1)]
+    assert calls == [("a", 1), ("b", 1), ("c", 1), ("b", 2)]
+    assert list(pd.read_csv(dirs[0] / "metrics.csv")["epoch"]) == [1]
+
+    single = train(make_cfg("lr=0.01", "epochs=2", *common), tmp_path / "single")
+    went_on, alone = pd.read_csv(dirs[1] / "metrics.csv"), pd.read_csv(tmp_path / "single" / "metrics.csv")
+    assert list(went_on["train_loss"]) == pytest.approx(list(alone["train_loss"]), rel=1e-4)
+    assert abs(summaries[1]["best_val_acc"] - single["best_val_acc"]) <= 0.5
