@@ -265,9 +265,10 @@ class ResumableOptunaSweeper(TrialAsking, OptunaSweeper):
         in between (runner/optuna_storage.claim_job_dir) splits the batch into one call per run of
         consecutive numbers.
         """
-        log.info("Trials %s (jobs %s) launched as one batch: the fused launcher trains those that fuse as one "
-                 "group; a trial pruned early frees its slot when the batch ends", [t.number for t, _, _ in batch],
-                 [job_num for _, _, job_num in batch])
+        if len(batch) > 1:
+            log.info("Trials %s (jobs %s) launched as one batch: the fused launcher trains those that fuse as one "
+                     "group; a trial pruned early frees its slot when the batch ends", [t.number for t, _, _ in batch],
+                     [job_num for _, _, job_num in batch])
         returns: list[JobReturn] = []
         start = 0
         for end in range(1, len(batch) + 1):

@@ -38,6 +38,8 @@ def searches(tmp_path_factory):
 def test_a_fused_search_records_the_trials_and_values_of_the_basic_one(searches):
     root, out = searches
     # two batches of n_jobs=2 suggestions, each trained as one fused group
+    assert "Trials [0, 1] (jobs [0, 1]) launched as one batch" in out
+    assert "Trials [2, 3] (jobs [2, 3]) launched as one batch" in out
     assert "Launching 2 jobs: 1 fused group(s) [[0, 1]], 0 single" in out
     assert "Launching 2 jobs: 1 fused group(s) [[2, 3]], 0 single" in out
     fused, basic = load(root / "fused").trials, load(root / "basic").trials
