@@ -186,3 +186,25 @@ def test_a_stopping_hook_drops_its_trial_from_the_stack_and_the_others_train_on(
     went_on, alone = pd.read_csv(dirs[1] / "metrics.csv"), pd.read_csv(tmp_path / "single" / "metrics.csv")
     assert list(went_on["train_loss"]) == pytest.approx(list(alone["train_loss"]), rel=1e-4)
     assert abs(summaries[1]["best_val_acc"] - single["best_val_acc"]) <= 0.5
+
+
+def test_trials_with_a_pruner_are_no_epoch_prefix_family():
+    """fuse=auto groups trials differing only in epochs at any batch size, to share one trajectory;
+    trials with a pruner share none, so at batch 32 on a CPU they run one after another instead."""
+    from hydra import compose, initialize_config_dir
+
+    from runner.fused.groups import prefix_families
+    from runner.optuna_sweeper import register
+    from tests.conftest import CONF_DIR
+
+    register()
+
+    def job(epochs: int, trial: int, *pruner: str):
+        with initialize_config_dir(config_dir=CONF_DIR):
+            return compose(config_name="config", return_hydra_config=True,
+                           overrides=["hydra/sweeper=optuna", *pruner, f"epochs={epochs}",
+                                      f"++hydra.job.env_set.RUNNER_OPTUNA_TRIAL={trial}"])
+
+    assert prefix_families([job(1, 0), job(2, 1)], [0, 1]) == [[0, 1]]
+    pruned = ("hydra/sweeper/pruner=threshold",)
+    assert prefix_families([job(1, 0, *pruned), job(2, 1, *pruned)], [0, 1]) == [[0], [1]]
