@@ -19,7 +19,10 @@ the same config keys as the plugin's sweeper, and adds:
 * Pruning (`hydra/sweeper/pruner=...`): each job reports to its own trial and stops when told
   (runner/pruning.py); the trial is told PRUNED. A trial starts as soon as one of n_jobs slots is
   free: each job is a launcher call of its own, from a pool of n_jobs threads (one slot, in this
-  thread, for the basic launcher, which runs jobs in this process).
+  thread, for the basic launcher, which runs jobs in this process). With the fused launcher
+  (`hydra/launcher=fused`), up to n_jobs trials are asked and launched as one batch, one
+  launcher call, so that it can train them as one fused group; the next batch is asked when
+  the whole batch has ended (a trial pruned early frees its slot only then).
 * Several workers on one study (runner/optuna_storage.py, runner/optuna_asking.py): heartbeats
   for running trials, job folders claimed with an exclusive mkdir, and a trial asked after the
   study was full (`surplus`) or with the parameters another worker just took (`duplicate_of`)
@@ -62,6 +65,7 @@ from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import DictConfig, OmegaConf
 
 from common.errors import ConfigError
+from runner.fused.launcher import FusedLauncher
 from runner.optuna_asking import TrialAsking
 from runner.optuna_space import _space_size, _tally
 from runner.optuna_storage import heartbeat_enabled, sweeper_storage
@@ -176,11 +180,15 @@ class ResumableOptunaSweeper(TrialAsking, OptunaSweeper):
         # A trial starts as soon as a slot is free (a pruned trial frees its slot at once): one job per
         # launcher call, from a pool of n_jobs threads. The basic launcher runs jobs in this process, so
         # one at a time, in this thread (Ctrl-C then reaches the job).
-        slots = 1 if isinstance(impl.launcher, BasicLauncher) else impl.n_jobs
+        # hydra/launcher=fused: up to n_jobs trials are asked, then launched as one batch (one launcher
+        # call, in this thread) so the launcher can train them fused; a pruned trial's slot frees when its batch ends.
+        batched = isinstance(impl.launcher, FusedLauncher)
+        slots = impl.n_jobs if batched else 1 if isinstance(impl.launcher, BasicLauncher) else impl.n_jobs
         if slots < impl.n_jobs:
             log.info("hydra.sweeper.n_jobs=%d with the basic launcher: trials run one at a time "
                      "(hydra/launcher=joblib runs them in parallel)", impl.n_jobs)
-        pool = ThreadPoolExecutor(slots, thread_name_prefix="trial") if slots > 1 else None
+        pool = ThreadPoolExecutor(slots, thread_name_prefix="trial") if slots > 1 and not batched else None
+        batch: list[tuple[Any, list[str], int]] = []  # (trial, overrides, job number) asked for the next batch
         in_flight: dict[Future, tuple[Any, int]] = {}
         recent: list[bool] = []  # outcomes since the failure rate was last checked
         stopped: str | None = None
@@ -201,17 +209,24 @@ class ResumableOptunaSweeper(TrialAsking, OptunaSweeper):
         try:
             while True:
                 self._recover_stale(study, skip={t.number for t, _ in in_flight.values()})
-                while stopped is None and len(in_flight) < slots:
+                while stopped is None and len(in_flight) + len(batch) < slots:
                     step = self._start_trial(study, space, fixed_params, fixed_overrides, space_size, n_trials,
                                              sweep_dir)
                     if step is None or isinstance(step, str):
                         stopped = step
                         break
                     trial, override, job_num = step
-                    if pool is None:
+                    if batched:
+                        batch.append(step)
+                    elif pool is None:
                         finish(trial, self._launch(override, job_num))
                     else:
                         in_flight[pool.submit(self._launch, override, job_num)] = (trial, job_num)
+                if batch:
+                    for (trial, _, _), ret in zip(batch, self._launch_batch(batch)):
+                        finish(trial, ret)
+                    batch.clear()
+                    continue
                 if in_flight:
                     done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                     for future in done:
@@ -242,6 +257,26 @@ class ResumableOptunaSweeper(TrialAsking, OptunaSweeper):
     def _launch(self, override: list[str], job_num: int) -> JobReturn:
         """Run one trial's job through the configured launcher (a batch of one) and wait for it."""
         return self.sweeper.launcher.launch([override], initial_job_idx=job_num)[0]
+
+    def _launch_batch(self, batch: list[tuple[Any, list[str], int]]) -> list[JobReturn]:
+        """Run trials' jobs as one launcher call (the fused launcher fuses those it can) and wait for them.
+
+        A launcher numbers a call's jobs on from `initial_job_idx`; a job number another worker took
+        in between (runner/optuna_storage.claim_job_dir) splits the batch into one call per run of
+        consecutive numbers.
+        """
+        if len(batch) > 1:
+            log.info("Trials %s (jobs %s) launched as one batch: the fused launcher trains those that fuse as one "
+                     "group; a trial pruned early frees its slot when the batch ends", [t.number for t, _, _ in batch],
+                     [job_num for _, _, job_num in batch])
+        returns: list[JobReturn] = []
+        start = 0
+        for end in range(1, len(batch) + 1):
+            if end == len(batch) or batch[end][2] != batch[end - 1][2] + 1:
+                returns += self.sweeper.launcher.launch([override for _, override, _ in batch[start:end]],
+                                                        initial_job_idx=batch[start][2])
+                start = end
+        return returns
 
     def _stop_heartbeat(self, number: int | None = None) -> None:
         """Stop one trial's heartbeat thread (all of them with no number)."""

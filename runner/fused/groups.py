@@ -26,14 +26,27 @@ def without_hydra(cfg: DictConfig) -> DictConfig:
 
 
 def prefix_families(cfgs: list[DictConfig], members: list[int]) -> list[list[int]]:
-    """`members` split into trajectories: each list is a leader and the trials sharing its epochs."""
+    """`members` split into trajectories: each list is a leader and the trials sharing its epochs.
+
+    An Optuna trial with a pruner is a family of its own: it shares no epochs (runner/fused/loop.py).
+    """
     from runner.fused.prefix import prefix_leaders
 
-    leaders = prefix_leaders([without_hydra(cfgs[i]) for i in members])
+    sharing = [i for i in members if not has_pruner(cfgs[i])]
+    leaders = prefix_leaders([without_hydra(cfgs[i]) for i in sharing])
     families: dict[int, list[int]] = {}
-    for position, i in enumerate(members):
+    for position, i in enumerate(sharing):
         families.setdefault(leaders.get(position, position), []).append(i)
-    return list(families.values())
+    return list(families.values()) + [[i] for i in members if i not in sharing]
+
+
+def has_pruner(cfg: DictConfig) -> bool:
+    """True for the job of an Optuna trial with a pruner (the sweeper sets its trial number in env_set)."""
+    from runner.pruning import TRIAL_ENV, wants_pruning
+
+    hydra = cfg.get("hydra")
+    return (hydra is not None and TRIAL_ENV in (hydra.job.get("env_set") or {})
+            and wants_pruning(hydra.get("sweeper", {}).get("pruner")))
 
 
 def group_key(cfg: DictConfig) -> str | None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra.core.config_store import ConfigStore
@@ -51,9 +51,10 @@ def register() -> None:
 
 @dataclass
 class _Claimed:
-    """What a fused job's task leaves for the group: its config and folder."""
+    """What a fused job's task leaves for the group: its config, folder and pruner hook."""
     cfg: DictConfig
     run_dir: Path
+    epoch_end: Any = None  # an Optuna trial's pruner hook (runner/pruning.py), or None
 
 
 def check_fuse_option(launcher: DictConfig) -> None:
@@ -118,17 +119,26 @@ class FusedLauncher(BasicLauncher):
         return ret
 
     def _launch_fused(self, configs: list[DictConfig], members: list[int]) -> dict[int, JobReturn]:
-        """Set up each member's job folder through Hydra, then train the group as one and fill in the values."""
+        """Set up each member's job folder through Hydra, then train the group as one and fill in the values.
+
+        An Optuna trial's pruner hook is built in its claim, as runner/__main__.py does for a single
+        run: the trial number and study name are in the environment Hydra sets only while the job runs.
+        """
+        from runner.pruning import trial_pruner
+
         claimed: dict[int, _Claimed] = {}
         returns = {}
         for i in members:
             def claim(task_cfg: DictConfig, i: int = i) -> None:
+                hydra_cfg = HydraConfig.get()
                 claimed[i] = _Claimed(OmegaConf.create(OmegaConf.to_container(task_cfg)),
-                                      Path(HydraConfig.get().runtime.output_dir))
+                                      Path(hydra_cfg.runtime.output_dir),
+                                      trial_pruner(hydra_cfg.sweeper, task_cfg.get("objective", "val_acc")))
             returns[i] = self._run(configs[i], claim)
         from runner.fused.train_group import train_group
 
-        values = train_group({i: (c.cfg, c.run_dir) for i, c in claimed.items()})
+        values = train_group({i: (c.cfg, c.run_dir) for i, c in claimed.items()},
+                             {i: c.epoch_end for i, c in claimed.items()})
         for i, ret in returns.items():
             if i in values:
                 ret.return_value, ret.status = values[i], JobStatus.COMPLETED

@@ -30,6 +30,7 @@ from runner.config import check_config
 from runner.fused.prefix import prefix_leaders
 from runner.fused.rng import TrialRng
 from runner.fused.stack import NotFusible, StackedModels, fusible
+from runner.pruning import STOP, EpochEnd
 from runner.train import build_scheduler, evaluate, load_data, seed_everything
 from runner.trial_record import TrialRecord
 from runner.trust import run_whitelist
@@ -41,8 +42,9 @@ class Trial:
     """One trial of the group: its config, model (views of the stack), optimizer, scheduler, RNG, record."""
 
     def __init__(self, cfg: DictConfig, record: TrialRecord, model: nn.Module, rng: TrialRng,
-                 steps_per_epoch: int) -> None:
+                 steps_per_epoch: int, epoch_end: EpochEnd | None = None) -> None:
         self.cfg, self.record, self.model, self.rng = cfg, record, model, rng
+        self.epoch_end = epoch_end  # the trial's pruner hook (runner/pruning.py), as train()'s epoch_end
         self.optimizer = build(cfg.optimizer, "optimizer", params=[p for p in model.parameters() if p.requires_grad])
         self.scheduler, self.interval = build_scheduler(cfg.scheduler, self.optimizer, steps_per_epoch)
         self.label_smoothing = float(cfg.label_smoothing)
@@ -50,16 +52,21 @@ class Trial:
         self.followers: list[Trial] = []  # shorter trials that record this one's first epochs (prefix.py)
 
 
-def train_fused(cfgs: list[DictConfig], run_dirs: list[Path]) -> list[dict[str, Any]]:
-    """Train the trials `cfgs` (one fusible group) together, each into its run folder; return their summaries."""
+def train_fused(cfgs: list[DictConfig], run_dirs: list[Path],
+                epoch_ends: list[EpochEnd | None] | None = None) -> list[dict[str, Any]]:
+    """Train the trials `cfgs` (one fusible group) together, each into its run folder; return their summaries.
+
+    `epoch_ends[k]`: trial k's pruner hook (or None), called after each of its epochs as in train().
+    """
     with execution_whitelist(run_whitelist(cfgs[0]), reset=True):
-        return _train_fused(cfgs, run_dirs)
+        return _train_fused(cfgs, run_dirs, epoch_ends or [None] * len(cfgs))
 
 
-def _train_fused(cfgs: list[DictConfig], run_dirs: list[Path]) -> list[dict[str, Any]]:
+def _train_fused(cfgs: list[DictConfig], run_dirs: list[Path],
+                 epoch_ends: list[EpochEnd | None]) -> list[dict[str, Any]]:
     records = [TrialRecord(cfg, run_dir) for cfg, run_dir in zip(cfgs, run_dirs)]
     try:
-        trials, splits, normalize, augment, amp_dtype, device = _set_up(cfgs, records)
+        trials, splits, normalize, augment, amp_dtype, device = _set_up(cfgs, records, epoch_ends)
         _run_epochs(trials, splits, normalize, augment, amp_dtype, device)
     except KeyboardInterrupt:
         for record in records:
@@ -76,7 +83,7 @@ def _train_fused(cfgs: list[DictConfig], run_dirs: list[Path]) -> list[dict[str,
     return summaries
 
 
-def _set_up(cfgs: list[DictConfig], records: list[TrialRecord]):
+def _set_up(cfgs: list[DictConfig], records: list[TrialRecord], epoch_ends: list[EpochEnd | None]):
     """The single run's set-up once for what the trials share, and per trial for what they don't."""
     first = cfgs[0]
     for cfg in cfgs:
@@ -96,9 +103,12 @@ def _set_up(cfgs: list[DictConfig], records: list[TrialRecord]):
     reason = fusible(models[0])
     if reason is not None:
         raise NotFusible(f"model {first.model._target_} can't be fused: {reason}")
-    all_trials = [Trial(cfg, record, model, rng, steps_per_epoch)
-                  for cfg, record, model, rng in zip(cfgs, records, models, rngs)]
-    followers = prefix_leaders(cfgs)
+    all_trials = [Trial(cfg, record, model, rng, steps_per_epoch, epoch_end)
+                  for cfg, record, model, rng, epoch_end in zip(cfgs, records, models, rngs, epoch_ends)]
+    # A trial with a pruner hook shares no trajectory: a pruned leader would cut off its followers
+    # (their own pruners might have let them go on), and a follower's report would be the leader's.
+    unhooked = [i for i, hook in enumerate(epoch_ends) if hook is None]
+    followers = {unhooked[f]: unhooked[lead] for f, lead in prefix_leaders([cfgs[i] for i in unhooked]).items()}
     for follower, leader in followers.items():
         all_trials[leader].followers.append(all_trials[follower])
     trials = [t for i, t in enumerate(all_trials) if i not in followers]
@@ -137,13 +147,15 @@ def _run_epochs(stack_trials, splits, normalize, augment, amp_dtype, device) -> 
                 if follower.record.end_epoch(epoch, dict(row), lr, train_s, val_s, trial.model, trial.optimizer,
                                              trial.scheduler, trial.rng.state) is None and epoch == follower.cfg.epochs:
                     follower.record.summary["status"] = "completed"
-            if outcome is None and epoch == trial.cfg.epochs:
+            if outcome is None and trial.epoch_end is not None and trial.epoch_end(epoch, row) == STOP:
+                trial.record.summary["status"] = "pruned"  # as a single run; it leaves the stack below
+            elif outcome is None and epoch == trial.cfg.epochs:
                 trial.record.summary["status"] = "completed"
             elif outcome is None:
                 keep.append(trial)
         if not keep:
             return
-        if len(keep) < len(active):  # a diverged or finished trial leaves the stack; the others go on
+        if len(keep) < len(active):  # a diverged, pruned or finished trial leaves the stack; the others go on
             stack.keep([active.index(t) for t in keep])
             active = keep
 

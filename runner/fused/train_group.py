@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from common.errors import ConfigError
 from runner.fused.stack import NotFusible
 from runner.locks import holding_run_folder
+from runner.pruning import EpochEnd
 from runner.rerun import clear_run_folder, prepare_run_folder
 
 log = logging.getLogger("runner")
@@ -27,11 +28,16 @@ def objective_value(cfg: DictConfig, summary: dict[str, Any]) -> float | None:
     return summary.get(f"best_{cfg.get('objective', 'val_acc')}")
 
 
-def train_group(jobs: dict[int, tuple[DictConfig, Path]]) -> dict[int, float | None]:
-    """Train the jobs {index: (config, run folder)}; return each job's value (None: failed, as in a sweep)."""
+def train_group(jobs: dict[int, tuple[DictConfig, Path]],
+                epoch_ends: dict[int, EpochEnd | None] | None = None) -> dict[int, float | None]:
+    """Train the jobs {index: (config, run folder)}; return each job's value (None: failed, as in a sweep).
+
+    `epoch_ends`: {index: the job's pruner hook} for an Optuna trial's job (runner/pruning.py).
+    """
     from runner.fused.loop import train_fused
     from runner.train import train
 
+    hooks = epoch_ends or {}
     values: dict[int, float | None] = {}
     fused: dict[int, tuple[DictConfig, Path]] = {}
     with contextlib.ExitStack() as held:
@@ -46,29 +52,30 @@ def train_group(jobs: dict[int, tuple[DictConfig, Path]]) -> dict[int, float | N
             if reused is not None:
                 values[i] = objective_value(cfg, reused)
             elif cfg.get("resume"):  # a cut-off run goes on from its checkpoint, on its own
-                values[i] = _single(train, cfg, run_dir)
+                values[i] = _single(train, cfg, run_dir, hooks.get(i))
             else:
                 fused[i] = (cfg, run_dir)
         if len(fused) < 2:
-            values.update({i: _single(train, cfg, run_dir) for i, (cfg, run_dir) in fused.items()})
+            values.update({i: _single(train, cfg, run_dir, hooks.get(i)) for i, (cfg, run_dir) in fused.items()})
             return values
         try:
-            summaries = train_fused([cfg for cfg, _ in fused.values()], [run_dir for _, run_dir in fused.values()])
+            summaries = train_fused([cfg for cfg, _ in fused.values()], [run_dir for _, run_dir in fused.values()],
+                                    [hooks.get(i) for i in fused])
             values.update({i: objective_value(cfg, s) for (i, (cfg, _)), s in zip(fused.items(), summaries)})
         except NotFusible as e:  # found when the model is built: train the group one after another
             log.info("%s: training the group's %d trials one after another", e, len(fused))
             for i, (cfg, run_dir) in fused.items():
                 clear_run_folder(run_dir)
-                values[i] = _single(train, cfg, run_dir)
+                values[i] = _single(train, cfg, run_dir, hooks.get(i))
         except Exception as e:  # recorded as failed in each trial's summary.json; the sweep goes on
             log.exception("fused group %s failed: %s", [str(d) for _, d in fused.values()], e)
             values.update({i: None for i in fused})
     return values
 
 
-def _single(train, cfg: DictConfig, run_dir: Path) -> float | None:
+def _single(train, cfg: DictConfig, run_dir: Path, epoch_end: EpochEnd | None) -> float | None:
     try:
-        return objective_value(cfg, train(cfg, run_dir))
+        return objective_value(cfg, train(cfg, run_dir, epoch_end=epoch_end))
     except Exception as e:
         log.exception("run %s failed: %s", run_dir, e)
         return None
