@@ -34,6 +34,7 @@ from runner.build import build
 from runner.config import check_config, switch
 from common.errors import ConfigError
 from runner.resume import apply_new_lr, check_resume
+from runner.step import SingleLearner, Totals, train_step
 from runner.trial_record import TrialRecord
 from runner.trust import run_whitelist
 
@@ -68,30 +69,18 @@ def train_one_epoch(model, data, augment, normalize, loss_fn, optimizer, schedul
                     amp_dtype, channels_last: bool, grad_clip: float | None, progress,
                     adversary=None) -> dict[str, float]:
     model.train()
-    device = next(model.parameters()).device
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    seen = 0
+    learner = SingleLearner(model, loss_fn, optimizer, scheduler if step_per_batch else None, grad_clip)
+    totals = Totals(next(model.parameters()).device)
     for x, y in data:
         x = augment(x)
         if adversary is not None:  # train on the batch's attack instead (conf/adversary/)
             x = adversary.perturb(model, x, y, normalize)
         x = to_model_input(x, normalize, channels_last)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            logits = model(x)
-            loss = loss_fn(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-        if step_per_batch:
-            scheduler.step()
-        loss_sum += loss.detach() * len(y)
-        correct += (logits.detach().argmax(1) == y).sum()
-        seen += len(y)
+        train_step(learner, x, y, totals, amp_dtype)  # runner/step.py: the one step, also captured and fused
+        learner.after_step()
+        totals.seen += len(y)
         progress.update(1)
-    return {"train_loss": loss_sum.item() / seen, "train_acc": 100.0 * correct.item() / seen}
+    return totals.rows()[0]
 
 
 @torch.no_grad()

@@ -28,8 +28,10 @@ from runner.build import build
 from runner.compute import configure_compute, pick_device, to_model_input
 from runner.config import check_config
 from runner.fused.prefix import prefix_leaders
+from runner.fused.learner import FusedLearner
 from runner.fused.rng import TrialRng
 from runner.fused.stack import NotFusible, StackedModels, fusible
+from runner.step import Totals, train_step
 from runner.train import build_scheduler, evaluate, load_data, seed_everything
 from runner.trial_record import TrialRecord
 from runner.trust import run_whitelist
@@ -153,9 +155,7 @@ def fused_epoch(stack: StackedModels, trials: list[Trial], split, batch_size: in
     """One epoch of every trial: each draws its own shuffle and augmentation, one fused step per batch."""
     stack.train()
     batch_iters = [split.batches(batch_size, shuffle=True, device=device) for _ in trials]
-    loss_sums = [torch.zeros((), device=device) for _ in trials]
-    correct = [torch.zeros((), device=device, dtype=torch.long) for _ in trials]
-    seen = 0
+    learner, totals = FusedLearner(stack, trials), Totals(device, len(trials))
     while True:
         xs, ys = [], []
         for trial, batches in zip(trials, batch_iters):
@@ -168,20 +168,7 @@ def fused_epoch(stack: StackedModels, trials: list[Trial], split, batch_size: in
         if len(xs) < len(trials):
             break
         x, y = torch.stack(xs), torch.stack(ys)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            logits = stack.forward(x)
-            losses = [nn.functional.cross_entropy(logits[k], y[k], label_smoothing=t.label_smoothing)
-                      for k, t in enumerate(trials)]
-        stack.zero_grad()
-        torch.stack(losses).sum().backward()  # trials share no weights: each slice of P.grad is one trial's
-        stack.hand_out_grads()
-        for k, trial in enumerate(trials):
-            if trial.grad_clip is not None:
-                nn.utils.clip_grad_norm_(trial.model.parameters(), trial.grad_clip)
-            trial.optimizer.step()
-            if trial.interval == "step":
-                trial.scheduler.step()
-            loss_sums[k] += losses[k].detach() * y.shape[1]
-            correct[k] += (logits[k].detach().argmax(1) == y[k]).sum()
-        seen += y.shape[1]
-    return [{"train_loss": s.item() / seen, "train_acc": 100.0 * c.item() / seen} for s, c in zip(loss_sums, correct)]
+        train_step(learner, x, y, totals, amp_dtype)  # runner/step.py: the single run's step, K trials wide
+        learner.after_step()
+        totals.seen += y.shape[1]
+    return totals.rows()
