@@ -31,6 +31,7 @@ from runner.attacks import build_adversary
 from runner.checkpoint import load_checkpoint, load_model_state
 from runner.compute import compile_model, configure_compute, pick_device, to_model_input
 from runner.build import build
+from runner.capture import plan_step
 from runner.config import check_config, switch
 from common.errors import ConfigError
 from runner.resume import apply_new_lr, check_resume
@@ -179,18 +180,21 @@ def _train(cfg: DictConfig, run_dir: Path, parallel_jobs: int, epoch_end: Any = 
         if cfg.compute.compile:
             train_model, summary["compile_s"] = compile_model(model, splits, augment, normalize, loss_fn,
                                                               amp_dtype, channels_last, cfg.batch_size)
+        captured = plan_step(cfg, device, splits["train"], model, loss_fn, optimizer, scheduler, interval, augment,
+                             normalize, amp_dtype, channels_last, adversary, summary)  # runner/capture.py, or None
         plain_cfg = OmegaConf.to_container(cfg, resolve=True)
         record.start(plain_cfg)
         log.info("%s on %s: %d train / %d val images, %.6fM parameters, %s", cfg.model._target_.split(".")[-1],
                  device, len(splits["train"].labels), len(splits["val"].labels), summary["params_m"], run_dir)
 
         for epoch in range(start_epoch + 1, cfg.epochs + 1):
-            lr = optimizer.param_groups[0]["lr"]
+            lr = float(optimizer.param_groups[0]["lr"])  # a tensor on the captured path
             t0 = time.perf_counter()
             with progress_bar(cfg, steps_per_epoch, epoch) as bar:
                 data = splits["train"].batches(cfg.batch_size, shuffle=True, device=device)
-                row = train_one_epoch(train_model, data, augment, normalize, loss_fn, optimizer, scheduler,
-                                      interval == "step", amp_dtype, channels_last, cfg.grad_clip, bar, adversary)
+                row = captured.train_epoch(bar) if captured else \
+                    train_one_epoch(train_model, data, augment, normalize, loss_fn, optimizer, scheduler,
+                                    interval == "step", amp_dtype, channels_last, cfg.grad_clip, bar, adversary)
             t1 = time.perf_counter()
             row.update(evaluate(train_model, splits["val"], normalize, amp_dtype, channels_last))
             if adversary is not None:
