@@ -1,0 +1,112 @@
+"""compute.cuda_graph on CPU: bad values, the eager fallback, and the captured path's static-buffer
+machinery (device-side gather, tensor lr, partial last batch) run without the graph.
+
+The CUDA graph itself is checked in tests/test_capture_cuda.py (skipped without a GPU).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import pytest
+import torch
+from hydra.utils import execution_whitelist
+from torch import nn
+
+import runner.train as train_module
+from data.splits import ResidentSplit
+from runner.build import build
+from runner.capture import plan_step, why_not_captured
+from runner.trust import run_whitelist
+from runner.train import build_scheduler, train
+from tests.conftest import run_cli
+
+
+def one_error_line(proc) -> str:
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    return errors[0]
+
+
+def test_bad_cuda_graph_value_is_one_line(tmp_path):
+    line = one_error_line(run_cli("compute.cuda_graph=sometimes", f"hydra.run.dir={tmp_path}"))
+    assert "compute.cuda_graph=sometimes" in line and "auto, true or false" in line
+
+
+def test_cuda_graph_true_on_cpu_says_use_auto_or_false(tmp_path):
+    line = one_error_line(run_cli("compute.cuda_graph=true", "device=cpu", f"hydra.run.dir={tmp_path}"))
+    assert "compute.cuda_graph=true" in line and "auto or false" in line
+
+
+def summary_and_rows(run_dir):
+    import pandas as pd
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    rows = pd.read_csv(run_dir / "metrics.csv").drop(columns=["train_s", "val_s"])
+    return summary, rows
+
+
+def test_auto_on_cpu_trains_eagerly_and_equals_false(make_cfg, tmp_path):
+    common = ["device=cpu", "epochs=1", "progress=false"]
+    train(make_cfg(*common), tmp_path / "auto")
+    train(make_cfg(*common, "compute.cuda_graph=false"), tmp_path / "false")
+    auto, auto_rows = summary_and_rows(tmp_path / "auto")
+    off, off_rows = summary_and_rows(tmp_path / "false")
+    assert auto["step_path"] == off["step_path"] == "eager"
+    assert auto["capture_s"] is None and "cpu" in auto["step_fallback"]
+    assert off["step_fallback"] == "compute.cuda_graph=false"
+    assert auto_rows.equals(off_rows)  # auto on a CPU changes nothing
+
+
+# The captured path's machinery without the graph: static index buffer, gather on the device,
+# tensor learning rate written by the scheduler, last partial batch eager. Digits has 1,437
+# training images: batch 50 leaves a partial batch of 37 each epoch.
+STATIC_CASES = {
+    "sgd-onecycle-clip-smoothing-cnn5-bn-dropout": [
+        "model=cnn5", "model.batch_norm=true", "model.dropout=0.3", "model.filters=8", "scheduler=onecycle",
+        "+scheduler.cycle_momentum=false", "grad_clip=0.5", "label_smoothing=0.1", "augmentation=standard"],
+    "adamw-warmup-per-epoch": ["optimizer=adamw", "lr=0.003", "scheduler=warmup", "scheduler.warmup=1"],
+}
+
+
+@pytest.mark.parametrize("case", list(STATIC_CASES))
+def test_static_buffer_path_without_graph_equals_eager(make_cfg, tmp_path, monkeypatch, case):
+    overrides = ["device=cpu", "epochs=2", "batch_size=50", "progress=false", *STATIC_CASES[case]]
+    train(make_cfg(*overrides), tmp_path / "eager")
+    monkeypatch.setattr(train_module, "plan_step", functools.partial(plan_step, graph=False))
+    train(make_cfg(*overrides), tmp_path / "static")
+    eager, eager_rows = summary_and_rows(tmp_path / "eager")
+    static, static_rows = summary_and_rows(tmp_path / "static")
+    assert eager["step_path"] == "eager" and static["step_path"] == "captured", static
+    assert static["status"] == "completed"
+    # float32 tensor lr vs the float lr: equal up to rounding, epoch by epoch
+    for column in eager_rows.columns:
+        assert static_rows[column].tolist() == pytest.approx(eager_rows[column].tolist(), rel=1e-4), column
+    saved = torch.load(tmp_path / "static" / "checkpoint.pth.tar", map_location="cpu", weights_only=True)
+    assert all(isinstance(group["lr"], float) for group in saved["optimizer"]["param_groups"])  # eager form
+
+
+@pytest.mark.parametrize("overrides, why", [
+    (["compute.cuda_graph=false"], "compute.cuda_graph=false"),
+    (["augmentation=strong"], "PerImage"),
+    (["adversary=fgsm"], "adversarial"),
+    (["scheduler=onecycle"], "cycles momentum"),
+    (["batch_size=100"], "smaller than one batch"),
+    ([], None),
+])
+def test_what_falls_back_and_why(make_cfg, overrides, why):
+    cfg = make_cfg("device=cpu", *overrides)
+    split = ResidentSplit(torch.zeros(64, 1, 32, 32, dtype=torch.uint8), torch.zeros(64, dtype=torch.long))
+    model = nn.Linear(4, 2)
+    with execution_whitelist(run_whitelist(cfg), reset=True):
+        optimizer = build(cfg.optimizer, "optimizer", params=list(model.parameters()))
+        scheduler, _ = build_scheduler(cfg.scheduler, optimizer, steps_per_epoch=2)
+        augment = build(cfg.augmentation, "augmentation")
+        adversary = train_module.build_adversary(cfg.get("adversary"))
+    reason = why_not_captured(cfg, torch.device("cpu"), split, optimizer, scheduler, augment, adversary, graph=False)
+    assert reason == why if why is None else why in reason
+    on_cpu = why_not_captured(cfg, torch.device("cpu"), split, optimizer, scheduler, augment, adversary)
+    assert on_cpu is not None  # with the graph, a CPU run is never captured
