@@ -106,7 +106,8 @@ def _set_up(cfgs: list[DictConfig], records: list[TrialRecord]):
     trials = [t for i, t in enumerate(all_trials) if i not in followers]
     stack = StackedModels([t.model for t in trials])
     for trial in all_trials:
-        trial.record.summary.update(params_m=count_model_params(trial.model), device=str(device))
+        trial.record.summary.update(params_m=count_model_params(trial.model), device=str(device),
+                                    step_path="fused-eager", capture_s=None)
         trial.record.start(OmegaConf.to_container(trial.cfg, resolve=True))
     augment = build(first.augmentation, "augmentation").to(device)
     normalize = Normalize(dataset.mean, dataset.std).to(device)
