@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from omegaconf import DictConfig
@@ -102,6 +102,71 @@ def use_tensor_lr(optimizer: torch.optim.Optimizer, device: torch.device, graph:
     optimizer.register_state_dict_post_hook(eager_form)
 
 
+def optimizer_tensors(optimizers: list[torch.optim.Optimizer]) -> list[torch.Tensor]:
+    """Every tensor an optimizer step changes or reads per step: its state and tensor learning rates."""
+    out = [v for opt in optimizers for state in opt.state.values() for v in state.values()
+           if isinstance(v, torch.Tensor)]
+    return out + [g["lr"] for opt in optimizers for g in opt.param_groups if isinstance(g["lr"], torch.Tensor)]
+
+
+class GraphedStep:
+    """A step `body(cache_casts)` run eagerly the first time, then captured once and replayed.
+
+    `live()` lists every tensor the body changes (weights, buffers, optimizer state, totals): the
+    warm-up before capture is undone on exactly these, and on the RNG. A failed capture leaves
+    the run eager from then on, with its reason in `summaries` (each a run's summary.json dict).
+    """
+
+    def __init__(self, body: Callable[[bool], None], live: Callable[[], list[torch.Tensor]],
+                 device: torch.device, summaries: list[dict[str, Any]], graph: bool, path: str) -> None:
+        self.body, self.live, self.device, self.summaries = body, live, device, summaries
+        self.graph, self.path = graph, path
+        self.cuda_graph: torch.cuda.CUDAGraph | None = None
+        self.steps = 0
+
+    def __call__(self) -> None:
+        if self.cuda_graph is not None:
+            self.cuda_graph.replay()
+        elif self.graph and self.steps > 0 and self._capture():
+            self.cuda_graph.replay()
+        else:  # the run's first step (it creates the optimizer state), or no graph
+            self.body(True)
+        self.steps += 1
+
+    def _capture(self) -> bool:
+        """Warm up on a side stream, undo it, capture the step; False (and eager from now on) if it fails."""
+        t0 = time.perf_counter()
+        saved = _Snapshot(self.live(), self.device)
+        try:
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                for _ in range(WARMUP_STEPS):
+                    self.body(False)
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            saved.restore()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self.body(False)
+            torch.cuda.synchronize(self.device)
+        except Exception as e:  # a model with a host sync or a CPU op in its step: train eagerly
+            torch.cuda.synchronize(self.device)
+            saved.restore()
+            self.graph = False
+            reason = f"capture failed: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
+            for summary in self.summaries:
+                summary.update(step_path=self.path.replace("captured", "eager"), capture_s=None,
+                               step_fallback=reason)
+            log.warning("eager step: %s", reason)
+            return False
+        self.cuda_graph = graph
+        capture_s = time.perf_counter() - t0
+        for summary in self.summaries:  # a fused group recaptures when a trial leaves: the costs add up
+            summary["capture_s"] = round((summary.get("capture_s") or 0.0) + capture_s, 3)
+        log.info("captured the training step as a CUDA graph in %.2f s", capture_s)
+        return True
+
+
 class CapturedEpochs:
     """Train epochs of one model through static buffers, replaying the captured step per full batch."""
 
@@ -109,13 +174,13 @@ class CapturedEpochs:
                  normalize: nn.Module, amp_dtype: torch.dtype | None, channels_last: bool,
                  summary: dict[str, Any], graph: bool = True) -> None:
         self.learner, self.augment, self.normalize = learner, augment, normalize
-        self.amp_dtype, self.channels_last, self.summary, self.graph = amp_dtype, channels_last, summary, graph
+        self.amp_dtype, self.channels_last = amp_dtype, channels_last
         self.images, self.labels = split.images, split.labels
         self.device = split.images.device
         self.static_idx = torch.zeros(batch_size, dtype=torch.long, device=self.device)
         self.totals = Totals(self.device)
-        self.cuda_graph: torch.cuda.CUDAGraph | None = None
-        self.steps = 0
+        self.step = GraphedStep(lambda cache_casts: self._body(self.static_idx, cache_casts), self._live,
+                                self.device, [summary], graph, "captured")
 
     def train_epoch(self, progress: Any) -> dict[str, float]:
         self.learner.model.train()
@@ -125,7 +190,7 @@ class CapturedEpochs:
         full = n // batch
         for i in range(full):
             self.static_idx.copy_(order[i * batch:(i + 1) * batch], non_blocking=True)
-            self._full_batch()
+            self.step()
             self.learner.after_step()
             progress.update(1)
         if n % batch:  # the last partial batch, eagerly: every image is seen once per epoch
@@ -140,57 +205,20 @@ class CapturedEpochs:
         x = to_model_input(self.augment(self.images[idx]), self.normalize, self.channels_last)
         train_step(self.learner, x, self.labels[idx], self.totals, self.amp_dtype, cache_casts)
 
-    def _full_batch(self) -> None:
-        if self.cuda_graph is not None:
-            self.cuda_graph.replay()
-        elif self.graph and self.steps > 0 and self._capture():
-            self.cuda_graph.replay()
-        else:  # the run's first step (it creates the optimizer state), or no graph
-            self._body(self.static_idx)
-        self.steps += 1
-
-    def _capture(self) -> bool:
-        """Warm up on a side stream, undo it, capture the step; False (and eager from now on) if it fails."""
-        t0 = time.perf_counter()
-        saved = _Snapshot(self.learner, self.totals)
-        try:
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):
-                for _ in range(WARMUP_STEPS):
-                    self._body(self.static_idx, cache_casts=False)
-            torch.cuda.current_stream(self.device).wait_stream(side)
-            saved.restore()
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                self._body(self.static_idx, cache_casts=False)
-            torch.cuda.synchronize(self.device)
-        except Exception as e:  # a model with a host sync or a CPU op in its step: train eagerly
-            torch.cuda.synchronize(self.device)
-            saved.restore()
-            self.graph = False
-            reason = f"capture failed: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
-            self.summary.update(step_path="eager", capture_s=None, step_fallback=reason)
-            log.warning("eager step: %s", reason)
-            return False
-        self.cuda_graph = graph
-        self.summary["capture_s"] = round(time.perf_counter() - t0, 3)
-        log.info("captured the training step as a CUDA graph in %.2f s", self.summary["capture_s"])
-        return True
+    def _live(self) -> list[torch.Tensor]:
+        model = self.learner.model
+        return [*model.parameters(), *model.buffers(), self.totals.loss_sum, self.totals.correct,
+                *optimizer_tensors([self.learner.optimizer])]
 
 
 class _Snapshot:
-    """Copies of everything a step changes, put back in place (a graph holds these very tensors)."""
+    """Copies of the live tensors and the RNG, put back in place (a graph holds these very tensors)."""
 
-    def __init__(self, learner: SingleLearner, totals: Totals) -> None:
-        model, optimizer = learner.model, learner.optimizer
-        live = [*model.parameters(), *model.buffers(), totals.loss_sum, totals.correct]
-        live += [v for state in optimizer.state.values() for v in state.values() if isinstance(v, torch.Tensor)]
-        live += [g["lr"] for g in optimizer.param_groups if isinstance(g["lr"], torch.Tensor)]
+    def __init__(self, live: list[torch.Tensor], device: torch.device) -> None:
         self.pairs = [(t, t.detach().clone()) for t in live]
-        self.device = totals.loss_sum.device
+        self.device = device
         self.rng = torch.get_rng_state()
-        self.cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        self.cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
 
     def restore(self) -> None:
         with torch.no_grad():
