@@ -28,6 +28,7 @@ from runner.build import build
 from runner.compute import configure_compute, pick_device, to_model_input
 from runner.config import check_config
 from runner.fused.prefix import prefix_leaders
+from runner.fused.capture import plan_fused_step
 from runner.fused.learner import FusedLearner
 from runner.fused.rng import TrialRng
 from runner.fused.stack import NotFusible, StackedModels, fusible
@@ -122,10 +123,12 @@ def _run_epochs(stack_trials, splits, normalize, augment, amp_dtype, device) -> 
     stack, trials = stack_trials
     active = list(trials)
     batch_size = trials[0].cfg.batch_size
+    captured = plan_fused_step(stack, trials, splits["train"], augment, normalize, amp_dtype, device)  # or None
     for epoch in range(1, max(t.cfg.epochs for t in trials) + 1):
-        lrs = [t.optimizer.param_groups[0]["lr"] for t in active]
+        lrs = [float(t.optimizer.param_groups[0]["lr"]) for t in active]  # a tensor on the captured path
         t0 = time.perf_counter()
-        rows = fused_epoch(stack, active, splits["train"], batch_size, augment, normalize, amp_dtype, device)
+        rows = captured.train_epoch(active) if captured else \
+            fused_epoch(stack, active, splits["train"], batch_size, augment, normalize, amp_dtype, device)
         train_s = (time.perf_counter() - t0) / len(active)  # each trial's share of the fused epoch
         keep = []
         for trial, row, lr in zip(active, rows, lrs):
