@@ -53,7 +53,8 @@ def why_not_captured(cfg: DictConfig, device: torch.device, split: Any, optimize
         return "compute.cuda_graph=false"
     if graph and device.type != "cuda":
         return f"the run trains on {device.type}; a CUDA graph needs a GPU"
-    if not isinstance(split, ResidentSplit) or split.images.device != device:
+    # device types, not devices: the data placed on "cuda" reports "cuda:0"
+    if not isinstance(split, ResidentSplit) or split.images.device.type != device.type:
         return "the training data is not resident on the training device (streamed, or compute.data_on_device)"
     if len(split.labels) < cfg.batch_size:
         return f"the training set ({len(split.labels)} images) is smaller than one batch ({cfg.batch_size})"
@@ -133,25 +134,38 @@ class GraphedStep:
             self.body(True)
         self.steps += 1
 
-    def _capture(self) -> bool:
-        """Warm up on a side stream, undo it, capture the step; False (and eager from now on) if it fails."""
-        t0 = time.perf_counter()
+    def warm_up(self) -> None:
+        """WARMUP_STEPS eager steps (on a side stream on CUDA, as PyTorch's recipe asks), then
+        everything they changed put back: the captured run trains the eager run's steps."""
         saved = _Snapshot(self.live(), self.device)
         try:
+            if self.device.type != "cuda":  # the CPU test of the undo (tests/test_capture.py)
+                for _ in range(WARMUP_STEPS):
+                    self.body(False)
+                return
             side = torch.cuda.Stream(self.device)
             side.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(side):
                 for _ in range(WARMUP_STEPS):
                     self.body(False)
             torch.cuda.current_stream(self.device).wait_stream(side)
+        finally:
             saved.restore()
+
+    def _capture(self) -> bool:
+        """Warm up (undone), capture the step; False (and eager from now on) if it fails.
+
+        Capturing runs no kernels, so a failed capture has changed nothing to undo.
+        """
+        t0 = time.perf_counter()
+        try:
+            self.warm_up()
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
                 self.body(False)
             torch.cuda.synchronize(self.device)
         except Exception as e:  # a model with a host sync or a CPU op in its step: train eagerly
             torch.cuda.synchronize(self.device)
-            saved.restore()
             self.graph = False
             reason = f"capture failed: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
             for summary in self.summaries:

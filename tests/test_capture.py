@@ -12,9 +12,11 @@ import json
 import pytest
 import torch
 from hydra.utils import execution_whitelist
+from omegaconf import open_dict
 from torch import nn
 
 import runner.train as train_module
+from data.augment import Normalize
 from data.splits import ResidentSplit
 from runner.build import build
 from runner.capture import plan_step, why_not_captured
@@ -132,3 +134,42 @@ def test_fused_static_buffer_path_without_graph_equals_eager_fused(make_cfg, tmp
         _, static_rows = summary_and_rows(tmp_path / f"s{k}")
         for column in eager_rows.columns:
             assert static_rows[column].tolist() == pytest.approx(eager_rows[column].tolist(), rel=1e-4), column
+
+
+def test_warm_up_before_capture_is_undone(make_cfg):
+    """The warm-up steps before a capture change nothing: weights, batch-norm statistics, Adam's
+    moments and step count, the epoch totals and the RNG are put back exactly (on CPU, without the graph)."""
+    cfg = make_cfg("device=cpu", "model=cnn5", "model.batch_norm=true", "model.dropout=0.3", "model.filters=4",
+                   "optimizer=adam", "augmentation=standard", "batch_size=16")
+    torch.manual_seed(0)
+    split = ResidentSplit(torch.randint(0, 256, (40, 1, 32, 32), dtype=torch.uint8), torch.randint(0, 10, (40,)))
+    with execution_whitelist(run_whitelist(cfg), reset=True):
+        with open_dict(cfg):
+            cfg.dataset.num_classes = 10
+        model = build(cfg.model, "model")
+        optimizer = build(cfg.optimizer, "optimizer", params=list(model.parameters()))
+        scheduler, interval = build_scheduler(cfg.scheduler, optimizer, steps_per_epoch=3)
+        augment = build(cfg.augmentation, "augmentation")
+    normalize = Normalize([0.5], [0.25])
+    summary: dict = {}
+    captured = plan_step(cfg, torch.device("cpu"), split, model, nn.CrossEntropyLoss(), optimizer, scheduler,
+                         interval, augment, normalize, None, False, None, summary, graph=False)
+    assert captured is not None and summary["step_path"] == "captured"
+    model.train()
+    captured.static_idx.copy_(torch.arange(16))
+    captured.step()  # the eager first step: the optimizer now has state
+    before = state_of(model, optimizer, captured)
+    captured.step.warm_up()
+    after = state_of(model, optimizer, captured)
+    assert before.keys() == after.keys() and len(before) > 20
+    for key in before:
+        assert torch.equal(before[key], after[key]), key
+
+
+def state_of(model, optimizer, captured) -> dict[str, torch.Tensor]:
+    state = {f"model.{k}": v.clone() for k, v in model.state_dict().items()}
+    for i, per_param in enumerate(optimizer.state.values()):
+        state.update({f"optimizer.{i}.{k}": v.clone() for k, v in per_param.items()})
+    state.update(loss_sum=captured.totals.loss_sum.clone(), correct=captured.totals.correct.clone(),
+                 rng=torch.get_rng_state())
+    return state
