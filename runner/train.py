@@ -68,7 +68,9 @@ def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, steps_per
 # ---------------------------------------------------------------- one pass each way
 def train_one_epoch(model, data, augment, normalize, loss_fn, optimizer, scheduler, step_per_batch: bool,
                     amp_dtype, channels_last: bool, grad_clip: float | None, progress,
-                    adversary=None) -> dict[str, float]:
+                    adversary=None, captured=None) -> dict[str, float]:
+    if captured is not None:  # runner/capture.py: this run's step replayed as a CUDA graph
+        return captured.train_epoch(progress)
     model.train()
     learner = SingleLearner(model, loss_fn, optimizer, scheduler if step_per_batch else None, grad_clip)
     totals = Totals(next(model.parameters()).device)
@@ -192,9 +194,9 @@ def _train(cfg: DictConfig, run_dir: Path, parallel_jobs: int, epoch_end: Any = 
             t0 = time.perf_counter()
             with progress_bar(cfg, steps_per_epoch, epoch) as bar:
                 data = splits["train"].batches(cfg.batch_size, shuffle=True, device=device)
-                row = captured.train_epoch(bar) if captured else \
-                    train_one_epoch(train_model, data, augment, normalize, loss_fn, optimizer, scheduler,
-                                    interval == "step", amp_dtype, channels_last, cfg.grad_clip, bar, adversary)
+                row = train_one_epoch(train_model, data, augment, normalize, loss_fn, optimizer, scheduler,
+                                      interval == "step", amp_dtype, channels_last, cfg.grad_clip, bar, adversary,
+                                      captured)
             t1 = time.perf_counter()
             row.update(evaluate(train_model, splits["val"], normalize, amp_dtype, channels_last))
             if adversary is not None:
