@@ -173,3 +173,22 @@ def state_of(model, optimizer, captured) -> dict[str, torch.Tensor]:
     state.update(loss_sum=captured.totals.loss_sum.clone(), correct=captured.totals.correct.clone(),
                  rng=torch.get_rng_state())
     return state
+
+
+def test_fused_static_path_goes_on_after_a_trial_diverges(make_cfg, tmp_path, monkeypatch):
+    """A diverged trial leaves the stack (restacked weights): the captured path rebuilds its
+    buffers for the trials left, which train on exactly as in the eager fused loop."""
+    import runner.fused.loop as fused_loop
+    from runner.fused.capture import plan_fused_step
+
+    common = ["device=cpu", "epochs=2", "compute.channels_last=false"]
+    eager = fused_loop.train_fused([make_cfg(*common, "lr=0.01"), make_cfg(*common, "lr=1e6")],
+                                   [tmp_path / "e_ok", tmp_path / "e_nan"])
+    monkeypatch.setattr(fused_loop, "plan_fused_step", functools.partial(plan_fused_step, graph=False))
+    static = fused_loop.train_fused([make_cfg(*common, "lr=0.01"), make_cfg(*common, "lr=1e6")],
+                                    [tmp_path / "s_ok", tmp_path / "s_nan"])
+    assert [s["status"] for s in static] == [s["status"] for s in eager] == ["completed", "diverged"]
+    _, eager_rows = summary_and_rows(tmp_path / "e_ok")
+    _, static_rows = summary_and_rows(tmp_path / "s_ok")
+    assert static_rows["train_loss"].tolist() == pytest.approx(eager_rows["train_loss"].tolist(), rel=1e-4)
+    assert static_rows["val_acc"].tolist() == pytest.approx(eager_rows["val_acc"].tolist(), rel=1e-4)
