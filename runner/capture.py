@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
@@ -111,21 +111,27 @@ def optimizer_tensors(optimizers: list[torch.optim.Optimizer]) -> list[torch.Ten
 
 
 class GraphedStep:
-    """A step `body(cache_casts)` run eagerly the first time, then captured once and replayed.
+    """A step (`body`) run eagerly the first time, then captured once and replayed (`step()`).
 
-    `live()` lists every tensor the body changes (weights, buffers, optimizer state, totals): the
-    warm-up before capture is undone on exactly these, and on the RNG. A failed capture leaves
-    the run eager from then on, with its reason in `summaries` (each a run's summary.json dict).
+    A subclass holds the static buffers: `body(cache_casts)` is the step on them, `live()` every
+    tensor it changes (weights, buffers, optimizer state, totals): the warm-up before capture is
+    undone on exactly these, and on the RNG. A failed capture leaves the run eager from then on,
+    with its reason in `summaries` (each a run's summary.json dict). A base class, not a
+    callback: no reference cycle keeps a finished run's model and graph memory alive in a sweep.
     """
 
-    def __init__(self, body: Callable[[bool], None], live: Callable[[], list[torch.Tensor]],
-                 device: torch.device, summaries: list[dict[str, Any]], graph: bool, path: str) -> None:
-        self.body, self.live, self.device, self.summaries = body, live, device, summaries
-        self.graph, self.path = graph, path
+    def __init__(self, device: torch.device, summaries: list[dict[str, Any]], graph: bool, path: str) -> None:
+        self.device, self.summaries, self.graph, self.path = device, summaries, graph, path
         self.cuda_graph: torch.cuda.CUDAGraph | None = None
         self.steps = 0
 
-    def __call__(self) -> None:
+    def body(self, cache_casts: bool) -> None:
+        raise NotImplementedError
+
+    def live(self) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def step(self) -> None:
         if self.cuda_graph is not None:
             self.cuda_graph.replay()
         elif self.graph and self.steps > 0 and self._capture():
@@ -181,20 +187,18 @@ class GraphedStep:
         return True
 
 
-class CapturedEpochs:
+class CapturedEpochs(GraphedStep):
     """Train epochs of one model through static buffers, replaying the captured step per full batch."""
 
     def __init__(self, learner: SingleLearner, split: ResidentSplit, batch_size: int, augment: nn.Module,
                  normalize: nn.Module, amp_dtype: torch.dtype | None, channels_last: bool,
                  summary: dict[str, Any], graph: bool = True) -> None:
+        super().__init__(split.images.device, [summary], graph, "captured")
         self.learner, self.augment, self.normalize = learner, augment, normalize
         self.amp_dtype, self.channels_last = amp_dtype, channels_last
         self.images, self.labels = split.images, split.labels
-        self.device = split.images.device
         self.static_idx = torch.zeros(batch_size, dtype=torch.long, device=self.device)
         self.totals = Totals(self.device)
-        self.step = GraphedStep(lambda cache_casts: self._body(self.static_idx, cache_casts), self._live,
-                                self.device, [summary], graph, "captured")
 
     def train_epoch(self, progress: Any) -> dict[str, float]:
         self.learner.model.train()
@@ -208,18 +212,21 @@ class CapturedEpochs:
             self.learner.after_step()
             progress.update(1)
         if n % batch:  # the last partial batch, eagerly: every image is seen once per epoch
-            self._body(order[full * batch:])
+            self._gathered_step(order[full * batch:])
             self.learner.after_step()
             progress.update(1)
         self.totals.seen = n
         return self.totals.rows()[0]
 
-    def _body(self, idx: torch.Tensor, cache_casts: bool = True) -> None:
+    def body(self, cache_casts: bool) -> None:
+        self._gathered_step(self.static_idx, cache_casts)
+
+    def _gathered_step(self, idx: torch.Tensor, cache_casts: bool = True) -> None:
         """Gather, augment, normalise, step: the work the graph holds."""
         x = to_model_input(self.augment(self.images[idx]), self.normalize, self.channels_last)
         train_step(self.learner, x, self.labels[idx], self.totals, self.amp_dtype, cache_casts)
 
-    def _live(self) -> list[torch.Tensor]:
+    def live(self) -> list[torch.Tensor]:
         model = self.learner.model
         return [*model.parameters(), *model.buffers(), self.totals.loss_sum, self.totals.correct,
                 *optimizer_tensors([self.learner.optimizer])]

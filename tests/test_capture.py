@@ -159,7 +159,7 @@ def test_warm_up_before_capture_is_undone(make_cfg):
     captured.static_idx.copy_(torch.arange(16))
     captured.step()  # the eager first step: the optimizer now has state
     before = state_of(model, optimizer, captured)
-    captured.step.warm_up()
+    captured.warm_up()
     after = state_of(model, optimizer, captured)
     assert before.keys() == after.keys() and len(before) > 20
     for key in before:

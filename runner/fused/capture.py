@@ -26,26 +26,22 @@ from runner.step import Totals, train_step
 log = logging.getLogger("runner")
 
 
-class FusedCapturedEpochs:
+class FusedCapturedEpochs(GraphedStep):
     def __init__(self, stack: StackedModels, split: ResidentSplit, batch_size: int, augment: nn.Module,
                  normalize: nn.Module, amp_dtype: torch.dtype | None, graph: bool = True) -> None:
-        self.stack, self.augment, self.normalize, self.amp_dtype, self.graph = stack, augment, normalize, amp_dtype, graph
+        super().__init__(split.images.device, [], graph, "fused-captured")
+        self.stack, self.augment, self.normalize, self.amp_dtype = stack, augment, normalize, amp_dtype
         self.images, self.labels, self.batch_size = split.images, split.labels, batch_size
-        self.device = split.images.device
         self.members: list[Any] = []
 
     def _rebuild(self, trials: list[Any]) -> None:
-        """Static buffers, totals and a fresh graph for these trials (the stack was restacked for them)."""
+        """Static buffers, totals and a fresh capture for these trials (the stack was restacked for them)."""
         self.members = list(trials)
         self.learner = FusedLearner(self.stack, self.members)
         self.static_idx = torch.zeros(len(trials), self.batch_size, dtype=torch.long, device=self.device)
         self.totals = Totals(self.device, len(trials))
-        summaries = [t.record.summary for t in trials]
-        self.step = GraphedStep(lambda cache_casts: self._body(self.static_idx, cache_casts), self._live,
-                                self.device, summaries, self.graph and self.step_graph_ok(), "fused-captured")
-
-    def step_graph_ok(self) -> bool:
-        return getattr(self, "step", None) is None or self.step.graph  # a failed capture stays eager
+        self.summaries = [t.record.summary for t in trials]
+        self.cuda_graph, self.steps = None, 0  # a failed capture (self.graph False) stays eager
 
     def train_epoch(self, trials: list[Any]) -> list[dict[str, float]]:
         """One epoch of every trial in `trials` (the stack's members, in its order)."""
@@ -65,18 +61,21 @@ class FusedCapturedEpochs:
             self.step()
             self.learner.after_step()
         if n % batch:  # the last partial batch, eagerly: every image is seen once per epoch
-            self._body(order[:, full * batch:])
+            self._gathered_step(order[:, full * batch:])
             self.learner.after_step()
         self.totals.seen = n
         return self.totals.rows()
 
-    def _body(self, idx: torch.Tensor, cache_casts: bool = True) -> None:
+    def body(self, cache_casts: bool) -> None:
+        self._gathered_step(self.static_idx, cache_casts)
+
+    def _gathered_step(self, idx: torch.Tensor, cache_casts: bool = True) -> None:
         k, b = idx.shape
         images = self.augment(self.images[idx.reshape(-1)])
         x = to_model_input(images, self.normalize, False).reshape(k, b, *images.shape[1:])
         train_step(self.learner, x, self.labels[idx], self.totals, self.amp_dtype, cache_casts)
 
-    def _live(self) -> list[torch.Tensor]:
+    def live(self) -> list[torch.Tensor]:
         return [*self.stack.params.values(), *self.stack.buffers.values(), self.totals.loss_sum,
                 self.totals.correct, *optimizer_tensors([t.optimizer for t in self.members])]
 
