@@ -51,9 +51,12 @@ def summary_and_rows(run_dir):
     return summary, rows
 
 
-def test_auto_on_cpu_trains_eagerly_and_equals_false(make_cfg, tmp_path):
+def test_auto_on_cpu_trains_eagerly_and_equals_false(make_cfg, tmp_path, caplog):
     common = ["device=cpu", "epochs=1", "progress=false"]
-    train(make_cfg(*common), tmp_path / "auto")
+    with caplog.at_level("INFO", logger="runner"):
+        train(make_cfg(*common), tmp_path / "auto")
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("eager step")]
+    assert said == ["eager step: the run trains on cpu; a CUDA graph needs a GPU"]  # one line, why
     train(make_cfg(*common, "compute.cuda_graph=false"), tmp_path / "false")
     auto, auto_rows = summary_and_rows(tmp_path / "auto")
     off, off_rows = summary_and_rows(tmp_path / "false")
