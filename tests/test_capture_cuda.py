@@ -108,5 +108,5 @@ def test_fused_group_captured_equals_fused_eager(make_cfg, tmp_path):
         assert captured[k]["step_path"] == "fused-captured", captured[k].get("step_fallback")
         assert captured[k]["capture_s"] > 0 and eager[k]["step_path"] == "fused-eager"
         c, e = pd.read_csv(tmp_path / f"c{k}" / "metrics.csv"), pd.read_csv(tmp_path / f"e{k}" / "metrics.csv")
-        assert c["train_loss"][0] == pytest.approx(e["train_loss"][0], rel=1e-3)
+        assert c["train_loss"][0] == pytest.approx(e["train_loss"][0], rel=1e-2)  # an epoch of bf16 steps
         assert abs(c["val_acc"].iloc[-1] - e["val_acc"].iloc[-1]) <= 2.0
