@@ -42,6 +42,9 @@ def cpu_threads(threads: str | int, parallel_jobs: int = 1) -> int:
 def configure_compute(compute: DictConfig, device: torch.device, parallel_jobs: int = 1) -> torch.dtype | None:
     """Apply the compute switches; return the autocast dtype, or None for full precision."""
     torch.set_num_threads(cpu_threads(compute.threads, parallel_jobs))
+    if switch(compute.get("cuda_graph", "auto")) == "true" and device.type != "cuda":
+        raise ConfigError(f"compute.cuda_graph=true needs a CUDA GPU and this run trains on {device.type}; "
+                          "use compute.cuda_graph=auto or false")
     if device.type == "cpu":
         torch.set_flush_denormal(True)  # denormals make CPU convolutions crawl late in training
         return torch.bfloat16 if switch(compute.amp) == "true" else None

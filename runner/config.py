@@ -77,6 +77,8 @@ def check_config(cfg: DictConfig) -> None:
         (switch(cfg.compute.amp) in SWITCH_VALUES, "compute.amp", cfg.compute.amp, "use auto, true or false"),
         (switch(cfg.compute.data_on_device) in SWITCH_VALUES, "compute.data_on_device", cfg.compute.data_on_device,
          "use auto, true or false"),
+        (switch(cfg.compute.get("cuda_graph", "auto")) in SWITCH_VALUES, "compute.cuda_graph",
+         cfg.compute.get("cuda_graph"), "use auto, true or false"),
         (0.0 <= cfg.label_smoothing < 1.0, "label_smoothing", cfg.label_smoothing, "use a value in [0, 1), e.g. 0.1"),
         (cfg.grad_clip is None or cfg.grad_clip > 0, "grad_clip", cfg.grad_clip, "use a positive norm or grad_clip=null"),
         (cfg.seed is None or cfg.seed >= 0, "seed", cfg.seed, "use a seed of 0 or more, or seed=null"),

@@ -31,9 +31,11 @@ from runner.attacks import build_adversary
 from runner.checkpoint import load_checkpoint, load_model_state
 from runner.compute import compile_model, configure_compute, pick_device, to_model_input
 from runner.build import build
+from runner.capture import plan_step
 from runner.config import check_config, switch
 from common.errors import ConfigError
 from runner.resume import apply_new_lr, check_resume
+from runner.step import SingleLearner, Totals, train_step
 from runner.trial_record import TrialRecord
 from runner.trust import run_whitelist
 
@@ -66,32 +68,22 @@ def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, steps_per
 # ---------------------------------------------------------------- one pass each way
 def train_one_epoch(model, data, augment, normalize, loss_fn, optimizer, scheduler, step_per_batch: bool,
                     amp_dtype, channels_last: bool, grad_clip: float | None, progress,
-                    adversary=None) -> dict[str, float]:
+                    adversary=None, captured=None) -> dict[str, float]:
+    if captured is not None:  # runner/capture.py: this run's step replayed as a CUDA graph
+        return captured.train_epoch(progress)
     model.train()
-    device = next(model.parameters()).device
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    seen = 0
+    learner = SingleLearner(model, loss_fn, optimizer, scheduler if step_per_batch else None, grad_clip)
+    totals = Totals(next(model.parameters()).device)
     for x, y in data:
         x = augment(x)
         if adversary is not None:  # train on the batch's attack instead (conf/adversary/)
             x = adversary.perturb(model, x, y, normalize)
         x = to_model_input(x, normalize, channels_last)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            logits = model(x)
-            loss = loss_fn(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-        if step_per_batch:
-            scheduler.step()
-        loss_sum += loss.detach() * len(y)
-        correct += (logits.detach().argmax(1) == y).sum()
-        seen += len(y)
+        train_step(learner, x, y, totals, amp_dtype)  # runner/step.py: the one step, also captured and fused
+        learner.after_step()
+        totals.seen += len(y)
         progress.update(1)
-    return {"train_loss": loss_sum.item() / seen, "train_acc": 100.0 * correct.item() / seen}
+    return totals.rows()[0]
 
 
 @torch.no_grad()
@@ -190,18 +182,21 @@ def _train(cfg: DictConfig, run_dir: Path, parallel_jobs: int, epoch_end: Any = 
         if cfg.compute.compile:
             train_model, summary["compile_s"] = compile_model(model, splits, augment, normalize, loss_fn,
                                                               amp_dtype, channels_last, cfg.batch_size)
+        captured = plan_step(cfg, device, splits["train"], model, loss_fn, optimizer, scheduler, interval, augment,
+                             normalize, amp_dtype, channels_last, adversary, summary)  # runner/capture.py, or None
         plain_cfg = OmegaConf.to_container(cfg, resolve=True)
         record.start(plain_cfg)
         log.info("%s on %s: %d train / %d val images, %.6fM parameters, %s", cfg.model._target_.split(".")[-1],
                  device, len(splits["train"].labels), len(splits["val"].labels), summary["params_m"], run_dir)
 
         for epoch in range(start_epoch + 1, cfg.epochs + 1):
-            lr = optimizer.param_groups[0]["lr"]
+            lr = float(optimizer.param_groups[0]["lr"])  # a tensor on the captured path
             t0 = time.perf_counter()
             with progress_bar(cfg, steps_per_epoch, epoch) as bar:
                 data = splits["train"].batches(cfg.batch_size, shuffle=True, device=device)
                 row = train_one_epoch(train_model, data, augment, normalize, loss_fn, optimizer, scheduler,
-                                      interval == "step", amp_dtype, channels_last, cfg.grad_clip, bar, adversary)
+                                      interval == "step", amp_dtype, channels_last, cfg.grad_clip, bar, adversary,
+                                      captured)
             t1 = time.perf_counter()
             row.update(evaluate(train_model, splits["val"], normalize, amp_dtype, channels_last))
             if adversary is not None:

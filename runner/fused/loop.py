@@ -28,9 +28,12 @@ from runner.build import build
 from runner.compute import configure_compute, pick_device, to_model_input
 from runner.config import check_config
 from runner.fused.prefix import prefix_leaders
+from runner.fused.capture import plan_fused_step
+from runner.fused.learner import FusedLearner
 from runner.fused.rng import TrialRng
 from runner.fused.stack import NotFusible, StackedModels, fusible
 from runner.pruning import STOP, EpochEnd
+from runner.step import Totals, train_step
 from runner.train import build_scheduler, evaluate, load_data, seed_everything
 from runner.trial_record import TrialRecord
 from runner.trust import run_whitelist
@@ -114,7 +117,8 @@ def _set_up(cfgs: list[DictConfig], records: list[TrialRecord], epoch_ends: list
     trials = [t for i, t in enumerate(all_trials) if i not in followers]
     stack = StackedModels([t.model for t in trials])
     for trial in all_trials:
-        trial.record.summary.update(params_m=count_model_params(trial.model), device=str(device))
+        trial.record.summary.update(params_m=count_model_params(trial.model), device=str(device),
+                                    step_path="fused-eager", capture_s=None)
         trial.record.start(OmegaConf.to_container(trial.cfg, resolve=True))
     augment = build(first.augmentation, "augmentation").to(device)
     normalize = Normalize(dataset.mean, dataset.std).to(device)
@@ -129,10 +133,12 @@ def _run_epochs(stack_trials, splits, normalize, augment, amp_dtype, device) -> 
     stack, trials = stack_trials
     active = list(trials)
     batch_size = trials[0].cfg.batch_size
+    captured = plan_fused_step(stack, trials, splits["train"], augment, normalize, amp_dtype, device)  # or None
     for epoch in range(1, max(t.cfg.epochs for t in trials) + 1):
-        lrs = [t.optimizer.param_groups[0]["lr"] for t in active]
+        lrs = [float(t.optimizer.param_groups[0]["lr"]) for t in active]  # a tensor on the captured path
         t0 = time.perf_counter()
-        rows = fused_epoch(stack, active, splits["train"], batch_size, augment, normalize, amp_dtype, device)
+        rows = captured.train_epoch(active) if captured else \
+            fused_epoch(stack, active, splits["train"], batch_size, augment, normalize, amp_dtype, device)
         train_s = (time.perf_counter() - t0) / len(active)  # each trial's share of the fused epoch
         keep = []
         for trial, row, lr in zip(active, rows, lrs):
@@ -165,9 +171,7 @@ def fused_epoch(stack: StackedModels, trials: list[Trial], split, batch_size: in
     """One epoch of every trial: each draws its own shuffle and augmentation, one fused step per batch."""
     stack.train()
     batch_iters = [split.batches(batch_size, shuffle=True, device=device) for _ in trials]
-    loss_sums = [torch.zeros((), device=device) for _ in trials]
-    correct = [torch.zeros((), device=device, dtype=torch.long) for _ in trials]
-    seen = 0
+    learner, totals = FusedLearner(stack, trials), Totals(device, len(trials))
     while True:
         xs, ys = [], []
         for trial, batches in zip(trials, batch_iters):
@@ -180,20 +184,7 @@ def fused_epoch(stack: StackedModels, trials: list[Trial], split, batch_size: in
         if len(xs) < len(trials):
             break
         x, y = torch.stack(xs), torch.stack(ys)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            logits = stack.forward(x)
-            losses = [nn.functional.cross_entropy(logits[k], y[k], label_smoothing=t.label_smoothing)
-                      for k, t in enumerate(trials)]
-        stack.zero_grad()
-        torch.stack(losses).sum().backward()  # trials share no weights: each slice of P.grad is one trial's
-        stack.hand_out_grads()
-        for k, trial in enumerate(trials):
-            if trial.grad_clip is not None:
-                nn.utils.clip_grad_norm_(trial.model.parameters(), trial.grad_clip)
-            trial.optimizer.step()
-            if trial.interval == "step":
-                trial.scheduler.step()
-            loss_sums[k] += losses[k].detach() * y.shape[1]
-            correct[k] += (logits[k].detach().argmax(1) == y[k]).sum()
-        seen += y.shape[1]
-    return [{"train_loss": s.item() / seen, "train_acc": 100.0 * c.item() / seen} for s, c in zip(loss_sums, correct)]
+        train_step(learner, x, y, totals, amp_dtype)  # runner/step.py: the single run's step, K trials wide
+        learner.after_step()
+        totals.seen += y.shape[1]
+    return totals.rows()

@@ -1,0 +1,269 @@
+"""The training step captured once as a CUDA graph and replayed per batch (compute.cuda_graph).
+
+On a GPU most of a small model's step is kernel launches; a graph replays them all in one call.
+`plan_step` decides, once per run, whether the run is eligible (else it says why in one log line
+and in summary.json, and the run trains eagerly as before) and returns a `CapturedEpochs`.
+
+What a captured epoch does, and why it is the eager epoch's equivalent:
+- The permutation is drawn exactly as the eager path draws it (data/splits.py ResidentSplit:
+  `torch.randperm` on the host generator, once per epoch, then moved to the device); per step
+  only a device-to-device copy of the next slice into the static index buffer precedes a replay.
+- The graph holds the gather from the resident uint8 data, augmentation (its randomness comes
+  from the CUDA generator, whose graph-safe offsets advance per replay as eager calls would),
+  normalisation and the one step of runner/step.py, including the loss/accuracy totals.
+- The learning rate is a device tensor in each param group, so a scheduler stepped outside the
+  graph (per batch or per epoch, warm-up included) writes it in place and the graph reads it.
+- The run's first step runs eagerly (it creates the optimizer's state: momentum, Adam moments,
+  whose first-step form differs); warm-up steps for the capture run on a side stream and are
+  undone (parameters, buffers, optimizer state, totals, RNG), so they change nothing.
+- The last partial batch of an epoch runs eagerly: every image is seen once per epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from data.augment import Compose, RandomCrop, RandomHorizontalFlip
+from data.splits import ResidentSplit
+from runner.compute import to_model_input
+from runner.config import switch
+from runner.step import SingleLearner, Totals, train_step
+
+log = logging.getLogger("runner")
+
+WARMUP_STEPS = 3  # PyTorch's recipe: a few eager iterations on a side stream before capture
+GRAPH_SAFE_AUGMENT = (nn.Identity, RandomHorizontalFlip, RandomCrop, Compose)  # device-side randomness only
+FUSED_SGD = (torch.optim.SGD,)  # tensor lr in a graph: SGD's fused kernel (its foreach path calls .item())
+CAPTURABLE = (torch.optim.Adam, torch.optim.AdamW, torch.optim.NAdam, torch.optim.RAdam)
+
+
+def why_not_captured(cfg: DictConfig, device: torch.device, split: Any, optimizer: torch.optim.Optimizer,
+                     scheduler: Any, augment: nn.Module, adversary: Any, graph: bool = True) -> str | None:
+    """None if the run's step can be captured; else why not, in one line (the fallback's log line).
+
+    `graph=False` (tests only) skips the device check: the static-buffer path then runs on CPU.
+    """
+    if switch(cfg.compute.get("cuda_graph", "auto")) == "false":
+        return "compute.cuda_graph=false"
+    if graph and device.type != "cuda":
+        return f"the run trains on {device.type}; a CUDA graph needs a GPU"
+    # device types, not devices: the data placed on "cuda" reports "cuda:0"
+    if not isinstance(split, ResidentSplit) or split.images.device.type != device.type:
+        return "the training data is not resident on the training device (streamed, or compute.data_on_device)"
+    if len(split.labels) < cfg.batch_size:
+        return f"the training set ({len(split.labels)} images) is smaller than one batch ({cfg.batch_size})"
+    if adversary is not None:
+        return "adversarial training runs an attack per batch (conf/adversary)"
+    if cfg.compute.compile:
+        return "compute.compile=true (torch.compile makes its own graphs: pick one of the two)"
+    for module in augment.modules():
+        if not isinstance(module, GRAPH_SAFE_AUGMENT):
+            return (f"augmentation {type(module).__name__} draws its randomness on the host per image, "
+                    "which a graph would replay unchanged")
+    if not isinstance(optimizer, FUSED_SGD + CAPTURABLE):
+        return f"optimizer {type(optimizer).__name__} has no graph-safe step in PyTorch"
+    if any(group.get("differentiable") for group in optimizer.param_groups):
+        return "optimizer differentiable=true"
+    for sched in [scheduler, *getattr(scheduler, "_schedulers", [])]:
+        if getattr(sched, "cycle_momentum", False):
+            return (f"scheduler {type(sched).__name__} cycles momentum as a Python number a graph would freeze; "
+                    "add +scheduler.cycle_momentum=false")
+    return None
+
+
+def use_tensor_lr(optimizer: torch.optim.Optimizer, device: torch.device, graph: bool) -> None:
+    """Learning rate as a device tensor a graph reads; the graph-safe step where PyTorch needs a flag.
+
+    Checkpoints keep the eager form (a float lr, the flags as built), so `resume=` and
+    `python -m runner.eval` read them as any run's.
+    """
+    built = [{k: group.get(k) for k in ("fused", "foreach", "capturable")} for group in optimizer.param_groups]
+    for group in optimizer.param_groups:
+        group["lr"] = torch.tensor(float(group["lr"]), device=device)  # float32: what the fused kernels read
+        if graph and isinstance(optimizer, FUSED_SGD):
+            group["fused"], group["foreach"] = True, False
+        elif graph:
+            group["capturable"] = True
+    if graph:
+        for state in optimizer.state.values():  # a resumed eager Adam keeps `step` on the host
+            if isinstance(state.get("step"), torch.Tensor):
+                state["step"] = state["step"].to(device, torch.float32)
+
+    def eager_form(_: torch.optim.Optimizer, state_dict: dict[str, Any]) -> None:
+        for saved, flags in zip(state_dict["param_groups"], built):
+            saved["lr"] = float(saved["lr"])
+            saved.update(flags)
+
+    optimizer.register_state_dict_post_hook(eager_form)
+
+
+def optimizer_tensors(optimizers: list[torch.optim.Optimizer]) -> list[torch.Tensor]:
+    """Every tensor an optimizer step changes or reads per step: its state and tensor learning rates."""
+    out = [v for opt in optimizers for state in opt.state.values() for v in state.values()
+           if isinstance(v, torch.Tensor)]
+    return out + [g["lr"] for opt in optimizers for g in opt.param_groups if isinstance(g["lr"], torch.Tensor)]
+
+
+class GraphedStep:
+    """A step (`body`) run eagerly the first time, then captured once and replayed (`step()`).
+
+    A subclass holds the static buffers: `body(cache_casts)` is the step on them, `live()` every
+    tensor it changes (weights, buffers, optimizer state, totals): the warm-up before capture is
+    undone on exactly these, and on the RNG. A failed capture leaves the run eager from then on,
+    with its reason in `summaries` (each a run's summary.json dict). A base class, not a
+    callback: no reference cycle keeps a finished run's model and graph memory alive in a sweep.
+    """
+
+    def __init__(self, device: torch.device, summaries: list[dict[str, Any]], graph: bool, path: str) -> None:
+        self.device, self.summaries, self.graph, self.path = device, summaries, graph, path
+        self.cuda_graph: torch.cuda.CUDAGraph | None = None
+        self.steps = 0
+
+    def body(self, cache_casts: bool) -> None:
+        raise NotImplementedError
+
+    def live(self) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def step(self) -> None:
+        if self.cuda_graph is not None:
+            self.cuda_graph.replay()
+        elif self.graph and self.steps > 0 and self._capture():
+            self.cuda_graph.replay()
+        else:  # the run's first step (it creates the optimizer state), or no graph
+            self.body(True)
+        self.steps += 1
+
+    def warm_up(self) -> None:
+        """WARMUP_STEPS eager steps (on a side stream on CUDA, as PyTorch's recipe asks), then
+        everything they changed put back: the captured run trains the eager run's steps."""
+        saved = _Snapshot(self.live(), self.device)
+        try:
+            if self.device.type != "cuda":  # the CPU test of the undo (tests/test_capture.py)
+                for _ in range(WARMUP_STEPS):
+                    self.body(False)
+                return
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                for _ in range(WARMUP_STEPS):
+                    self.body(False)
+            torch.cuda.current_stream(self.device).wait_stream(side)
+        finally:
+            saved.restore()
+
+    def _capture(self) -> bool:
+        """Warm up (undone), capture the step; False (and eager from now on) if it fails.
+
+        Capturing runs no kernels, so a failed capture has changed nothing to undo.
+        """
+        t0 = time.perf_counter()
+        try:
+            self.warm_up()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self.body(False)
+            torch.cuda.synchronize(self.device)
+        except Exception as e:  # a model with a host sync or a CPU op in its step: train eagerly
+            torch.cuda.synchronize(self.device)
+            self.graph = False
+            reason = f"capture failed: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
+            for summary in self.summaries:
+                summary.update(step_path=self.path.replace("captured", "eager"), capture_s=None,
+                               step_fallback=reason)
+            log.warning("eager step: %s", reason)
+            return False
+        self.cuda_graph = graph
+        capture_s = time.perf_counter() - t0
+        for summary in self.summaries:  # a fused group recaptures when a trial leaves: the costs add up
+            summary["capture_s"] = round((summary.get("capture_s") or 0.0) + capture_s, 3)
+        log.info("captured the training step as a CUDA graph in %.2f s", capture_s)
+        return True
+
+
+class CapturedEpochs(GraphedStep):
+    """Train epochs of one model through static buffers, replaying the captured step per full batch."""
+
+    def __init__(self, learner: SingleLearner, split: ResidentSplit, batch_size: int, augment: nn.Module,
+                 normalize: nn.Module, amp_dtype: torch.dtype | None, channels_last: bool,
+                 summary: dict[str, Any], graph: bool = True) -> None:
+        super().__init__(split.images.device, [summary], graph, "captured")
+        self.learner, self.augment, self.normalize = learner, augment, normalize
+        self.amp_dtype, self.channels_last = amp_dtype, channels_last
+        self.images, self.labels = split.images, split.labels
+        self.static_idx = torch.zeros(batch_size, dtype=torch.long, device=self.device)
+        self.totals = Totals(self.device)
+
+    def train_epoch(self, progress: Any) -> dict[str, float]:
+        self.learner.model.train()
+        self.totals.reset()
+        n, batch = len(self.labels), len(self.static_idx)
+        order = torch.randperm(n).to(self.device)  # exactly the eager path's draw (ResidentSplit.batches)
+        full = n // batch
+        for i in range(full):
+            self.static_idx.copy_(order[i * batch:(i + 1) * batch], non_blocking=True)
+            self.step()
+            self.learner.after_step()
+            progress.update(1)
+        if n % batch:  # the last partial batch, eagerly: every image is seen once per epoch
+            self._gathered_step(order[full * batch:])
+            self.learner.after_step()
+            progress.update(1)
+        self.totals.seen = n
+        return self.totals.rows()[0]
+
+    def body(self, cache_casts: bool) -> None:
+        self._gathered_step(self.static_idx, cache_casts)
+
+    def _gathered_step(self, idx: torch.Tensor, cache_casts: bool = True) -> None:
+        """Gather, augment, normalise, step: the work the graph holds."""
+        x = to_model_input(self.augment(self.images[idx]), self.normalize, self.channels_last)
+        train_step(self.learner, x, self.labels[idx], self.totals, self.amp_dtype, cache_casts)
+
+    def live(self) -> list[torch.Tensor]:
+        model = self.learner.model
+        return [*model.parameters(), *model.buffers(), self.totals.loss_sum, self.totals.correct,
+                *optimizer_tensors([self.learner.optimizer])]
+
+
+class _Snapshot:
+    """Copies of the live tensors and the RNG, put back in place (a graph holds these very tensors)."""
+
+    def __init__(self, live: list[torch.Tensor], device: torch.device) -> None:
+        self.pairs = [(t, t.detach().clone()) for t in live]
+        self.device = device
+        self.rng = torch.get_rng_state()
+        self.cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for live, saved in self.pairs:
+                live.copy_(saved)
+        torch.set_rng_state(self.rng)
+        if self.cuda_rng is not None:
+            torch.cuda.set_rng_state(self.cuda_rng, self.device)
+
+
+def plan_step(cfg: DictConfig, device: torch.device, split: Any, model: nn.Module, loss_fn: nn.Module,
+              optimizer: torch.optim.Optimizer, scheduler: Any, interval: str, augment: nn.Module,
+              normalize: nn.Module, amp_dtype: torch.dtype | None, channels_last: bool, adversary: Any,
+              summary: dict[str, Any], graph: bool = True) -> CapturedEpochs | None:
+    """The captured path for this run, or None (eager, with one log line saying why); fills summary's fields.
+
+    A per-epoch scheduler stays the loop's to step (outside the graph, like a per-step one here).
+    """
+    learner = SingleLearner(model, loss_fn, optimizer, scheduler if interval == "step" else None, cfg.grad_clip)
+    reason = why_not_captured(cfg, device, split, learner.optimizer, scheduler, augment, adversary, graph)
+    summary.update(step_path="eager" if reason else "captured", capture_s=None, step_fallback=reason)
+    if reason is not None:
+        log.info("eager step: %s", reason)
+        return None
+    use_tensor_lr(learner.optimizer, device, graph)
+    return CapturedEpochs(learner, split, int(cfg.batch_size), augment, normalize, amp_dtype, channels_last,
+                          summary, graph)

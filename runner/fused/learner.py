@@ -1,0 +1,39 @@
+"""A fused group of trials as the one training step's `Learner` (runner/step.py).
+
+The forward is the stack's one vmapped call; the loss is each trial's own cross-entropy (its
+label smoothing) stacked to shape (K,); after backward each trial gets its slice of the stacked
+gradients and clips and steps its own optimizer, and its own scheduler when it steps per batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from runner.fused.stack import StackedModels
+from runner.step import Learner
+
+
+class FusedLearner(Learner):
+    def __init__(self, stack: StackedModels, trials: list[Any]) -> None:
+        self.stack, self.trials = stack, trials
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stack.forward(x)
+
+    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.stack([nn.functional.cross_entropy(logits[k], y[k], label_smoothing=t.label_smoothing)
+                            for k, t in enumerate(self.trials)])
+
+    def zero_grad(self) -> None:
+        self.stack.zero_grad()
+
+    def after_backward(self) -> None:
+        self.stack.hand_out_grads()
+
+    def updates(self):
+        for trial in self.trials:
+            yield (trial.model.parameters(), trial.grad_clip, trial.optimizer,
+                   trial.scheduler if trial.interval == "step" else None)
