@@ -101,7 +101,8 @@ def sweep(overrides: list[str], launcher: str, root: Path, device: str, deadline
           study: bool, n_images: int, fuse: str) -> dict[str, Any]:
     """A whole sweep end to end (process start, decoding, every trial, run folders, the collector):
     `bash sweep.sh` (the course study) when `study`, else `python -m runner -m` with `overrides`."""
-    with tempfile.TemporaryDirectory(prefix=f"gpu_bench_{launcher}_") as sweep_dir:
+    with tempfile.TemporaryDirectory(prefix=f"gpu_bench_{launcher}_") as sweep_dir, \
+            tempfile.TemporaryDirectory(prefix="gpu_bench_bin_") as bin_dir:
         common = [f"dataset.root={root}", f"device={device}", "tensorboard=false", "progress=false",
                   f"hydra/launcher={launcher}", *(["hydra.launcher.fuse=" + fuse] if launcher == "fused" else [])]
         if study:  # sweep.sh picks its own sweep dir from SWEEP_DIR
@@ -109,7 +110,13 @@ def sweep(overrides: list[str], launcher: str, root: Path, device: str, deadline
         else:
             command = [sys.executable, "-m", "runner", "-m", "dataset=miniplaces", *common, *overrides,
                        f"hydra.sweep.dir={sweep_dir}"]
-        wall, error, _ = run_command(command, deadline, env={"SWEEP_DIR": sweep_dir})
+        env = {"SWEEP_DIR": sweep_dir}
+        if study:
+            # sweep.sh calls `python`; a machine may have only `python3` (the GPU setup, env.sh, calls
+            # python3), so the interpreter running this bench goes first on PATH under that name.
+            (Path(bin_dir) / "python").symlink_to(sys.executable)
+            env["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+        wall, error, _ = run_command(command, deadline, env=env)
         shown = command[1:] if study else command[1:-1]
         row: dict[str, Any] = {"wall_s": wall, "error": error, "command": ("bash " if study else "") + " ".join(shown)}
         results = Path(sweep_dir) / "results.csv"
