@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -49,16 +50,21 @@ def run_command(command: list[str], deadline: Deadline, env: dict[str, str] | No
     if deadline.spent():
         return 0.0, "skipped: --budget-s spent", ""
     started = time.perf_counter()
+    # Its own process group, so a timeout stops `bash sweep.sh`'s python and DataLoader workers too,
+    # not only the shell (they would go on holding the GPU).
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})}, start_new_session=True)
     try:
-        proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=deadline.left(),
-                              env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+        stdout, stderr = proc.communicate(timeout=deadline.left())
     except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
         return time.perf_counter() - started, "timed out: --budget-s spent", ""
     wall = time.perf_counter() - started
     if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        return wall, f"exit {proc.returncode}: {' | '.join(tail)}", proc.stdout
-    return wall, None, proc.stdout
+        tail = (stderr or stdout).strip().splitlines()[-3:]
+        return wall, f"exit {proc.returncode}: {' | '.join(tail)}", stdout
+    return wall, None, stdout
 
 
 def course_loop(root: Path, batch_size: int, epochs: int, workers: int, device: str, deadline: Deadline,
