@@ -75,12 +75,14 @@ class Bench:
         self.graph_key = has_cuda_graph_key()
         self.rows: list[dict[str, Any]] = []
         self.meta = environment(args, root, n_train, extra)
+        self.cuda = bool(self.meta["cuda"]) and args.device != "cpu"
 
     def paths(self) -> dict[str, list[str] | None]:
-        """Overrides for the eager and the captured step; captured is None when the key is missing."""
-        if self.graph_key:
-            return {"eager": ["compute.cuda_graph=false"], "captured": ["compute.cuda_graph=true"]}
-        return {"as configured": [], "captured": None}  # no switch to pass: the runner picks its own step
+        """Overrides for the eager and the captured step; captured is None where it can't run
+        (no `cuda_graph` key in this checkout, or no GPU: compute.cuda_graph=true refuses a CPU)."""
+        if not self.graph_key:
+            return {"as configured": [], "captured": None}  # no switch to pass: the runner picks its own step
+        return {"eager": ["compute.cuda_graph=false"], "captured": ["compute.cuda_graph=true"] if self.cuda else None}
 
     def add(self, piece: str, label: str, batch: int | None, row: dict[str, Any], baseline: str | None = None) -> None:
         self.rows.append({"piece": piece, "label": label, "batch": batch, "baseline": baseline, **row})
@@ -102,9 +104,8 @@ class Bench:
         self.add("throughput", f"course loop, workers {workers}", batch, row,
                  baseline=None if workers == 0 else COURSE_W0)
 
-    def runner(self, piece: str, label: str, batch: int, overrides: list[str], baseline: str | None = None,
-               epochs: int | None = None) -> None:
-        row = runner_run(self.root, batch, epochs or self.args.epochs, self.args.device, [*overrides, *self.extra],
+    def runner(self, piece: str, label: str, batch: int, overrides: list[str], baseline: str | None = None) -> None:
+        row = runner_run(self.root, batch, self.args.epochs, self.args.device, [*overrides, *self.extra],
                          self.n_train, self.deadline)
         if row.get("error") is None and self.graph_key and "step_path" not in row:
             row["note"] = "summary.json has no step_path/capture_s (issue 9's fields): which step ran is unknown"
@@ -182,7 +183,9 @@ def throughput(bench: Bench) -> None:
             bench.course(batch, workers)
         for path, overrides in bench.paths().items():
             if overrides is not None:
-                bench.runner("throughput", f"runner {path}", batch, overrides, baseline=COURSE_W0)
+                # vs_course compares every row with the course loop; `ratio` puts captured against eager
+                bench.runner("throughput", f"runner {path}", batch, overrides,
+                             baseline="runner eager" if path == "captured" else None)
 
 
 def ablation(bench: Bench, batch: int = 32) -> None:
@@ -265,6 +268,8 @@ def main() -> None:
     if not bench.graph_key:
         print("note: conf/compute/default.yaml has no cuda_graph key (issue 9's captured step is not in this "
               "checkout): runner rows run without it and the captured rows are skipped", flush=True)
+    elif not bench.cuda:
+        print("note: no GPU, so the captured rows (compute.cuda_graph=true) are skipped", flush=True)
     warm_caches(bench)
     for piece in args.pieces:
         print(f"\n== {piece}", flush=True)
