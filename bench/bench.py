@@ -5,9 +5,9 @@ usage: python bench/bench.py [--root bench/data/miniplaces] [--epochs 3] [--batc
                              [--ablation] [--overhead] [--study] [--study-launcher joblib|basic]
                              [--skip-throughput] [runner overrides ...]
 
-Writes the data set with ../shared/bench/make_miniplaces.py if ROOT has none, then, for each
-batch size, runs ../shared/bench/seed_loop.py (the reference: per-sample PIL transforms behind a
-DataLoader) and `python -m runner` with the same model, data, batch size, lr, epochs and seed,
+Writes the data set with bench/make_data.py if ROOT has none, then, for each batch size, runs
+bench/course_loop.py (the reference: per-sample PIL transforms behind a DataLoader) and
+`python -m runner` with the same model, data, batch size, lr, epochs and seed,
 and prints training images per second, seconds per epoch, best validation accuracy and the
 ratio runner/reference. With --study it also times the course's seven-configuration study
 end to end both ways: seven reference runs one after the other, against `bash sweep.sh`.
@@ -28,21 +28,22 @@ from pathlib import Path
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_BENCH = REPO.parent / "shared" / "bench"
+sys.path.insert(0, str(REPO / "bench"))  # a script's folder is on the path, but not when imported
+
+from make_data import ensure_miniplaces  # noqa: E402
+
+COURSE_LOOP = REPO / "bench" / "course_loop.py"
 # The course study: (name, batch size, lr, epochs); the rest at the course defaults.
 COURSE = [("default", 32, 0.001, 10), ("batch8", 8, 0.001, 10), ("batch16", 16, 0.001, 10),
           ("lr0.05", 32, 0.05, 10), ("lr0.01", 32, 0.01, 10), ("epochs20", 32, 0.001, 20), ("epochs5", 32, 0.001, 5)]
 
 
 def ensure_data(root: Path, train_per_class: int) -> int:
-    if not (root / "train.txt").exists():
-        subprocess.run([sys.executable, str(SHARED_BENCH / "make_miniplaces.py"), str(root),
-                        "--train-per-class", str(train_per_class)], check=True)
-    return sum(1 for line in (root / "train.txt").read_text().splitlines() if line.strip())
+    return ensure_miniplaces(root, train_per_class, val_per_class=10)[0]
 
 
 def reference(root: Path, batch_size: int, lr: float, epochs: int) -> dict:
-    out = subprocess.run([sys.executable, str(SHARED_BENCH / "seed_loop.py"), str(root), "--epochs", str(epochs),
+    out = subprocess.run([sys.executable, str(COURSE_LOOP), str(root), "--epochs", str(epochs),
                           "--batch-size", str(batch_size), "--lr", str(lr)], check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 

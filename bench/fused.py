@@ -4,8 +4,8 @@
 usage: python bench/fused.py [--root bench/data/miniplaces_fused] [--train-per-class 90]
                              [--batch-sizes 8 32] [--epochs 1] [--fuse true] [runner overrides ...]
 
-Writes a MiniPlaces-shaped data set in the official layout (100 classes, 128x128 JPEGs,
-train.txt/val.txt; 90 train + 10 val images a class: 10,000 images) if ROOT has none, then for
+Writes a MiniPlaces-shaped data set with bench/make_data.py (official layout, 100 classes,
+128x128 JPEGs; 90 train + 10 val images a class: 10,000 images) if ROOT has none, then for
 each batch size times `python -m runner -m dataset=miniplaces lr=<8 values> ...` with
 hydra/launcher=basic and with hydra/launcher=fused (hydra.launcher.fuse=--fuse), wall clock
 end to end (process start, data decoding, training, run folders, the collector), and prints both
@@ -22,34 +22,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))  # a script's folder is on the path, but not when imported
+
+from make_data import ensure_miniplaces  # noqa: E402
+
 GRID = "0.001,0.002,0.005,0.01,0.02,0.03,0.05,0.1"
-
-
-def write_miniplaces(root: Path, train_per_class: int, val_per_class: int = 10, classes: int = 100,
-                     size: int = 128) -> None:
-    """Noise around a per-class colour, saved as JPEGs in MiniPlaces' layout."""
-    rng = np.random.default_rng(0)
-    colours = rng.integers(30, 220, size=(classes, 3))
-    lines: dict[str, list[str]] = {"train": [], "val": []}
-    k = 0
-    for c in range(classes):
-        name = f"class{c:03d}"
-        (root / "train" / name[0] / name).mkdir(parents=True, exist_ok=True)
-        for split, count in (("train", train_per_class), ("val", val_per_class)):
-            for i in range(count):
-                k += 1
-                rel = f"train/{name[0]}/{name}/{i + 1:08d}.jpg" if split == "train" else f"val/{k:08d}.jpg"
-                (root / rel).parent.mkdir(parents=True, exist_ok=True)
-                pixels = np.clip(colours[c] + rng.normal(0, 40, size=(size, size, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(pixels).save(root / rel, quality=85)
-                lines[split].append(f"{rel} {c}")
-    for split, split_lines in lines.items():
-        (root / f"{split}.txt").write_text("\n".join(split_lines) + "\n")
 
 
 def sweep(root: Path, batch_size: int, launcher: str, epochs: int, fuse: str, extra: list[str]) -> tuple[float, float]:
@@ -79,10 +59,7 @@ def main() -> None:
     parser.add_argument("--fuse", default="true", choices=["auto", "true", "false"])
     args, extra = parser.parse_known_args()
     root = args.root.resolve()
-    if not (root / "train.txt").exists():
-        t0 = time.perf_counter()
-        write_miniplaces(root, args.train_per_class)
-        print(f"wrote {root} in {time.perf_counter() - t0:.0f} s")
+    ensure_miniplaces(root, args.train_per_class, val_per_class=10)
     print(f"8-point lr grid ({GRID}), LeNet, MiniPlaces-shaped {args.train_per_class * 100 + 1000} images, "
           f"epochs={args.epochs}, {os.cpu_count()} CPUs")
     print(f"{'batch':>5} {'basic s':>8} {'fused s':>8} {'basic/fused':>11} {'acc basic':>9} {'acc fused':>9}")
