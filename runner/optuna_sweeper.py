@@ -49,7 +49,6 @@ import functools
 import logging
 import math
 import os
-import shlex
 import socket
 import sys
 import time
@@ -68,6 +67,7 @@ from common.errors import ConfigError
 from runner.fused.launcher import FusedLauncher
 from runner.optuna_asking import TrialAsking
 from runner.optuna_space import _space_size, _tally
+from runner.optuna_study_rules import check_fixed_overrides, resume_command
 from runner.optuna_storage import heartbeat_enabled, sweeper_storage
 from runner.optuna_trials import record_result
 from runner.pruning import build_pruner, wants_pruning
@@ -160,7 +160,7 @@ class ResumableOptunaSweeper(TrialAsking, OptunaSweeper):
         pruner = build_pruner(self.pruner_cfg) if wants_pruning(self.pruner_cfg) else None
         study = optuna.create_study(study_name=impl.study_name, storage=storage, sampler=sampler, pruner=pruner,
                                     directions=directions, load_if_exists=True)
-        self._check_fixed_overrides(study, fixed_params, fixed_overrides)
+        check_fixed_overrides(study, fixed_params, fixed_overrides, impl.storage)
         self._recover_stale(study)
         counted, running_elsewhere = _tally(study)
         existing = len(study.get_trials(deepcopy=False))
@@ -174,7 +174,7 @@ class ResumableOptunaSweeper(TrialAsking, OptunaSweeper):
         log.info("Sampler: %s, pruner: %s, direction: %s", type(study.sampler).__name__,
                  self.pruner_cfg._target_.split(".")[-1] if wants_pruning(self.pruner_cfg) else "none", directions[0])
         if counted + running_elsewhere < n_trials and storage is not None:
-            log.info("If this stops early, resume with: %s", self._resume_command(config))
+            log.info("If this stops early, resume with: %s", resume_command(config))
 
         space_size = _space_size(space) if impl.custom_search_space_extender is None else None
         # A trial starts as soon as a slot is free (a pruned trial frees its slot at once): one job per
@@ -302,72 +302,9 @@ class ResumableOptunaSweeper(TrialAsking, OptunaSweeper):
         time.sleep(min(5.0, float(self.heartbeat_interval)))
         return True
 
-    # ------------------------------------------------------------------ helpers
-
-
-    def _check_fixed_overrides(self, study: Any, fixed_params: dict, fixed_overrides: list) -> None:
-        """Refuse to add trials run with other fixed settings to a study: one best of mixed trials misleads.
-
-        The first run stores its fixed overrides (e.g. epochs=2) in the study; a later run into the
-        same study must repeat them. Settings that change no result (RESULT_NEUTRAL) may differ.
-        """
-        now = sorted(f"{k}={v}" for k, v in fixed_params.items()) + sorted(fixed_overrides)
-        before = study.user_attrs.get("fixed_overrides")
-        if before is None:
-            study.set_user_attr("fixed_overrides", now)
-            return
-        differs = _differing_overrides(list(before), now)
-        if differs:
-            from runner.optuna_report import display_url
-
-            print(f"error: Optuna study '{study.study_name}' ({display_url(self.sweeper.storage)}) was started with "
-                  f"{differs}: its trials would not be comparable; repeat its overrides to extend it, or start a "
-                  f"separate study with hydra.sweeper.study_name=<new name>", file=sys.stderr)
-            sys.exit(2)
-
-    @staticmethod
-    def _resume_command(config: DictConfig) -> str:
-        argv = [a for a in sys.argv[1:]]
-        sweep = OmegaConf.to_container(config.hydra.sweep, resolve=False)
-        if "${now:" in str(sweep.get("dir")) and not any(a.startswith("hydra.sweep.dir=") for a in argv):
-            argv.append(f"hydra.sweep.dir={config.hydra.sweep.dir}")
-        return shlex.join([Path(sys.executable).name, "-m", "runner", *argv])
-
 
 # ---------------------------------------------------------------------- plain functions
-# Overrides that change no result, so they may differ between the runs of one study.
-RESULT_NEUTRAL = ("progress", "tensorboard", "num_workers", "device", "compute.")
-
-
-def _differing_overrides(before: list[str], now: list[str]) -> str:
-    """'epochs=2, this run epochs as in the config' style text for the first fixed override that differs; '' if none."""
-    def parse(items: list[str]) -> dict[str, str]:
-        pairs = (item.split("=", 1) if "=" in item else (item, "") for item in items)
-        return {k: v for k, v in pairs if not k.lstrip("+~").startswith(RESULT_NEUTRAL)}
-
-    old, new = parse(before), parse(now)
-    for key in sorted(set(old) | set(new)):
-        if old.get(key) != new.get(key):
-            was = f"{key}={old[key]}" if key in old else f"{key} as in the config"
-            is_ = f"{key}={new[key]}" if key in new else f"{key} as in the config"
-            return f"{was} and this run has {is_}"
-    return ""
-
-
-
-
-
-
 def _is_grid(sampler: Any) -> bool:
     import optuna
 
     return (isinstance(sampler, functools.partial) and sampler.func is optuna.samplers.GridSampler)
-
-
-
-
-
-
-
-
-
