@@ -29,7 +29,7 @@ from runner.compute import configure_compute, pick_device, to_model_input
 from runner.config import check_config
 from runner.fused.prefix import prefix_leaders
 from runner.fused.rng import TrialRng
-from runner.fused.stack import NotFusible, StackedModels, fusible
+from runner.fused.stack import NotFusible, OwnStorage, StackedModels, fusible
 from runner.train import build_scheduler, evaluate, load_data, seed_everything
 from runner.trial_record import TrialRecord
 from runner.trust import run_whitelist
@@ -102,7 +102,7 @@ def _set_up(cfgs: list[DictConfig], records: list[TrialRecord]):
     for follower, leader in followers.items():
         all_trials[leader].followers.append(all_trials[follower])
     trials = [t for i, t in enumerate(all_trials) if i not in followers]
-    stack = StackedModels([t.model for t in trials])
+    stack = StackedModels([t.model for t in trials], channels_last=bool(first.compute.channels_last))
     for trial in all_trials:
         trial.record.summary.update(params_m=count_model_params(trial.model), device=str(device))
         trial.record.start(OmegaConf.to_container(trial.cfg, resolve=True))
@@ -131,11 +131,11 @@ def _run_epochs(stack_trials, splits, normalize, augment, amp_dtype, device) -> 
             val_s = time.perf_counter() - t1
             if trial.interval == "epoch":
                 trial.scheduler.step()
-            outcome = trial.record.end_epoch(epoch, row, lr, train_s, val_s, trial.model, trial.optimizer,
-                                             trial.scheduler, trial.rng.state)
+            outcome = trial.record.end_epoch(epoch, row, lr, train_s, val_s, OwnStorage(trial.model),
+                                             trial.optimizer, trial.scheduler, trial.rng.state)
             for follower in (f for f in trial.followers if epoch <= f.cfg.epochs):  # the same epoch, its folder
-                if follower.record.end_epoch(epoch, dict(row), lr, train_s, val_s, trial.model, trial.optimizer,
-                                             trial.scheduler, trial.rng.state) is None and epoch == follower.cfg.epochs:
+                if follower.record.end_epoch(epoch, dict(row), lr, train_s, val_s, OwnStorage(trial.model),
+                                             trial.optimizer, trial.scheduler, trial.rng.state) is None and epoch == follower.cfg.epochs:
                     follower.record.summary["status"] = "completed"
             if outcome is None and epoch == trial.cfg.epochs:
                 trial.record.summary["status"] = "completed"
@@ -167,7 +167,7 @@ def fused_epoch(stack: StackedModels, trials: list[Trial], split, batch_size: in
                 ys.append(batch[1])
         if len(xs) < len(trials):
             break
-        x, y = torch.stack(xs), torch.stack(ys)
+        x, y = stack.stack_inputs(xs), torch.stack(ys)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             logits = stack.forward(x)
             losses = [nn.functional.cross_entropy(logits[k], y[k], label_smoothing=t.label_smoothing)
