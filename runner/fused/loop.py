@@ -30,6 +30,7 @@ from runner.config import check_config
 from runner.fused.prefix import prefix_leaders
 from runner.fused.rng import TrialRng
 from runner.fused.stack import NotFusible, OwnStorage, StackedModels, fusible
+from runner.fused.update import step_optimizers
 from runner.train import build_scheduler, evaluate, load_data, seed_everything
 from runner.trial_record import TrialRecord
 from runner.trust import run_whitelist
@@ -132,10 +133,10 @@ def _run_epochs(stack_trials, splits, normalize, augment, amp_dtype, device) -> 
             if trial.interval == "epoch":
                 trial.scheduler.step()
             outcome = trial.record.end_epoch(epoch, row, lr, train_s, val_s, OwnStorage(trial.model),
-                                             trial.optimizer, trial.scheduler, trial.rng.state)
+                                             OwnStorage(trial.optimizer), trial.scheduler, trial.rng.state)
             for follower in (f for f in trial.followers if epoch <= f.cfg.epochs):  # the same epoch, its folder
                 if follower.record.end_epoch(epoch, dict(row), lr, train_s, val_s, OwnStorage(trial.model),
-                                             trial.optimizer, trial.scheduler, trial.rng.state) is None and epoch == follower.cfg.epochs:
+                                             OwnStorage(trial.optimizer), trial.scheduler, trial.rng.state) is None and epoch == follower.cfg.epochs:
                     follower.record.summary["status"] = "completed"
             if outcome is None and epoch == trial.cfg.epochs:
                 trial.record.summary["status"] = "completed"
@@ -174,11 +175,8 @@ def fused_epoch(stack: StackedModels, trials: list[Trial], split, batch_size: in
                       for k, t in enumerate(trials)]
         stack.zero_grad()
         torch.stack(losses).sum().backward()  # trials share no weights: each slice of P.grad is one trial's
-        stack.hand_out_grads()
+        step_optimizers(stack, trials)  # each trial's grad clip and optimizer step (runner/fused/update.py)
         for k, trial in enumerate(trials):
-            if trial.grad_clip is not None:
-                nn.utils.clip_grad_norm_(trial.model.parameters(), trial.grad_clip)
-            trial.optimizer.step()
             if trial.interval == "step":
                 trial.scheduler.step()
             loss_sums[k] += losses[k].detach() * y.shape[1]

@@ -48,6 +48,7 @@ class StackedModels:
         self._base = copy.deepcopy(models[0]).to("meta")  # the architecture only; weights come from P
         self.params: dict[str, torch.Tensor] = {}
         self.buffers: dict[str, torch.Tensor] = {}  # batch norm's running statistics, one slice per trial
+        self.update_cache: object = None  # runner/fused/update.py's stacked optimizer state
         self._restack(self.models)
 
     def _restack(self, models: list[nn.Module]) -> None:
