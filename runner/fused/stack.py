@@ -138,8 +138,11 @@ def _own_copies(value):
             return value
         nhwc = value.dim() == 4 and value.is_contiguous(memory_format=torch.channels_last) and not value.is_contiguous()
         return value.clone(memory_format=torch.channels_last if nhwc else torch.contiguous_format)
-    if isinstance(value, dict):
-        return {key: _own_copies(item) for key, item in value.items()}
+    if isinstance(value, dict):  # a module's state_dict is an OrderedDict with _metadata: keep both
+        copied = copy.copy(value)
+        for key, item in value.items():
+            copied[key] = _own_copies(item)
+        return copied
     if isinstance(value, (list, tuple)):
         return type(value)(_own_copies(item) for item in value)
     return value
