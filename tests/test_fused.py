@@ -16,8 +16,9 @@ from runner.train import train
 # upscaled to 32x32, so max-pool windows hold exact ties; at lr 0.05 and above a rounding-level
 # difference can flip a tie and the runs part by points of accuracy within an epoch or two
 # (lr 0.05 seed 2: epoch-2 val acc 77.2 single vs 80.0 fused; lr 0.03 seed 1 parts in epoch 1).
-# Below that, fused and single agree to ~1e-7 here. The single runs use
-# compute.channels_last=false (result-neutral, README): the fused step has no NHWC kernels.
+# Below that, fused and single agree to ~1e-7 here. Both use compute.channels_last=false
+# (result-neutral, README); the fused step's channels-last layouts are checked step by step in
+# tests/test_fused_update.py.
 GROUP = [("lr=0.01", "seed=0"), ("lr=0.02", "seed=2"), ("lr=0.03", "seed=3")]
 
 

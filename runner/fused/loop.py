@@ -164,11 +164,11 @@ def fused_epoch(stack: StackedModels, trials: list[Trial], split, batch_size: in
                 batch = next(batches, None)
                 if batch is None:
                     break
-                xs.append(to_model_input(augment(batch[0]), normalize, False))
+                xs.append(augment(batch[0]))
                 ys.append(batch[1])
         if len(xs) < len(trials):
             break
-        x, y = stack.stack_inputs(xs), torch.stack(ys)
+        x, y = to_model_input(stack.stack_inputs(xs), normalize, False), torch.stack(ys)  # normalised at once
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             logits = stack.forward(x)
             losses = [nn.functional.cross_entropy(logits[k], y[k], label_smoothing=t.label_smoothing)
