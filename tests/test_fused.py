@@ -114,14 +114,16 @@ def test_fused_launcher_sweep_matches_the_basic_launcher(tmp_path):
     assert again.count("already holds this run") == 3
 
 
-def test_fuse_auto_keeps_batch_32_on_cpu_unfused(tmp_path):
+def test_fuse_auto_keeps_batch_64_on_cpu_unfused(tmp_path):
     from tests.conftest import run_sweep
 
-    out = run_sweep(tmp_path / "batch32", "lr=0.01,0.02", "epochs=1", "hydra/launcher=fused", "device=cpu")
+    out = run_sweep(tmp_path / "batch64", "lr=0.01,0.02", "epochs=1", "batch_size=64", "hydra/launcher=fused",
+                    "device=cpu")
     assert "0 fused group(s) [], 2 single" in out
-    assert pd.read_csv(tmp_path / "batch32" / "results.csv")["status"].eq("completed").all()
+    assert pd.read_csv(tmp_path / "batch64" / "results.csv")["status"].eq("completed").all()
     # ... but trials differing only in epochs still share one trajectory (a win at any batch size)
-    out = run_sweep(tmp_path / "prefix", "lr=0.01", "epochs=1,2", "hydra/launcher=fused", "device=cpu")
+    out = run_sweep(tmp_path / "prefix", "lr=0.01", "epochs=1,2", "batch_size=64", "hydra/launcher=fused",
+                    "device=cpu")
     assert "1 fused group(s) [[0, 1]]" in out
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "prefix" / "0" / "metrics.csv"),
                                   pd.read_csv(tmp_path / "prefix" / "1" / "metrics.csv").iloc[:1])
