@@ -45,6 +45,9 @@ class StackedModels:
         self.models = list(models)
         self.channels_last = channels_last
         self.names = [name for name, _ in models[0].named_parameters()]
+        modules = list(models[0].named_modules())  # which weights get a layout of their own (_laid_out)
+        self._linear = {f"{n}.weight" if n else "weight" for n, m in modules if isinstance(m, nn.Linear)}
+        self._conv = {f"{n}.weight" if n else "weight" for n, m in modules if isinstance(m, nn.Conv2d)}
         self._base = copy.deepcopy(models[0]).to("meta")  # the architecture only; weights come from P
         self.params: dict[str, torch.Tensor] = {}
         self.buffers: dict[str, torch.Tensor] = {}  # batch norm's running statistics, one slice per trial
@@ -58,7 +61,7 @@ class StackedModels:
         their state (momentum, Adam moments) across a restack.
         """
         stacked, buffers = stack_module_state(models)
-        self.params = {name: self._laid_out(stacked[name].detach()).requires_grad_(True) for name in self.names}
+        self.params = {name: self._laid_out(name, stacked[name].detach()).requires_grad_(True) for name in self.names}
         self.buffers = {name: b.clone() for name, b in buffers.items()}
         for k, model in enumerate(models):
             for name, param in model.named_parameters():
@@ -67,7 +70,7 @@ class StackedModels:
                 buffer.data = self.buffers[name][k]
         self.models = list(models)
 
-    def _laid_out(self, stacked: torch.Tensor) -> torch.Tensor:
+    def _laid_out(self, name: str, stacked: torch.Tensor) -> torch.Tensor:
         """A copy of a stacked parameter in the layout its gradient comes back in from the vmapped backward.
 
         A stacked linear weight (K, out, in) is stored as (K, in, out): its gradient is computed in that
@@ -75,9 +78,9 @@ class StackedModels:
         AccumulateGrad). A stacked conv weight (K, O, C, kh, kw) is stored as (K, O, kh, kw, C) with
         `channels_last` (module docstring).
         """
-        if stacked.dim() == 3:
+        if name in self._linear and stacked.dim() == 3:
             return stacked.transpose(1, 2).contiguous().transpose(1, 2)
-        if self.channels_last and stacked.dim() == 5:
+        if self.channels_last and name in self._conv and stacked.dim() == 5:
             return stacked.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
         return stacked.clone()
 
