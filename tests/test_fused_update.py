@@ -137,3 +137,16 @@ def test_a_trials_checkpoint_holds_only_its_own_weights():
         return len(buffer.getvalue())
 
     assert size(saved) == size(single.state_dict()) < size(models[2].state_dict()) / 3
+
+
+@pytest.mark.parametrize("batch_size, threads, fused", [(8, 1, True), (16, 1, True), (32, 1, False), (32, 2, True),
+                                                        (32, 4, True), (64, 2, False)])
+def test_fuse_auto_on_a_cpu_depends_on_batch_size_and_threads(batch_size, threads, fused):
+    """bench/fused_step.py: a fused step wins up to batch 32 with 2 threads, only up to 16 with one."""
+    from omegaconf import OmegaConf
+
+    from runner.fused.launcher import FusedLauncher
+
+    cfg = OmegaConf.create({"device": "cpu", "batch_size": batch_size, "compute": {"threads": threads}})
+    assert FusedLauncher(fuse="auto")._should_fuse(cfg) is fused
+    assert FusedLauncher(fuse="true")._should_fuse(cfg) and not FusedLauncher(fuse="false")._should_fuse(cfg)
