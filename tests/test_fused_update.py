@@ -150,3 +150,41 @@ def test_fuse_auto_on_a_cpu_depends_on_batch_size_and_threads(batch_size, thread
     cfg = OmegaConf.create({"device": "cpu", "batch_size": batch_size, "compute": {"threads": threads}})
     assert FusedLauncher(fuse="auto")._should_fuse(cfg) is fused
     assert FusedLauncher(fuse="true")._should_fuse(cfg) and not FusedLauncher(fuse="false")._should_fuse(cfg)
+
+
+class _BatchNormNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.norm, self.head = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Linear(4 * 30 * 30, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.flatten(torch.relu(self.norm(self.conv(x))), 1))
+
+
+@pytest.mark.parametrize("make, channels_last", [(lambda: LeNet(3, 32, 10, return_shapes=False), True),
+                                                  (lambda: LeNet(3, 32, 10, return_shapes=False), False),
+                                                  (_BatchNormNet, True)], ids=["lenet-nhwc", "lenet-nchw", "batchnorm"])
+def test_one_vmapped_evaluation_equals_each_trials_evaluate(make, channels_last):
+    from data.augment import Normalize
+    from data.splits import ResidentSplit
+    from runner.fused.evaluate import evaluate_stack
+    from runner.train import evaluate
+
+    torch.manual_seed(0)
+    models = [make() for _ in range(3)]
+    for model in models:  # each trial's own running statistics, as after training
+        for name, buffer in model.named_buffers():
+            if name.endswith(("running_mean", "running_var")):
+                buffer.copy_(torch.rand_like(buffer) + 0.5)
+    refs = [copy.deepcopy(m) for m in models]
+    stack = StackedModels(models, channels_last=channels_last)
+    split = ResidentSplit(torch.randint(0, 256, (1100, 3, 32, 32), dtype=torch.uint8), torch.randint(0, 10, (1100,)))
+    normalize = Normalize([0.5, 0.4, 0.3], [0.2, 0.25, 0.3])
+    stack.train()  # evaluate_stack puts the stack in eval mode itself
+    fused = evaluate_stack(stack, split, normalize, channels_last=channels_last)
+    for got, ref in zip(fused, refs):
+        expected = evaluate(ref, split, normalize)
+        assert got.keys() == expected.keys()
+        assert got["val_loss"] == pytest.approx(expected["val_loss"], rel=1e-5)
+        assert got["val_acc"] == expected["val_acc"] and got["val_top5"] == expected["val_top5"]
+    assert len({round(r["val_loss"], 6) for r in fused}) == 3  # three different models
