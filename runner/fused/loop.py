@@ -27,12 +27,11 @@ from models.shape_check import check_image_size
 from runner.build import build
 from runner.compute import configure_compute, pick_device, to_model_input
 from runner.config import check_config
-from runner.fused.evaluate import evaluate_stack
 from runner.fused.prefix import prefix_leaders
 from runner.fused.rng import TrialRng
 from runner.fused.stack import NotFusible, OwnStorage, StackedModels, fusible
 from runner.fused.update import step_optimizers
-from runner.train import build_scheduler, load_data, seed_everything
+from runner.train import build_scheduler, evaluate, load_data, seed_everything
 from runner.trial_record import TrialRecord
 from runner.trust import run_whitelist
 
@@ -126,12 +125,11 @@ def _run_epochs(stack_trials, splits, normalize, augment, amp_dtype, device) -> 
         t0 = time.perf_counter()
         rows = fused_epoch(stack, active, splits["train"], batch_size, augment, normalize, amp_dtype, device)
         train_s = (time.perf_counter() - t0) / len(active)  # each trial's share of the fused epoch
-        t1 = time.perf_counter()
-        for row, val in zip(rows, evaluate_stack(stack, splits["val"], normalize, amp_dtype, stack.channels_last)):
-            row.update(val)  # every trial's evaluate() in one vmapped pass (runner/fused/evaluate.py)
-        val_s = (time.perf_counter() - t1) / len(active)
         keep = []
         for trial, row, lr in zip(active, rows, lrs):
+            t1 = time.perf_counter()
+            row.update(evaluate(trial.model, splits["val"], normalize, amp_dtype))
+            val_s = time.perf_counter() - t1
             if trial.interval == "epoch":
                 trial.scheduler.step()
             outcome = trial.record.end_epoch(epoch, row, lr, train_s, val_s, OwnStorage(trial.model),

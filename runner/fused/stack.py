@@ -94,14 +94,14 @@ class StackedModels:
         """Drop every trial not in `indices` (a diverged or finished one) from the stack."""
         self._restack([self.models[i] for i in indices])
 
-    def forward(self, x: torch.Tensor, shared: bool = False) -> torch.Tensor:
-        """x: (K, B, ...) one batch per trial, or with `shared` (B, ...) one batch for all -> logits (K, B, classes)."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (K, B, ...) one batch per trial -> logits (K, B, classes)."""
         def one(params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], xb: torch.Tensor) -> torch.Tensor:
             return functional_call(self._base, (params, buffers), (xb,))
 
         # Dropout draws independently per trial ("different"): not the single run's mask.
         # Batch norm updates each trial's slice of the stacked running statistics in place.
-        return vmap(one, in_dims=(0, 0, None if shared else 0), randomness="different")(self.params, self.buffers, x)
+        return vmap(one, randomness="different")(self.params, self.buffers, x)
 
     def train(self, mode: bool = True) -> None:
         self._base.train(mode)
