@@ -45,7 +45,8 @@ def single_steps(xs: list[torch.Tensor], y: torch.Tensor) -> Callable[[], None]:
     return step
 
 
-def fused_step(xs: list[torch.Tensor], y: torch.Tensor, channels_last: bool, stacked_update: bool) -> Callable[[], None]:
+def fused_step(xs: list[torch.Tensor], y: torch.Tensor, channels_last: bool,
+               stacked_update: bool) -> Callable[[], None]:
     models = [LeNet(3, 32, 100, return_shapes=False) for _ in xs]
     stack = StackedModels(models, channels_last=channels_last)
     optimizers = [torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for m in models]

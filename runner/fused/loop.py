@@ -132,11 +132,12 @@ def _run_epochs(stack_trials, splits, normalize, augment, amp_dtype, device) -> 
             val_s = time.perf_counter() - t1
             if trial.interval == "epoch":
                 trial.scheduler.step()
-            outcome = trial.record.end_epoch(epoch, row, lr, train_s, val_s, OwnStorage(trial.model),
-                                             OwnStorage(trial.optimizer), trial.scheduler, trial.rng.state)
+            model, optimizer = OwnStorage(trial.model), OwnStorage(trial.optimizer)  # saves this trial's tensors only
+            outcome = trial.record.end_epoch(epoch, row, lr, train_s, val_s, model, optimizer,
+                                             trial.scheduler, trial.rng.state)
             for follower in (f for f in trial.followers if epoch <= f.cfg.epochs):  # the same epoch, its folder
-                if follower.record.end_epoch(epoch, dict(row), lr, train_s, val_s, OwnStorage(trial.model),
-                                             OwnStorage(trial.optimizer), trial.scheduler, trial.rng.state) is None and epoch == follower.cfg.epochs:
+                if follower.record.end_epoch(epoch, dict(row), lr, train_s, val_s, model, optimizer,
+                                             trial.scheduler, trial.rng.state) is None and epoch == follower.cfg.epochs:
                     follower.record.summary["status"] = "completed"
             if outcome is None and epoch == trial.cfg.epochs:
                 trial.record.summary["status"] = "completed"
