@@ -16,8 +16,9 @@ from runner.train import train
 # upscaled to 32x32, so max-pool windows hold exact ties; at lr 0.05 and above a rounding-level
 # difference can flip a tie and the runs part by points of accuracy within an epoch or two
 # (lr 0.05 seed 2: epoch-2 val acc 77.2 single vs 80.0 fused; lr 0.03 seed 1 parts in epoch 1).
-# Below that, fused and single agree to ~1e-7 here. The single runs use
-# compute.channels_last=false (result-neutral, README): the fused step has no NHWC kernels.
+# Below that, fused and single agree to ~1e-7 here. Both use compute.channels_last=false
+# (result-neutral, README); the fused step's channels-last layouts are checked step by step in
+# tests/test_fused_update.py.
 GROUP = [("lr=0.01", "seed=0"), ("lr=0.02", "seed=2"), ("lr=0.03", "seed=3")]
 
 
@@ -113,14 +114,16 @@ def test_fused_launcher_sweep_matches_the_basic_launcher(tmp_path):
     assert again.count("already holds this run") == 3
 
 
-def test_fuse_auto_keeps_batch_32_on_cpu_unfused(tmp_path):
+def test_fuse_auto_keeps_batch_64_on_cpu_unfused(tmp_path):
     from tests.conftest import run_sweep
 
-    out = run_sweep(tmp_path / "batch32", "lr=0.01,0.02", "epochs=1", "hydra/launcher=fused", "device=cpu")
+    out = run_sweep(tmp_path / "batch64", "lr=0.01,0.02", "epochs=1", "batch_size=64", "hydra/launcher=fused",
+                    "device=cpu")
     assert "0 fused group(s) [], 2 single" in out
-    assert pd.read_csv(tmp_path / "batch32" / "results.csv")["status"].eq("completed").all()
+    assert pd.read_csv(tmp_path / "batch64" / "results.csv")["status"].eq("completed").all()
     # ... but trials differing only in epochs still share one trajectory (a win at any batch size)
-    out = run_sweep(tmp_path / "prefix", "lr=0.01", "epochs=1,2", "hydra/launcher=fused", "device=cpu")
+    out = run_sweep(tmp_path / "prefix", "lr=0.01", "epochs=1,2", "batch_size=64", "hydra/launcher=fused",
+                    "device=cpu")
     assert "1 fused group(s) [[0, 1]]" in out
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "prefix" / "0" / "metrics.csv"),
                                   pd.read_csv(tmp_path / "prefix" / "1" / "metrics.csv").iloc[:1])

@@ -32,14 +32,15 @@ log = logging.getLogger("runner")
 @dataclass
 class FusedLauncherConf:
     _target_: str = "runner.fused.launcher.FusedLauncher"
-    # auto: fuse on a GPU, and on a CPU only at batch size <= CPU_FUSE_MAX_BATCH (issue 10's CPU
-    # figures: 8 fused LeNets 1.26x one's images/s at batch 8, 0.84x at batch 32), except that
-    # trials differing only in epochs still share one trajectory (runner/fused/prefix.py); true: always;
+    # auto: fuse on a GPU, and on a CPU only up to batch size CPU_FUSE_MAX_BATCH[threads > 1]
+    # (bench/fused_step.py, 8 LeNets, fused step against 8 single steps: with 2 threads 1.78x at
+    # batch 8, 1.00x at 32, 0.74x at 64; with 1 thread 1.34x at 8, 0.73x at 32), except that trials
+    # differing only in epochs still share one trajectory (runner/fused/prefix.py); true: always;
     # false: never (the basic launcher's behaviour). A group not fused runs one trial after another.
     fuse: str = "auto"
 
 
-CPU_FUSE_MAX_BATCH = 16
+CPU_FUSE_MAX_BATCH = {False: 16, True: 32}  # by whether the group's step gets more than one thread
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="fused", node=FusedLauncherConf, provider="runner")
@@ -76,8 +77,10 @@ class FusedLauncher(BasicLauncher):
             return self.fuse == "true"
         import torch
 
+        from runner.compute import cpu_threads
+
         on_gpu = str(cfg.device).startswith("cuda") or (str(cfg.device) == "auto" and torch.cuda.is_available())
-        return on_gpu or int(cfg.batch_size) <= CPU_FUSE_MAX_BATCH
+        return on_gpu or int(cfg.batch_size) <= CPU_FUSE_MAX_BATCH[cpu_threads(cfg.compute.threads) > 1]
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from runner.fused.groups import fusible_groups, prefix_families

@@ -1,8 +1,10 @@
 """A fused group of trials as the one training step's `Learner` (runner/step.py).
 
 The forward is the stack's one vmapped call; the loss is each trial's own cross-entropy (its
-label smoothing) stacked to shape (K,); after backward each trial gets its slice of the stacked
-gradients and clips and steps its own optimizer, and its own scheduler when it steps per batch.
+label smoothing) stacked to shape (K,); after backward every trial's clip and optimizer step run
+through runner/fused/update.py (one stacked update when all trials use plain SGD, else each trial
+its own slice of the stacked gradients and its own optimizer), then each trial's scheduler when it
+steps per batch.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch
 from torch import nn
 
 from runner.fused.stack import StackedModels
+from runner.fused.update import step_optimizers
 from runner.step import Learner
 
 
@@ -30,8 +33,8 @@ class FusedLearner(Learner):
     def zero_grad(self) -> None:
         self.stack.zero_grad()
 
-    def after_backward(self) -> None:
-        self.stack.hand_out_grads()
+    def step_optimizers(self) -> None:
+        step_optimizers(self.stack, self.trials)  # hands out the gradients itself where it needs them
 
     def updates(self):
         for trial in self.trials:

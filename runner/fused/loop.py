@@ -31,7 +31,7 @@ from runner.fused.prefix import prefix_leaders
 from runner.fused.capture import plan_fused_step
 from runner.fused.learner import FusedLearner
 from runner.fused.rng import TrialRng
-from runner.fused.stack import NotFusible, StackedModels, fusible
+from runner.fused.stack import NotFusible, OwnStorage, StackedModels, fusible
 from runner.pruning import STOP, EpochEnd
 from runner.step import Totals, train_step
 from runner.train import build_scheduler, evaluate, load_data, seed_everything
@@ -115,7 +115,7 @@ def _set_up(cfgs: list[DictConfig], records: list[TrialRecord], epoch_ends: list
     for follower, leader in followers.items():
         all_trials[leader].followers.append(all_trials[follower])
     trials = [t for i, t in enumerate(all_trials) if i not in followers]
-    stack = StackedModels([t.model for t in trials])
+    stack = StackedModels([t.model for t in trials], channels_last=bool(first.compute.channels_last))
     for trial in all_trials:
         trial.record.summary.update(params_m=count_model_params(trial.model), device=str(device),
                                     step_path="fused-eager", capture_s=None)
@@ -147,10 +147,11 @@ def _run_epochs(stack_trials, splits, normalize, augment, amp_dtype, device) -> 
             val_s = time.perf_counter() - t1
             if trial.interval == "epoch":
                 trial.scheduler.step()
-            outcome = trial.record.end_epoch(epoch, row, lr, train_s, val_s, trial.model, trial.optimizer,
+            model, optimizer = OwnStorage(trial.model), OwnStorage(trial.optimizer)  # saves this trial's tensors only
+            outcome = trial.record.end_epoch(epoch, row, lr, train_s, val_s, model, optimizer,
                                              trial.scheduler, trial.rng.state)
             for follower in (f for f in trial.followers if epoch <= f.cfg.epochs):  # the same epoch, its folder
-                if follower.record.end_epoch(epoch, dict(row), lr, train_s, val_s, trial.model, trial.optimizer,
+                if follower.record.end_epoch(epoch, dict(row), lr, train_s, val_s, model, optimizer,
                                              trial.scheduler, trial.rng.state) is None and epoch == follower.cfg.epochs:
                     follower.record.summary["status"] = "completed"
             if outcome is None and trial.epoch_end is not None and trial.epoch_end(epoch, row) == STOP:
@@ -179,11 +180,11 @@ def fused_epoch(stack: StackedModels, trials: list[Trial], split, batch_size: in
                 batch = next(batches, None)
                 if batch is None:
                     break
-                xs.append(to_model_input(augment(batch[0]), normalize, False))
+                xs.append(augment(batch[0]))
                 ys.append(batch[1])
         if len(xs) < len(trials):
             break
-        x, y = torch.stack(xs), torch.stack(ys)
+        x, y = to_model_input(stack.stack_inputs(xs), normalize, False), torch.stack(ys)  # normalised at once
         train_step(learner, x, y, totals, amp_dtype)  # runner/step.py: the single run's step, K trials wide
         learner.after_step()
         totals.seen += y.shape[1]
