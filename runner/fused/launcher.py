@@ -32,15 +32,15 @@ log = logging.getLogger("runner")
 @dataclass
 class FusedLauncherConf:
     _target_: str = "runner.fused.launcher.FusedLauncher"
-    # auto: fuse on a GPU, and on a CPU only up to batch size CPU_FUSE_MAX_BATCH[threads > 1]
-    # (bench/fused_step.py, 8 LeNets, fused step against 8 single steps: with 2 threads 1.78x at
-    # batch 8, 1.00x at 32, 0.74x at 64; with 1 thread 1.34x at 8, 0.73x at 32), except that trials
+    # auto: fuse on a GPU, and on a CPU only up to batch size CPU_FUSE_MAX_BATCH (bench/fused_step.py,
+    # 8 LeNets, fused step against 8 single steps: with 2 threads 1.77x at batch 8, 0.92x at 32;
+    # with 1 thread 1.26x at 8, 0.74x at 32; bench/fused.py end to end at batch 32: 0.99x), except that trials
     # differing only in epochs still share one trajectory (runner/fused/prefix.py); true: always;
     # false: never (the basic launcher's behaviour). A group not fused runs one trial after another.
     fuse: str = "auto"
 
 
-CPU_FUSE_MAX_BATCH = {False: 16, True: 32}  # by whether the group's step gets more than one thread
+CPU_FUSE_MAX_BATCH = 16
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="fused", node=FusedLauncherConf, provider="runner")
@@ -77,10 +77,8 @@ class FusedLauncher(BasicLauncher):
             return self.fuse == "true"
         import torch
 
-        from runner.compute import cpu_threads
-
         on_gpu = str(cfg.device).startswith("cuda") or (str(cfg.device) == "auto" and torch.cuda.is_available())
-        return on_gpu or int(cfg.batch_size) <= CPU_FUSE_MAX_BATCH[cpu_threads(cfg.compute.threads) > 1]
+        return on_gpu or int(cfg.batch_size) <= CPU_FUSE_MAX_BATCH
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from runner.fused.groups import fusible_groups, prefix_families
