@@ -22,10 +22,11 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import torch
-from torch import nn
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import runner  # noqa: E402,F401  (first: it sets the runner's OpenMP wait policy before torch loads)
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
 from models.lenet import LeNet  # noqa: E402
 from runner.fused.stack import StackedModels  # noqa: E402
