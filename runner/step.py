@@ -37,9 +37,6 @@ class Learner:
     def updates(self) -> Iterator[tuple[Iterator[nn.Parameter], float | None, torch.optim.Optimizer, object]]:
         raise NotImplementedError
 
-    def after_backward(self) -> None:
-        """Hook between backward and the optimizer steps (a fused stack hands each trial its gradients)."""
-
     def step_optimizers(self) -> None:
         """Clip and step each member's optimizer (device work only: a graph can hold it)."""
         for params, grad_clip, optimizer, _ in self.updates():
@@ -116,6 +113,5 @@ def train_step(learner: Learner, x: torch.Tensor, y: torch.Tensor, totals: Total
         loss = learner.loss(logits, y)
     learner.zero_grad()
     (loss if loss.dim() == 0 else loss.sum()).backward()  # trials share no weights: each grad is its own
-    learner.after_backward()
     learner.step_optimizers()
     totals.add(loss, logits, y)
