@@ -86,7 +86,7 @@ def use_tensor_lr(optimizer: torch.optim.Optimizer, device: torch.device, graph:
     built = [{k: group.get(k) for k in ("fused", "foreach", "capturable")} for group in optimizer.param_groups]
     for group in optimizer.param_groups:
         group["lr"] = torch.tensor(float(group["lr"]), device=device)  # float32: what the fused kernels read
-        if graph and isinstance(optimizer, FUSED_SGD):
+        if isinstance(optimizer, FUSED_SGD):  # also without the graph: the CPU tests then run the kernel it replays
             group["fused"], group["foreach"] = True, False
         elif graph:
             group["capturable"] = True
