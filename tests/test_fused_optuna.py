@@ -188,6 +188,25 @@ def test_a_stopping_hook_drops_its_trial_from_the_stack_and_the_others_train_on(
     assert abs(summaries[1]["best_val_acc"] - single["best_val_acc"]) <= 0.5
 
 
+def test_a_failing_pruner_hook_fails_its_own_trial_only(make_cfg, tmp_path):
+    """A trial whose pruner hook raises (its study's storage gone, say) is recorded failed, with the
+    error, and gets no value, as its single run would; the other trials of the group train on."""
+    from runner.fused.train_group import train_group
+
+    def broken(epoch: int, row: dict[str, float]) -> str | None:
+        raise ConnectionError("the study's storage is unreachable")
+
+    common = ("compute.channels_last=false", "progress=false", "epochs=2")
+    jobs = {0: (make_cfg("lr=0.02", "seed=2", *common), tmp_path / "a"),
+            1: (make_cfg("lr=0.01", *common), tmp_path / "b")}
+    values = train_group(jobs, {0: broken, 1: lambda epoch, row: None})
+    failed, went_on = (json.loads((tmp_path / name / "summary.json").read_text()) for name in "ab")
+    assert failed["status"] == "failed" and "storage is unreachable" in failed["error"]
+    assert failed["epochs_done"] == 1 and values[0] is None
+    assert went_on["status"] == "completed" and went_on["epochs_done"] == 2
+    assert values[1] == went_on["best_val_acc"] > 0
+
+
 def test_trials_with_a_pruner_are_no_epoch_prefix_family():
     """fuse=auto groups trials differing only in epochs at any batch size, to share one trajectory;
     trials with a pruner share none, so at batch 32 on a CPU they run one after another instead."""

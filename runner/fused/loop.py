@@ -154,17 +154,35 @@ def _run_epochs(stack_trials, splits, normalize, augment, amp_dtype, device) -> 
                 if follower.record.end_epoch(epoch, dict(row), lr, train_s, val_s, model, optimizer,
                                              trial.scheduler, trial.rng.state) is None and epoch == follower.cfg.epochs:
                     follower.record.summary["status"] = "completed"
-            if outcome is None and trial.epoch_end is not None and trial.epoch_end(epoch, row) == STOP:
-                trial.record.summary["status"] = "pruned"  # as a single run; it leaves the stack below
-            elif outcome is None and epoch == trial.cfg.epochs:
-                trial.record.summary["status"] = "completed"
-            elif outcome is None:
+            if outcome is None and _trial_goes_on(trial, epoch, row):
                 keep.append(trial)
         if not keep:
             return
         if len(keep) < len(active):  # a diverged, pruned or finished trial leaves the stack; the others go on
             stack.keep([active.index(t) for t in keep])
             active = keep
+
+
+def _trial_goes_on(trial: Trial, epoch: int, row: dict[str, float]) -> bool:
+    """Ask the trial's pruner hook, as train() does; False (with its status set) if this epoch ends the trial.
+
+    A hook that raises (its study's storage gone, say) fails its own trial, as it would fail its
+    single run, not the whole group: the others train on.
+    """
+    if trial.epoch_end is not None:
+        try:
+            stop = trial.epoch_end(epoch, row) == STOP
+        except Exception as e:
+            log.exception("run %s failed in its pruner hook: %s", trial.record.folder.path, e)
+            trial.record.failed(e)
+            return False
+        if stop:
+            trial.record.summary["status"] = "pruned"  # as a single run; it leaves the stack
+            return False
+    if epoch == trial.cfg.epochs:
+        trial.record.summary["status"] = "completed"
+        return False
+    return True
 
 
 def fused_epoch(stack: StackedModels, trials: list[Trial], split, batch_size: int, augment: nn.Module,

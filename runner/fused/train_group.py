@@ -24,7 +24,9 @@ log = logging.getLogger("runner")
 
 
 def objective_value(cfg: DictConfig, summary: dict[str, Any]) -> float | None:
-    """What runner/__main__.py returns to the sweeper for a run."""
+    """What runner/__main__.py returns to the sweeper for a run (None for a failed one, as its raise gives)."""
+    if summary.get("status") == "failed":
+        return None
     return summary.get(f"best_{cfg.get('objective', 'val_acc')}")
 
 
