@@ -2,7 +2,7 @@
 """The runner against the course's training loop, on the same MiniPlaces-shaped data, in one run.
 
 usage: python bench/bench.py [--root bench/data/miniplaces] [--epochs 3] [--batch-sizes 8 32 128]
-                             [--ablation] [--overhead] [--study] [--study-launcher joblib|basic]
+                             [--ablation] [--overhead] [--study] [--study-launcher joblib|basic|fused|fused-all ...]
                              [--skip-throughput] [runner overrides ...]
 
 Writes the data set with bench/make_data.py if ROOT has none, then, for each batch size, runs
@@ -72,25 +72,33 @@ def throughput(root: Path, n_train: int, batch_sizes: list[int], epochs: int, ex
     return pd.DataFrame(rows)
 
 
-def study(root: Path, launcher: str, extra: list[str]) -> dict:
+# How each launcher runs the study (`--study-launcher`): joblib runs two one-thread trials at a time;
+# fused (fuse=auto) trains default, 20 and 5 epochs as one trajectory (runner/fused/prefix.py) and,
+# on a CPU, fuses only groups of batch 16 or less; fused-all fuses every group it can.
+STUDY_LAUNCHERS = {"basic": [], "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "compute.threads=1"],
+                   "fused": ["hydra/launcher=fused"], "fused-all": ["hydra/launcher=fused", "hydra.launcher.fuse=true"]}
+
+
+def study(root: Path, launchers: list[str], extra: list[str]) -> dict:
+    """The seven reference runs one after the other, then `bash sweep.sh` with each launcher."""
     t0 = time.perf_counter()
-    ref_acc = [reference(root, b, lr, e)["best_val_acc"] for _, b, lr, e in COURSE]
-    ref_s = time.perf_counter() - t0
-    launch = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "compute.threads=1"] if launcher == "joblib" else []
-    with tempfile.TemporaryDirectory() as sweep_dir:
-        t0 = time.perf_counter()
-        subprocess.run(["bash", str(REPO / "sweep.sh"), "dataset=miniplaces", f"dataset.root={root}",
-                        "tensorboard=false", *launch, *extra], check=True, capture_output=True, text=True,
-                       cwd=REPO, env={**os.environ, "SWEEP_DIR": sweep_dir})
-        ours_s = time.perf_counter() - t0
-        table = pd.read_csv(Path(sweep_dir) / "results.csv")
-    frame = pd.DataFrame({"config": [c[0] for c in COURSE], "ref best acc": ref_acc,
-                          "runner best acc": list(table["best_val_acc"]),
-                          "runner train s": list(table["train_s"])})
+    frame = pd.DataFrame({"config": [c[0] for c in COURSE],
+                          "ref best acc": [reference(root, b, lr, e)["best_val_acc"] for _, b, lr, e in COURSE]})
+    seconds = {"reference": time.perf_counter() - t0}
+    for launcher in launchers:
+        with tempfile.TemporaryDirectory() as sweep_dir:
+            t0 = time.perf_counter()
+            subprocess.run(["bash", str(REPO / "sweep.sh"), "dataset=miniplaces", f"dataset.root={root}",
+                            "tensorboard=false", *STUDY_LAUNCHERS[launcher], *extra], check=True,
+                           capture_output=True, text=True, cwd=REPO, env={**os.environ, "SWEEP_DIR": sweep_dir})
+            seconds[launcher] = time.perf_counter() - t0
+            frame[f"{launcher} best acc"] = list(pd.read_csv(Path(sweep_dir) / "results.csv")["best_val_acc"])
     print(frame.to_markdown(index=False, floatfmt=".2f"))
-    print(f"\ncourse study end to end: reference {ref_s:.1f}s, runner ({launcher} launcher) {ours_s:.1f}s, "
-          f"ratio {ref_s / ours_s:.2f}x")
-    return {"ref_s": ref_s, "runner_s": ours_s}
+    print("\ncourse study end to end:")
+    print(pd.DataFrame([{"launcher": name, "wall s": s, "reference / this": seconds["reference"] / s,
+                         **({"basic / this": seconds["basic"] / s} if "basic" in seconds else {})}
+                        for name, s in seconds.items()]).to_markdown(index=False, floatfmt=".2f"))
+    return seconds
 
 
 ABLATIONS = [("defaults", []), ("channels_last off", ["compute.channels_last=false"]),
@@ -134,7 +142,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 32, 128])
     p.add_argument("--study", action="store_true", help="also time the seven-configuration course study")
-    p.add_argument("--study-launcher", choices=["joblib", "basic"], default="joblib")
+    p.add_argument("--study-launcher", nargs="+", choices=list(STUDY_LAUNCHERS), default=["joblib"],
+                   help="one or more: the study runs once per launcher, the reference once")
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--overhead", action="store_true", help="also measure the per-trial overhead of a sequential sweep")
     p.add_argument("--ablation", action="store_true", help="also measure each compute switch at batch 32")
