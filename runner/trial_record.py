@@ -27,8 +27,9 @@ log = logging.getLogger("runner")
 class TrialRecord:
     """History, summary and best-so-far of one run, written into its `RunFolder` as it goes."""
 
-    def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
+    def __init__(self, cfg: DictConfig, run_dir: Path, label: str = "") -> None:
         self.cfg = cfg
+        self.label = label  # before each log line: which of a fused group's trials it is about
         self.started = time.perf_counter()
         self.folder = RunFolder(run_dir, tensorboard=bool(cfg.get("tensorboard", True)))
         self.history: list[dict[str, float]] = []
@@ -58,17 +59,18 @@ class TrialRecord:
         summary["epochs_done"] = epoch
         summary["train_s"] = sum(h["train_s"] for h in history)
         summary["val_s"] = sum(h["val_s"] for h in history)
-        log.info("epoch %d/%d  train loss %.4f acc %.2f  val loss %.4f acc %.2f top5 %.2f  (%.1fs + %.1fs)",
-                 epoch, cfg.epochs, row["train_loss"], row["train_acc"], row["val_loss"], row["val_acc"],
+        log.info("%sepoch %d/%d  train loss %.4f acc %.2f  val loss %.4f acc %.2f top5 %.2f  (%.1fs + %.1fs)",
+                 self.label, epoch, cfg.epochs, row["train_loss"], row["train_acc"], row["val_loss"], row["val_acc"],
                  row["val_top5"], train_s, val_s)
         if adversary is not None:
             summary["best_val_robust_acc"] = best_robust_acc(history)
-            log.info("epoch %d/%d  val robust acc %.2f (epsilon %g)", epoch, cfg.epochs, row["val_robust_acc"],
+            log.info("%sepoch %d/%d  val robust acc %.2f (epsilon %g)", self.label, epoch, cfg.epochs, row["val_robust_acc"],
                      adversary.epsilon)
         self.folder.write_metrics(history)
         if not math.isfinite(row["train_loss"]):
             summary["status"] = "diverged"
-            log.warning("training loss is %s at epoch %d: stopping this run as diverged", row["train_loss"], epoch)
+            log.warning("%straining loss is %s at epoch %d: stopping this run as diverged", self.label, row["train_loss"],
+                        epoch)
             return "diverged"
         improved = row["val_acc"] > self.best_acc
         if improved:

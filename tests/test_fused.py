@@ -94,6 +94,7 @@ def test_fused_launcher_sweep_matches_the_basic_launcher(tmp_path):
     grid = ("lr=0.01,0.02,0.03", "epochs=2", "compute.channels_last=false")
     out = run_sweep(tmp_path / "fused", *grid, "hydra/launcher=fused", "hydra.launcher.fuse=true")
     assert "1 fused group(s) [[0, 1, 2]]" in out
+    assert all(f"run {job}: epoch 2/2  train loss" in out for job in range(3))  # whose line is whose
     run_sweep(tmp_path / "basic", *grid)
     fused = pd.read_csv(tmp_path / "fused" / "results.csv").sort_values("job").reset_index(drop=True)
     basic = pd.read_csv(tmp_path / "basic" / "results.csv").sort_values("job").reset_index(drop=True)

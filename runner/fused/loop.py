@@ -67,7 +67,7 @@ def train_fused(cfgs: list[DictConfig], run_dirs: list[Path],
 
 def _train_fused(cfgs: list[DictConfig], run_dirs: list[Path],
                  epoch_ends: list[EpochEnd | None]) -> list[dict[str, Any]]:
-    records = [TrialRecord(cfg, run_dir) for cfg, run_dir in zip(cfgs, run_dirs)]
+    records = [TrialRecord(cfg, run_dir, label=f"run {run_dir.name}: ") for cfg, run_dir in zip(cfgs, run_dirs)]
     try:
         trials, splits, normalize, augment, amp_dtype, device = _set_up(cfgs, records, epoch_ends)
         _run_epochs(trials, splits, normalize, augment, amp_dtype, device)
