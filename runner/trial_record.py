@@ -64,13 +64,13 @@ class TrialRecord:
                  row["val_top5"], train_s, val_s)
         if adversary is not None:
             summary["best_val_robust_acc"] = best_robust_acc(history)
-            log.info("%sepoch %d/%d  val robust acc %.2f (epsilon %g)", self.label, epoch, cfg.epochs, row["val_robust_acc"],
-                     adversary.epsilon)
+            log.info("%sepoch %d/%d  val robust acc %.2f (epsilon %g)", self.label, epoch, cfg.epochs,
+                     row["val_robust_acc"], adversary.epsilon)
         self.folder.write_metrics(history)
         if not math.isfinite(row["train_loss"]):
             summary["status"] = "diverged"
-            log.warning("%straining loss is %s at epoch %d: stopping this run as diverged", self.label, row["train_loss"],
-                        epoch)
+            log.warning("%straining loss is %s at epoch %d: stopping this run as diverged", self.label,
+                        row["train_loss"], epoch)
             return "diverged"
         improved = row["val_acc"] > self.best_acc
         if improved:
