@@ -57,13 +57,7 @@ ABLATION = [("defaults", []), ("compute.amp=false", ["compute.amp=false"]),
 COURSE_W0 = "course loop, workers 0"
 COLUMNS = ["piece", "label", "batch", "img_s", "last_epoch_img_s", "vs_course", "ratio", "baseline", "wall_s",
            "wall_img_s",
-           "best_val_acc", *CAPTURE_FIELDS, "compile_s", "note", "error"]
-
-
-def has_cuda_graph_key() -> bool:
-    """Whether this checkout's compute group has issue 9's `cuda_graph` switch."""
-    return any(line.split(":")[0].strip() == "cuda_graph"
-               for line in (REPO / "conf" / "compute" / "default.yaml").read_text().splitlines())
+           "best_val_acc", *CAPTURE_FIELDS, "compile_s", "error"]
 
 
 class Bench:
@@ -72,16 +66,13 @@ class Bench:
     def __init__(self, args: argparse.Namespace, root: Path, n_train: int, extra: list[str]) -> None:
         self.args, self.root, self.n_train, self.extra = args, root, n_train, extra
         self.deadline = Deadline(args.budget_s)
-        self.graph_key = has_cuda_graph_key()
         self.rows: list[dict[str, Any]] = []
         self.meta = environment(args, root, n_train, extra)
         self.cuda = bool(self.meta["cuda"]) and args.device != "cpu"
 
     def paths(self) -> dict[str, list[str] | None]:
-        """Overrides for the eager and the captured step; captured is None where it can't run
-        (no `cuda_graph` key in this checkout, or no GPU: compute.cuda_graph=true refuses a CPU)."""
-        if not self.graph_key:
-            return {"as configured": [], "captured": None}  # no switch to pass: the runner picks its own step
+        """Overrides for the eager and the captured step; captured is None without a GPU
+        (compute.cuda_graph=true refuses a CPU)."""
         return {"eager": ["compute.cuda_graph=false"], "captured": ["compute.cuda_graph=true"] if self.cuda else None}
 
     def add(self, piece: str, label: str, batch: int | None, row: dict[str, Any], baseline: str | None = None) -> None:
@@ -107,8 +98,6 @@ class Bench:
     def runner(self, piece: str, label: str, batch: int, overrides: list[str], baseline: str | None = None) -> None:
         row = runner_run(self.root, batch, self.args.epochs, self.args.device, [*overrides, *self.extra],
                          self.n_train, self.deadline)
-        if row.get("error") is None and self.graph_key and "step_path" not in row:
-            row["note"] = "summary.json has no step_path/capture_s (issue 9's fields): which step ran is unknown"
         self.add(piece, label, batch, row, baseline)
 
 
@@ -265,10 +254,7 @@ def main() -> None:
     meta = bench.meta
     print(f"{n_train} train / {n_val} val images under {root}; torch {meta['torch']}, {meta['cpus']} CPUs, "
           f"GPU: {meta['gpu'] or 'none'}; pieces: {','.join(args.pieces)}", flush=True)
-    if not bench.graph_key:
-        print("note: conf/compute/default.yaml has no cuda_graph key (issue 9's captured step is not in this "
-              "checkout): runner rows run without it and the captured rows are skipped", flush=True)
-    elif not bench.cuda:
+    if not bench.cuda:
         print("note: no GPU, so the captured rows (compute.cuda_graph=true) are skipped", flush=True)
     warm_caches(bench)
     for piece in args.pieces:

@@ -43,8 +43,10 @@ def _plain_sgd(optimizer: torch.optim.Optimizer) -> bool:
     if type(optimizer) is not torch.optim.SGD or len(optimizer.param_groups) != 1:
         return False
     group = optimizer.param_groups[0]
+    # A tensor lr (the captured step's, runner/capture.py) stays with the optimizer's own step:
+    # StackedSGD.step builds its options tensor from the param groups on the host, which no CUDA graph may hold.
     if not all(isinstance(group[key], (int, float)) for key in ("lr", "momentum", "dampening", "weight_decay")):
-        return False  # a tensor lr (capturable schedules) stays with the optimizer's own step
+        return False
     hooked = (optimizer._optimizer_step_pre_hooks or optimizer._optimizer_step_post_hooks
               or optim_module._global_optimizer_pre_hooks or optim_module._global_optimizer_post_hooks)
     return not (hooked or group["maximize"] or group["differentiable"] or group.get("fused"))
@@ -68,8 +70,6 @@ class StackedSGD:
     @classmethod
     def of(cls, stack: StackedModels, optimizers: list[torch.optim.Optimizer]) -> StackedSGD | None:
         """This stack's StackedSGD for these optimizers (kept on the stack, rebuilt after a restack), or None."""
-        if next(iter(stack.params.values())).is_cuda and torch.cuda.is_current_stream_capturing():
-            return None  # step() builds a small tensor from the param groups: not inside a CUDA graph
         cached = stack.update_cache
         if isinstance(cached, cls) and cached.built_for(stack, optimizers):
             return cached
