@@ -20,13 +20,16 @@ from runner.run_names import register_resolvers
 from common.errors import ConfigError
 from runner.optuna_sweeper import register as register_optuna_sweeper
 from runner.fused.launcher import register as register_fused_launcher
+from runner.job_boundary import install as check_every_job_config, refusal
 from runner.preflight import preflight, remove_refused_run_folder
 from runner.pruning import trial_pruner
+from runner.run_folder import record_refused
 
 log = logging.getLogger("runner")
 register_optuna_sweeper()  # hydra/sweeper=optuna (conf/hydra/sweeper/optuna.yaml) points at our resumable class
 register_fused_launcher()  # hydra/launcher=fused (runner/fused/launcher.py)
 register_resolvers()  # ${run_suffix:} in conf/config.yaml's run and sweep dirs
+check_every_job_config()  # Hydra's config loader checks each job's final config (runner/job_boundary.py)
 
 
 def parallel_jobs(hydra_cfg: DictConfig) -> int:
@@ -49,6 +52,11 @@ def main(cfg: DictConfig) -> float | None:
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     interrupts.install_sigterm_handler()  # also in a joblib worker process, where the job runs
     interrupts.current_run_dir = run_dir
+    reason = refusal(cfg)
+    if reason is not None:  # a sweep job whose final config failed the check: it records that, runs nothing
+        log.error("run %s refused: %s", run_dir, reason)
+        record_refused(run_dir, reason)
+        return None
     try:
         epoch_end = trial_pruner(hydra_cfg.sweeper, cfg.get("objective", "val_acc")) if in_sweep else None
         with claimed_run_folder(cfg, run_dir, shared=locks.is_shared_sweep(hydra_cfg)) as reused:

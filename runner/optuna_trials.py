@@ -23,7 +23,7 @@ from runner.optuna_storage import mark_interrupted
 log = logging.getLogger("runner.optuna_sweeper")
 
 # Statuses a job's summary.json can hold once the job has ended by itself.
-ENDED_STATUSES = ("completed", "diverged", "failed", "pruned")
+ENDED_STATUSES = ("completed", "diverged", "failed", "pruned", "refused")
 # A RUNNING trial with no owner attribute older than this was left by a killed sweeper (see _owner_gone).
 OWNERLESS_GRACE_S = 60.0
 

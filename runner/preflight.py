@@ -4,16 +4,20 @@ Hydra instantiates the callbacks, the sweeper and the launcher, creates the run 
 the log file and writes `.hydra/` all before it calls the task function, so a check inside
 the task function is too late for "nothing ran, no folder". Here the config is composed first,
 exactly as Hydra is about to compose it (same search path, `--config-dir`, `--config-path`,
-`--config-name`, overrides), and checked: every `_target_` and the logging and sweeper settings
-against runner/trust.py, and for a single run the values (runner/config.py check_config).
-A refusal is one line and exit 2 before anything exists. Composing costs ~0.1-0.3 s.
+`--config-name`, overrides, and for `--experimental-rerun DIR` the overrides saved in DIR), through
+the same checked loader every job passes (runner/job_boundary.py), so a refusal is one line and
+exit 2 before anything exists. What it checks, besides the command's own config:
 
-For a grid (`-m`, Hydra's basic sweeper) every job's config is composed and checked too.
-What is left to the task function's own checks (they refuse the job before anything is built,
-and `runner/__main__.py` removes the folder of a refused single run): each Optuna suggestion,
-and what only the job knows (a data set's files, a device, a resume checkpoint). An unknown
-group option (`model=lenett`, also as one value of a grid) is one line listing the options; any
-other config that doesn't compose is left to Hydra, which reports it in its own words.
+* every job of a grid (Hydra's basic sweeper), and that no two jobs share one folder;
+* every value a search space (`hydra.sweeper.params`) gives a `hydra.*` key, exactly as if typed;
+* settings that put commands into a cluster job's script (runner/trust.py COMMAND_LINE_ONLY):
+  only an override typed on this command line may set them, never a config file or a rerun folder;
+* for a single run, the values (runner/config.py check_config).
+
+What only the job knows (a data set's files, a device, a resume checkpoint, an Optuna suggestion
+for a run key) is checked by the job itself before anything is built. An unknown group option
+(`model=lenett`, also as one value of a grid) is one line listing the options; any other config
+that doesn't compose is left to Hydra, which reports it in its own words.
 """
 
 from __future__ import annotations
@@ -28,23 +32,27 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from common.errors import ConfigError
-from runner.trust import check_config_trust
+from runner.job_boundary import RefusedConfig, install as install_job_check, refusal
+from runner.trust import check_command_line_only, check_config_trust
 from runner.fused.launcher import check_fuse_option
 from runner.locks import RUN_LOCK_NAME
 
 HYDRA_BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
-MAX_CHECKED_JOBS = 500  # composing a job's config takes ~20-50 ms; beyond this, each job checks itself
+# A sweep's jobs need folders of their own: its subdir must name something that differs per job.
+PER_JOB_SUBDIR = ("hydra.job.num", "hydra.job.id", "hydra.job.override_dirname")
 
 
 def preflight(argv: list[str], task_function: Callable, config_path: str, config_name: str) -> None:
     """Refuse (print one line, exit 2) a command line whose config runner/trust.py does not allow."""
     try:
-        cfg, multirun, grid_jobs = _compose(argv, task_function, config_path, config_name)
-        if cfg is None:
+        composed = _compose(argv, task_function, config_path, config_name)
+        if composed is None:
             return
-        for job_cfg in [cfg, *grid_jobs]:
-            check_config_trust(job_cfg)
+        cfg, multirun, typed_keys = composed
+        check_command_line_only(cfg, typed_keys)
         check_fuse_option(cfg.hydra.launcher)  # hydra/launcher=fused's one option
+        if multirun:
+            _check_one_folder_per_job(cfg)
         shown_only = any(arg in ("--cfg", "-c") or arg.startswith("--cfg=") for arg in argv)
         if not multirun and not shown_only:  # a grid's bad combination is its job's failure, not the sweep's
             _check_values(cfg)
@@ -55,6 +63,85 @@ def preflight(argv: list[str], task_function: Callable, config_path: str, config
         print(f"error: the config could not be checked ({type(e).__name__}: {str(e).strip().splitlines()[0]}); "
               f"fix that key", file=sys.stderr)
         sys.exit(2)
+
+
+def _check_one_folder_per_job(cfg: DictConfig) -> None:
+    subdir = OmegaConf.to_container(cfg.hydra.sweep, resolve=False).get("subdir")
+    if not any(name in str(subdir) for name in PER_JOB_SUBDIR):
+        raise ConfigError(f"hydra.sweep.subdir={subdir} gives every job of the sweep the same folder; "
+                          f"include ${{hydra.job.num}} (the default) so each job has its own")
+
+
+def _check_sweep_jobs(loader, cfg: DictConfig, jobs: list[list[str]]) -> None:
+    """Compose each job's config through the checked loader, as the launcher will; refuse the first bad one.
+
+    Jobs that differ only in values nothing checked can see (`seed=range(0,1000)`: no `hydra.*` setting
+    and no `_target_` refers to `seed`) are composed once: each composition costs ~40 ms.
+    """
+    seen = set()
+    inert = _inert_keys(cfg)
+    for job in jobs:
+        relevant = tuple(o for o in job if o.split("=", 1)[0] not in inert)
+        if relevant in seen:
+            continue
+        seen.add(relevant)
+        reason = refusal(loader.load_sweep_config(cfg, list(job)))
+        if reason:
+            raise ConfigError(f"{reason} (in the sweep's job {' '.join(job)})")
+
+
+def _inert_keys(cfg: DictConfig) -> set[str]:
+    """Top-level value keys (`seed`, `lr`) that no `hydra.*` setting and no `_target_` refers to, even
+    through other interpolations: a job's value for them cannot change what runner/trust.py checks."""
+    import re
+
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    strings = {path: value for path, value in _flat_strings(raw, "") if "${" in value}
+    watched = [v for path, v in strings.items() if path.startswith("hydra.") or path.endswith("_target_")]
+    names: set[str] = set()
+    while watched:  # follow interpolations to what they refer to, and on
+        for token in re.findall(r"[\w.]+", " ".join(re.findall(r"\$\{([^}]*)\}", watched.pop()))):
+            if token not in names:
+                names.add(token)
+                watched += [v for path, v in strings.items() if path == token or path.endswith(f".{token}")]
+    referred = names | {name.rsplit(".", 1)[-1] for name in names}
+    return {key for key, value in raw.items()
+            if key != "hydra" and not isinstance(value, (dict, list)) and key not in referred}
+
+
+def _flat_strings(node, path: str):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _flat_strings(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _flat_strings(value, f"{path}.{i}")
+    elif isinstance(node, str):
+        yield path, node
+
+
+def _search_space_jobs(hydra, cfg: DictConfig) -> list[list[str]]:
+    """One override per value each `hydra.*` key of an Optuna search space can take."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if cfg.hydra.sweeper.get("_target_") == HYDRA_BASIC_SWEEPER:
+        return []
+    params = cfg.hydra.sweeper.get("params") or {}
+    parser = OverridesParser.create(config_loader=hydra.config_loader)
+    arguments = OmegaConf.to_container(cfg.hydra.overrides.task, resolve=False)  # every trial's, as launched
+    jobs = []
+    for key, value in params.items():
+        if not str(key).lstrip("+~").startswith("hydra."):
+            continue
+        override = parser.parse_override(f"{key}={value}")
+        if not override.is_sweep_override():
+            jobs.append([*arguments, f"{key}={value}"])
+        elif override.is_interval_sweep():
+            raise ConfigError(f"hydra.sweeper.params.{key}={value} is not allowed: a search space may give a "
+                              f"hydra.* key only listed values, choice(...) or range(...)")
+        else:
+            jobs += [[*arguments, f"{key}={v}"] for v in override.sweep_string_iterator()]
+    return jobs
 
 
 def _missing_option(message: str) -> str:
@@ -100,8 +187,11 @@ def _check_values(cfg: DictConfig) -> None:
 
 
 def _compose(argv: list[str], task_function: Callable, config_path: str, config_name: str):
-    """(composed config with its `hydra` node, multirun?, each grid job's config), or (None, False, [])
-    where Hydra should speak instead (help, a config that doesn't compose)."""
+    """(composed config with its `hydra` node, multirun?, the keys of the overrides typed on the
+    command line), after checking every job's config; None where Hydra should speak instead
+    (help, a config that doesn't compose)."""
+    import os
+
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import (create_automatic_config_search_path,
                                        detect_calling_file_or_module_from_task_function, detect_task_name,
@@ -113,40 +203,58 @@ def _compose(argv: list[str], task_function: Callable, config_path: str, config_
     try:
         args = get_args_parser().parse_intermixed_args(argv)
     except SystemExit:  # a malformed command line: Hydra prints its usage
-        return None, False, []
-    if args.help or args.hydra_help or args.shell_completion or args.info or args.experimental_rerun:
-        return None, False, []
-    import os
-
+        return None
+    if args.help or args.hydra_help or args.shell_completion or args.info:
+        return None
+    saved, name = [], args.config_name or config_name
+    if args.experimental_rerun is not None:
+        if args.multirun or args.config_name is not None:
+            raise ConfigError("--experimental-rerun DIR reruns one job: drop -m/--multirun and --config-name")
+        saved_name, saved = _rerun_overrides(args.experimental_rerun)
+        name = saved_name or name
     calling_file, calling_module = detect_calling_file_or_module_from_task_function(task_function)
     search_path = create_automatic_config_search_path(calling_file, calling_module,
                                                       args.config_path or config_path)
     if args.config_dir is not None:
         if not os.path.isdir(args.config_dir):
-            return None, False, []
+            return None
         search_path.prepend(provider="command-line", path=f"file://{os.path.abspath(args.config_dir)}",
                             anchor=SearchPathQuery(provider="schema"))
+    install_job_check()  # the loader Hydra will use: preflight composes through the same check
     try:
         hydra = Hydra.create_main_hydra2(task_name=detect_task_name(calling_file, calling_module),
                                          config_search_path=search_path)
-        name = args.config_name or config_name
-        overrides = list(args.overrides)
+        overrides = saved + list(args.overrides)
         parsed = hydra.config_loader.parse_overrides(name, overrides)
-        mode = hydra.get_mode(config_name=name, overrides=overrides, parsed_overrides=parsed)
+        typed_keys = [o.key_or_group for o in parsed[len(saved):]]
+        mode = RunMode.RUN if saved else hydra.get_mode(config_name=name, overrides=overrides,
+                                                          parsed_overrides=parsed)
         multirun = bool(args.multirun) or mode == RunMode.MULTIRUN
         cfg = hydra.compose_config(config_name=name, overrides=overrides, parsed_overrides=parsed,
                                    run_mode=RunMode.MULTIRUN if multirun else RunMode.RUN,
                                    with_log_configuration=False)
-        # A grid's jobs are known now: compose each one's config to check it too.
-        jobs = [hydra.config_loader.load_sweep_config(cfg, job)
-                for job in (_grid_jobs(hydra, cfg)[:MAX_CHECKED_JOBS] if multirun else [])]
-        return cfg, multirun, jobs
+        if multirun:  # every job Hydra is about to run, and every hydra.* value a search space can give
+            _check_sweep_jobs(hydra.config_loader, cfg, _grid_jobs(hydra, cfg) + _search_space_jobs(hydra, cfg))
+        return cfg, multirun, typed_keys
+    except RefusedConfig as e:
+        raise ConfigError(e.reason) from None
     except MissingConfigException as e:  # an unknown group option (model=lenett), in a grid's jobs too
         raise ConfigError(_missing_option(str(e))) from None
     except (HydraException, OmegaConfBaseException):  # doesn't compose: Hydra reports it in its own words
-        return None, False, []
+        return None
     finally:
         GlobalHydra.instance().clear()
+
+
+def _rerun_overrides(run_dir: str) -> tuple[str | None, list[str]]:
+    """The overrides Hydra's `--experimental-rerun DIR` will apply: read from DIR/.hydra, so data, checked."""
+    from hydra._internal.utils import _get_rerun_overrides
+
+    try:
+        return _get_rerun_overrides(run_dir)
+    except Exception as e:  # missing or unreadable .hydra files
+        raise ConfigError(f"--experimental-rerun {run_dir}: its .hydra/hydra.yaml and .hydra/overrides.yaml "
+                          f"could not be read ({type(e).__name__}); give a run folder Hydra wrote") from None
 
 
 # What Hydra and RunFolder put in a run folder before the first epoch ends.

@@ -23,12 +23,12 @@ from typing import Any, Callable
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from runner.trust import PRUNER_TARGETS
+from runner.trust import OPTUNA_STUDY_ENV, OPTUNA_TRIAL_ENV, PRUNER_TARGETS
 
 log = logging.getLogger("runner")
 
 STOP = "stop"
-TRIAL_ENV, STUDY_ENV = "RUNNER_OPTUNA_TRIAL", "RUNNER_OPTUNA_STUDY"
+TRIAL_ENV, STUDY_ENV = OPTUNA_TRIAL_ENV, OPTUNA_STUDY_ENV
 # The `none` pruner: nothing to report to, so a job does not even open the study.
 NO_PRUNER = "optuna.pruners.NopPruner"
 

@@ -17,7 +17,7 @@ import pandas as pd
 from common.io import atomic_save_figure, atomic_write_json, atomic_write_text, remove_stale_temp_files
 
 METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_top5", "lr", "train_s", "val_s"]
-STATUSES = ("running", "completed", "diverged", "failed", "interrupted", "pruned")
+STATUSES = ("running", "completed", "diverged", "failed", "interrupted", "pruned", "refused")
 
 
 class RunFolder:
@@ -96,3 +96,9 @@ class RunFolder:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+def record_refused(path: Path, reason: str) -> None:
+    """A sweep job refused before it ran (runner/job_boundary.py): its folder says so, and why."""
+    RunFolder(path, tensorboard=False).write_summary(
+        {"status": "refused", "best_val_acc": None, "best_epoch": None, "epochs_done": 0, "error": reason})

@@ -91,8 +91,18 @@ LOG_HANDLER_KEYS = {"logging.StreamHandler": {"class", "level", "formatter", "st
 LOG_STREAMS = ("ext://sys.stdout", "ext://sys.stderr")
 RUN_LOG_FILE = "${hydra.runtime.output_dir}/${hydra.job.name}.log"  # as written, before interpolation
 LOG_FORMATTER_KEYS = {"format", "datefmt", "style"}
-# Variables that make Python or the dynamic loader run other code in this process or its children.
-UNSAFE_ENV = re.compile(r"^(LD_|DYLD_|PYTHON|PATH$|BASH_ENV$|ENV$|PERL5|RUBY|NODE_OPTIONS$)")
+# The environment variables a job may set (`hydra.job.env_set`), from any source: which GPUs it
+# sees, how many threads its libraries start, cuBLAS's deterministic workspace, and the two the
+# Optuna sweeper sets for a trial's job. Anything else may choose a program (CC, CXX, PATH,
+# BASH_ENV, SHELL), a library (LD_*, PYTHON*) or a cache folder (TORCHINDUCTOR_*, TRITON_*) for
+# torch.compile and the tools it starts: set those in your shell, where they are yours.
+OPTUNA_TRIAL_ENV, OPTUNA_STUDY_ENV = "RUNNER_OPTUNA_TRIAL", "RUNNER_OPTUNA_STUDY"
+ALLOWED_ENV = ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+               "OPENBLAS_NUM_THREADS", "CUBLAS_WORKSPACE_CONFIG", OPTUNA_TRIAL_ENV, OPTUNA_STUDY_ENV)
+# Launcher settings that put shell lines or a program into a cluster job's script: only a `hydra.*`
+# override typed on the command line may set them (runner/preflight.py checks where each came from).
+COMMAND_LINE_ONLY = ("hydra.launcher.setup", "hydra.launcher.srun_args", "hydra.launcher.python",
+                     "hydra.launcher.additional_parameters")
 
 
 # ---------------------------------------------------------------- walking a config
@@ -249,20 +259,44 @@ def check_job_settings(hydra: Any) -> None:
     def setting(key: str) -> Any:  # unset (`???`) or absent reads as None: Hydra fills it in itself
         if not isinstance(hydra, DictConfig):
             return None
-        return OmegaConf.select(hydra, key, default=None, throw_on_missing=False)
+        try:
+            return OmegaConf.select(hydra, key, default=None, throw_on_missing=False)
+        except Exception:  # refers to what the launcher sets later (${hydra.job.num}): the text as written
+            node: Any = OmegaConf.to_container(hydra, resolve=False)
+            for part in key.split("."):
+                node = node.get(part) if isinstance(node, dict) else None
+            return node
 
     name = setting("job.name")
     if name is not None and (not re.fullmatch(r"[\w.-]+", str(name)) or str(name) in (".", "..")):
         raise ConfigError(f"hydra.job.name={name} is not allowed: use letters, digits, '.', '-' and '_' "
                           f"(it names the log file in the run folder)")
     for var in (setting("job.env_set") or {}):
-        if UNSAFE_ENV.match(str(var)):
-            raise ConfigError(f"hydra.job.env_set.{var} is not allowed: it changes what code the "
-                              f"interpreter or loader runs; set it in your shell if you mean it")
-    subdir = setting("output_subdir")
-    if subdir is not None and (str(subdir).startswith(("/", "~")) or ".." in str(subdir).split("/")):
-        raise ConfigError(f"hydra.output_subdir={subdir} is not allowed: use a folder name inside the "
-                          f"run folder, e.g. .hydra")
+        if str(var) not in ALLOWED_ENV:
+            raise ConfigError(f"hydra.job.env_set.{var} is not allowed: a job may set only "
+                              f"{', '.join(ALLOWED_ENV[:-2])}; set other variables in your shell if you mean it")
+    for key, example in (("output_subdir", ".hydra"), ("sweep.subdir", "${hydra.job.num}")):
+        value = setting(key)
+        if value is not None and not _inside(str(value)):
+            raise ConfigError(f"hydra.{key}={value} is not allowed: use a folder name inside the "
+                              f"{'run' if key == 'output_subdir' else 'sweep'} folder, e.g. {example}")
+
+
+def _inside(relative: str) -> bool:
+    """A path that stays inside the folder it is joined to: not absolute, no `~`, no `..` step."""
+    return not relative.startswith(("/", "~", "\\")) and ".." not in re.split(r"[/\\]", relative)
+
+
+def check_command_line_only(cfg: Any, typed_keys: Iterable[str]) -> None:
+    """COMMAND_LINE_ONLY settings must be empty unless a typed override set them (or a parent of them)."""
+    typed = list(typed_keys)
+    for key in COMMAND_LINE_ONLY:
+        value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        if value in (None, "", [], {}) or (isinstance(value, (DictConfig, ListConfig)) and len(value) == 0):
+            continue
+        if not any(key == t or key.startswith(f"{t}.") or t.startswith(f"{key}.") for t in typed):
+            raise ConfigError(f"{key} is not allowed from a config file: it puts commands into the job's "
+                              f"script; if you mean it, type it on the command line ({key}=...)")
 
 
 def check_config_trust(cfg: Any) -> None:
