@@ -159,23 +159,29 @@ def test_launcher_setup_lines_come_only_from_the_command_line(tmp_path):
         check_command_line_only(typed, ["hydra/launcher"])
 
 
-def test_a_sweep_job_refused_at_run_time_records_refused_and_the_sweep_goes_on(tmp_path):
-    """A trial's suggestion reaches `hydra.output_subdir` through an interpolation only that job resolves."""
+@pytest.mark.parametrize("launcher", ["basic", "fused"])
+def test_a_sweep_job_refused_at_run_time_records_refused_and_the_sweep_goes_on(tmp_path, launcher):
+    """A trial's suggestion reaches `hydra.output_subdir` through an interpolation only that job resolves;
+    with the fused launcher, the refused trial is kept out of its batch's fused group."""
     conf = tmp_path / "conf" / "hparams_search"
     conf.mkdir(parents=True)
     (conf / "evil.yaml").write_text(
         "# @package _global_\ndefaults:\n  - override /hydra/sweeper: optuna\n  - override /hydra/sweeper/sampler: grid\n"
-        "hydra:\n  output_subdir: ${device}\n  sweeper:\n    n_trials: 2\n    params:\n"
-        f"      device: choice(cpu, {tmp_path}/outside)\n")
+        "hydra:\n  output_subdir: ${device}\n  sweeper:\n    n_trials: 4\n    n_jobs: 4\n    params:\n"
+        f"      device: choice(cpu, {tmp_path}/outside)\n      lr: choice(0.01, 0.02)\n")
     sweep_dir = tmp_path / "sweep"
-    proc = run_cli("--config-dir", str(tmp_path / "conf"), "-m", "hparams_search=evil", *FAST,
-                   f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
+    fuse = ["hydra.launcher.fuse=true"] if launcher == "fused" else []
+    proc = run_cli("--config-dir", str(tmp_path / "conf"), "-m", "hparams_search=evil", f"hydra/launcher={launcher}",
+                   *fuse, *FAST, f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
     out = proc.stdout + proc.stderr
     assert "Traceback" not in out, out[-3000:]
     assert not (tmp_path / "outside").exists()
     summaries = {d.name: json.loads((d / "summary.json").read_text()) for d in sweep_dir.iterdir()
                  if (d / "summary.json").exists()}
-    assert sorted(s["status"] for s in summaries.values()) == ["completed", "refused"], out[-3000:]
-    refused = next(name for name, s in summaries.items() if s["status"] == "refused")
-    assert "hydra.output_subdir=" in summaries[refused]["error"]
-    assert not (sweep_dir / refused / "checkpoint.pth.tar").exists()
+    assert sorted(s["status"] for s in summaries.values()) == ["completed", "completed", "refused", "refused"], out
+    for name, summary in summaries.items():
+        if summary["status"] == "refused":
+            assert "hydra.output_subdir=" in summary["error"]
+            assert not (sweep_dir / name / "checkpoint.pth.tar").exists()
+    if launcher == "fused":
+        assert "1 fused group(s)" in out, out[-3000:]

@@ -82,12 +82,17 @@ class FusedLauncher(BasicLauncher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from runner.fused.groups import fusible_groups, prefix_families
+        from runner.job_boundary import refusal
 
         setup_globals()
         assert self.hydra_context is not None and self.config is not None and self.task_function is not None
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         configs = [self._job_config(overrides, initial_job_idx + i) for i, overrides in enumerate(job_overrides)]
         groups, alone = fusible_groups(configs)
+        # A job refused at the boundary (runner/job_boundary.py) runs alone: its task records the refusal.
+        refused = {i for i, cfg in enumerate(configs) if refusal(cfg)}
+        alone += [i for g in groups for i in g if i in refused or len(set(g) - refused) < 2]
+        groups = [[i for i in g if i not in refused] for g in groups if len(set(g) - refused) >= 2]
         unfused = [g for g in groups if not self._should_fuse(configs[g[0]])]
         groups = [g for g in groups if self._should_fuse(configs[g[0]])]
         if self.fuse == "auto":  # sharing epochs saves whole epochs whatever the batch: keep those families
