@@ -20,6 +20,7 @@ from runner.run_names import register_resolvers
 from common.errors import ConfigError
 from runner.optuna_sweeper import register as register_optuna_sweeper
 from runner.fused.launcher import register as register_fused_launcher
+from runner.objective import objective_of, objective_value
 from runner.job_boundary import install as check_every_job_config, refusal
 from runner.preflight import preflight, remove_refused_run_folder
 from runner.pruning import trial_pruner
@@ -58,7 +59,7 @@ def main(cfg: DictConfig) -> float | None:
         record_refused(run_dir, reason)
         return None
     try:
-        epoch_end = trial_pruner(hydra_cfg.sweeper, cfg.get("objective", "val_acc")) if in_sweep else None
+        epoch_end = trial_pruner(hydra_cfg.sweeper, objective_of(cfg)) if in_sweep else None
         with claimed_run_folder(cfg, run_dir, shared=locks.is_shared_sweep(hydra_cfg)) as reused:
             summary = reused if reused is not None else train(cfg, run_dir, parallel_jobs=parallel_jobs(hydra_cfg),
                                                              epoch_end=epoch_end)
@@ -77,7 +78,7 @@ def main(cfg: DictConfig) -> float | None:
     log.info("run folder: %s", run_dir)
     log.info("status: %s, best val acc: %s (epoch %s)", summary["status"],
              "n/a" if summary["best_val_acc"] is None else f"{summary['best_val_acc']:.2f}", summary["best_epoch"])
-    return summary.get(f"best_{cfg.get('objective', 'val_acc')}")  # objective: val_acc | val_robust_acc
+    return objective_value(objective_of(cfg), summary)
 
 
 if __name__ == "__main__":

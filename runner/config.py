@@ -15,6 +15,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
 from common.errors import ConfigError
+from runner.objective import OBJECTIVES
 
 
 @dataclass
@@ -55,7 +56,6 @@ def __getattr__(name: str) -> tuple[str, ...]:
 
 
 SWITCH_VALUES = ("auto", "true", "false")
-OBJECTIVES = ("val_acc", "val_robust_acc")  # the metric whose best a run returns to Hydra's sweeper
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
 
+from runner.objective import objective_value, recorded_objective
 from runner.optuna_storage import mark_interrupted
 
 log = logging.getLogger("runner.optuna_sweeper")
@@ -77,7 +78,7 @@ def recover_trial(study: Any, t: Any) -> None:
     summary = _read_summary(run_dir)
     storage = study._storage  # user attributes of a trial we don't hold a Trial object for
     if summary is not None and summary.get("status") in ENDED_STATUSES:
-        value = _finite(summary.get("best_val_acc"))
+        value = objective_value(recorded_objective(run_dir), summary)  # what the run itself would have returned
         storage.set_trial_user_attr(t._trial_id, "status", summary["status"])
         if summary.get("error"):
             storage.set_trial_user_attr(t._trial_id, "error", str(summary["error"]))

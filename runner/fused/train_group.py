@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from common.errors import ConfigError
 from runner.fused.stack import NotFusible
 from runner.locks import holding_run_folder
+from runner.objective import objective_of, objective_value as run_value
 from runner.pruning import EpochEnd
 from runner.rerun import clear_run_folder, prepare_run_folder
 
@@ -24,10 +25,8 @@ log = logging.getLogger("runner")
 
 
 def objective_value(cfg: DictConfig, summary: dict[str, Any]) -> float | None:
-    """What runner/__main__.py returns to the sweeper for a run (None for a failed one, as its raise gives)."""
-    if summary.get("status") == "failed":
-        return None
-    return summary.get(f"best_{cfg.get('objective', 'val_acc')}")
+    """What runner/__main__.py returns to the sweeper for a run (runner/objective.py)."""
+    return run_value(objective_of(cfg), summary)
 
 
 def train_group(jobs: dict[int, tuple[DictConfig, Path]],
