@@ -36,7 +36,8 @@ from runner.trust import check_config_trust
 
 REFUSED_KEY = "_refused_"  # set on a refused sweep job's config: the reason, for the job to record
 # Settings a refused sweep job takes from its sweep instead: everything Hydra acts on before the job runs.
-SWEEP_SETTINGS = ("job_logging", "hydra_logging", "output_subdir", "sweep.subdir", "job.name", "job.env_set")
+SWEEP_SETTINGS = ("job_logging", "hydra_logging", "output_subdir", "sweep.dir", "sweep.subdir", "job.name",
+                  "job.env_set")
 
 
 class RefusedConfig(CompactHydraException):
@@ -70,9 +71,21 @@ class CheckedConfigLoader(ConfigLoaderImpl):
             _composing.sweep_job = False
         try:
             check_config_trust(cfg)
+            _check_same_sweep_dir(cfg, master_config)
         except ConfigError as e:
             return _refused(cfg, master_config, str(e))
         return cfg
+
+
+def _check_same_sweep_dir(cfg: DictConfig, master: DictConfig) -> None:
+    """A job's folder is made under its own config's sweep dir: that must be the sweep's."""
+    try:
+        job_dir, sweep_dir = str(cfg.hydra.sweep.dir), str(master.hydra.sweep.dir)
+    except Exception:  # not resolvable here: the sweep and its jobs fail alike, in Hydra's words
+        return
+    if job_dir != sweep_dir:
+        raise ConfigError(f"hydra.sweep.dir={job_dir} is not allowed in one job: its folder belongs in the "
+                          f"sweep's dir, {sweep_dir}")
 
 
 def _refused(cfg: DictConfig, master: DictConfig, reason: str) -> DictConfig:

@@ -227,6 +227,7 @@ def _compose(argv: list[str], task_function: Callable, config_path: str, config_
         overrides = saved + list(args.overrides)
         parsed = hydra.config_loader.parse_overrides(name, overrides)
         typed_keys = [o.key_or_group for o in parsed[len(saved):]]
+        typed_keys += ["hydra.run.dir"] if saved else []  # the rerun's folder, from the DIR typed
         mode = RunMode.RUN if saved else hydra.get_mode(config_name=name, overrides=overrides,
                                                           parsed_overrides=parsed)
         multirun = bool(args.multirun) or mode == RunMode.MULTIRUN

@@ -259,13 +259,7 @@ def check_job_settings(hydra: Any) -> None:
     def setting(key: str) -> Any:  # unset (`???`) or absent reads as None: Hydra fills it in itself
         if not isinstance(hydra, DictConfig):
             return None
-        try:
-            return OmegaConf.select(hydra, key, default=None, throw_on_missing=False)
-        except Exception:  # refers to what the launcher sets later (${hydra.job.num}): the text as written
-            node: Any = OmegaConf.to_container(hydra, resolve=False)
-            for part in key.split("."):
-                node = node.get(part) if isinstance(node, dict) else None
-            return node
+        return _resolved_or_written(hydra, key)  # ${hydra.job.num} is the launcher's to set: as written
 
     name = setting("job.name")
     if name is not None and (not re.fullmatch(r"[\w.-]+", str(name)) or str(name) in (".", "..")):
@@ -288,15 +282,48 @@ def _inside(relative: str) -> bool:
 
 
 def check_command_line_only(cfg: Any, typed_keys: Iterable[str]) -> None:
-    """COMMAND_LINE_ONLY settings must be empty unless a typed override set them (or a parent of them)."""
+    """What only a typed override may choose: COMMAND_LINE_ONLY settings (empty otherwise), and run
+    and sweep folders outside the working folder (a config file may name only relative ones inside
+    it, and a cluster launcher's own folder must sit inside the sweep dir)."""
     typed = list(typed_keys)
+
+    def was_typed(key: str) -> bool:
+        return any(key == t or key.startswith(f"{t}.") or t.startswith(f"{key}.") for t in typed)
+
     for key in COMMAND_LINE_ONLY:
         value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
         if value in (None, "", [], {}) or (isinstance(value, (DictConfig, ListConfig)) and len(value) == 0):
             continue
-        if not any(key == t or key.startswith(f"{t}.") or t.startswith(f"{key}.") for t in typed):
+        if not was_typed(key):
             raise ConfigError(f"{key} is not allowed from a config file: it puts commands into the job's "
                               f"script; if you mean it, type it on the command line ({key}=...)")
+    for key in ("hydra.run.dir", "hydra.sweep.dir"):
+        value = _resolved_or_written(cfg, key)
+        if value is not None and not was_typed(key) and not _inside(str(value)):
+            raise ConfigError(f"{key}={value} is not allowed from a config file: it leaves the working "
+                              f"folder; if you mean it, type it on the command line ({key}=...)")
+    folder = _resolved_or_written(cfg, "hydra.launcher.submitit_folder")
+    sweep_dir = _resolved_or_written(cfg, "hydra.sweep.dir")
+    if folder is not None and not was_typed("hydra.launcher.submitit_folder") and not _within(folder, sweep_dir):
+        raise ConfigError(f"hydra.launcher.submitit_folder={folder} is not allowed from a config file: it "
+                          f"leaves the sweep dir; if you mean it, type it on the command line")
+
+
+def _resolved_or_written(cfg: Any, key: str) -> Any:
+    try:
+        return OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+    except Exception:  # ${hydra.job.num} and other values only a job has: the text as written
+        node: Any = OmegaConf.to_container(cfg, resolve=False)
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        return node
+
+
+def _within(path: Any, folder: Any) -> bool:
+    import os
+
+    path, folder = os.path.normpath(str(path)), os.path.normpath(str(folder))
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def check_config_trust(cfg: Any) -> None:

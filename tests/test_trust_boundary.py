@@ -185,3 +185,27 @@ def test_a_sweep_job_refused_at_run_time_records_refused_and_the_sweep_goes_on(t
             assert not (sweep_dir / name / "checkpoint.pth.tar").exists()
     if launcher == "fused":
         assert "1 fused group(s)" in out, out[-3000:]
+
+
+def test_a_config_file_may_not_put_the_run_folder_outside_the_working_folder(tmp_path):
+    conf = tmp_path / "conf" / "experiment"
+    conf.mkdir(parents=True)
+    (conf / "far.yaml").write_text(f"# @package _global_\nhydra:\n  run:\n    dir: {tmp_path}/elsewhere\n")
+    proc = run_cli("--config-dir", str(tmp_path / "conf"), "experiment=far", *FAST, cwd=tmp_path)
+    assert_refused(proc, f"hydra.run.dir={tmp_path}/elsewhere is not allowed from a config file",
+                   "type it on the command line")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["conf"]
+
+
+def test_a_trial_may_not_move_its_folder_out_of_the_sweep(tmp_path):
+    conf = tmp_path / "conf" / "hparams_search"
+    conf.mkdir(parents=True)
+    (conf / "evil.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /hydra/sweeper: optuna\n  - override /hydra/sweeper/sampler: grid\n"
+        f"hydra:\n  sweep:\n    dir: ${{device}}\n  sweeper:\n    n_trials: 1\n    params:\n"
+        f"      device: choice({tmp_path}/outside)\n")
+    proc = run_cli("--config-dir", str(tmp_path / "conf"), "-m", "hparams_search=evil", *FAST, cwd=tmp_path)
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "outside").exists()
+    summary = json.loads((tmp_path / "auto" / "0" / "summary.json").read_text())  # the sweep's own dir
+    assert summary["status"] == "refused" and "hydra.sweep.dir=" in summary["error"]
