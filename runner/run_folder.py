@@ -17,7 +17,7 @@ import pandas as pd
 from common.io import atomic_save_figure, atomic_write_json, atomic_write_text, remove_stale_temp_files
 
 METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_top5", "lr", "train_s", "val_s"]
-STATUSES = ("running", "completed", "diverged", "failed", "interrupted", "pruned")
+STATUSES = ("running", "completed", "diverged", "failed", "interrupted", "pruned", "refused")
 
 
 class RunFolder:
