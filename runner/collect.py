@@ -169,7 +169,7 @@ def for_output(table: pd.DataFrame) -> pd.DataFrame:
     """The table with every text cell writable anywhere (runner/collect_read.py's `printable`)."""
     shown = table.copy()
     for column in shown.columns:
-        if shown[column].dtype == object:
+        if shown[column].dtype == object or pd.api.types.is_string_dtype(shown[column]):
             shown[column] = shown[column].map(lambda v: printable(v) if isinstance(v, str) else v)
     shown.columns = [printable(c) for c in shown.columns]
     return shown

@@ -158,32 +158,35 @@ def read_json_object(path: Path) -> dict[str, Any] | None:
     return data
 
 
-def _number(path: Path, key: str, value: Any, whole: bool) -> Any:
+def _number(value: Any, whole: bool) -> tuple[bool, Any]:
+    """(usable, value): a finite number (a whole one if `whole`) or None."""
     if value is None:
-        return None
+        return True, None
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if ok and whole:
         ok = float(value).is_integer() and abs(value) < 2**53
         value = int(value) if ok else value
-    if not ok:
-        warn(path, f"{key} is {printable(repr(value))[:60]}, not a {'whole ' if whole else ''}number; left empty")
-        return None
-    return value
+    return ok, value if ok else None
 
 
 def checked_summary(path: Path, summary: dict[str, Any]) -> dict[str, Any]:
-    """The summary with every number a finite number (else empty, warned) and status a word."""
-    out = dict(summary)
+    """The summary with every number a finite number and status a word; what is not is left
+    empty (status: unreadable), in one warning naming the file."""
+    out, problems = dict(summary), []
     status = out.get("status")
     if not isinstance(status, str) or not status.strip():
-        warn(path, f"status is {printable(repr(status))[:60]}, not a word; shown as unreadable")
+        problems.append(f"status is {printable(repr(status))[:40]}, not a word (shown as unreadable)")
         out["status"] = "unreadable"
-    for key in [*NUMBER_FIELDS, *(k for k in out if isinstance(k, str) and k.startswith("best_"))]:
-        if key in out and key not in WHOLE_FIELDS:
-            out[key] = _number(path, key, out[key], whole=False)
-    for key in WHOLE_FIELDS:
+    numbers = [*NUMBER_FIELDS, *(k for k in out if isinstance(k, str) and k.startswith("best_"))]
+    for key in dict.fromkeys(numbers + list(WHOLE_FIELDS)):
         if key in out:
-            out[key] = _number(path, key, out[key], whole=True)
+            whole = key in WHOLE_FIELDS
+            ok, value = _number(out[key], whole)
+            if not ok:
+                problems.append(f"{key} is {printable(repr(out[key]))[:40]}, not a {'whole ' if whole else ''}number")
+            out[key] = value
+    if problems:
+        warn(path, "; ".join(problems) + "; left empty")
     if out.get("error") is not None and not isinstance(out["error"], str):
         out["error"] = str(out["error"])
     if out["status"] in NO_VALUE:

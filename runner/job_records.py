@@ -106,7 +106,9 @@ def count_jobs(sweep_dir: Path) -> Counter:
         key = num if isinstance(num, int) else job_name(run)
         jobs[key if isinstance(key, int) else str(run.resolve())] = str(outcome.get("status"))
     for record in read_job_records(sweep_dir):
-        jobs[record["job_num"]] = record["status"]
+        # a folder whose own summary says the job did not train (a check inside training) keeps its word
+        if jobs.get(record["job_num"]) not in NOT_TRAINED:
+            jobs[record["job_num"]] = record["status"]
     return Counter(jobs.values())
 
 
