@@ -58,6 +58,9 @@ class CollectOnMultirunEnd(Callback):
             table = collect_and_report([sweep_dir])
         except ConfigError as e:  # e.g. every job of the grid was refused: nothing to tabulate
             log.warning("%s", e)
+        except Exception as e:  # the jobs are done and recorded: count them whatever the tables met
+            log.warning("collecting %s failed (%s: %s); python -m runner.collect %s says more",
+                        sweep_dir, type(e).__name__, e, sweep_dir)
         counts = count_jobs(sweep_dir)
         log.info("%s", jobs_line(counts))
         bad = {s: counts[s] for s in NOT_TRAINED if counts[s]}

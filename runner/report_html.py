@@ -88,9 +88,11 @@ def _text(value: Any) -> str:
 def _table(table: pd.DataFrame, out: Path, best: dict[str, Any] | None) -> str:
     from runner.best_run import ranked
 
-    shown = ranked(table, (best or {}).get("metric") or "best_val_acc")
+    metric = (best or {}).get("metric")
+    shown = ranked(table, metric if isinstance(metric, str) and metric in table.columns else "best_val_acc")
     columns = [c for c in shown.columns if c not in HIDDEN_COLUMNS and not (c == "error" and shown[c].isna().all())]
     best_dir = (best or {}).get("best_run_dir")
+    best_dir = printable(Path(str(best_dir)).resolve()) if best_dir else None
     head = "".join(f"<th>{_text(c)}</th>" for c in [*columns, "run folder"])
     rows = []
     for _, row in shown.iterrows():
