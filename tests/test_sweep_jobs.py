@@ -46,3 +46,24 @@ def test_a_changed_grid_into_a_finished_sweep_dir_is_refused_counted_and_fails(t
     proc = run_cli("-m", "lr=0.01,1e12", *FAST, f"hydra.sweep.dir={sweep}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "2 jobs: 1 completed, 1 diverged" in proc.stdout and not list((sweep / ".jobs").glob("*.json"))
+
+
+def test_a_job_refused_before_training_shows_refused_not_running(tmp_path):
+    from omegaconf import OmegaConf
+
+    from runner.collect import collect_and_report
+    from runner.job_records import count_jobs, jobs_line, write_job_record
+    from tests.fake_runs import write_fake_run
+
+    write_fake_run(tmp_path / "0", {"lr": 0.01}, 50.0)
+    (tmp_path / "1" / ".hydra").mkdir(parents=True)  # Hydra made the folder; the job was refused in it
+    hydra = OmegaConf.create({"sweep": {"dir": str(tmp_path)}, "job": {"num": 1},
+                              "runtime": {"output_dir": str(tmp_path / "1")},
+                              "overrides": {"task": ["+model.x._target_=os.system"]}})
+    write_job_record(hydra, "refused", "model.x._target_=os.system is not allowed")
+    table = collect_and_report([tmp_path])
+    assert list(table["status"]) == ["completed", "refused"]
+    assert table["error"][1] == "model.x._target_=os.system is not allowed"
+    assert (tmp_path / "results.txt").read_text().splitlines()[1] == "refused"
+    assert jobs_line(count_jobs(tmp_path)) == "2 jobs: 1 completed, 1 refused"
+    assert [p.name for p in (tmp_path / ".jobs").iterdir()] == ["1.json"]  # nothing half-written beside it
