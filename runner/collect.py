@@ -39,7 +39,9 @@ import pandas as pd
 
 from common.errors import ConfigError
 from common.io import atomic_write_text, temp_files_of
-from runner.collect_read import flatten, printable, read_choices, read_config, read_outcome, reset_warnings, warn  # noqa: F401
+# flatten, read_config and read_outcome are also imported from here (runner/resume.py, tb_hparams, optuna_storage)
+from runner.collect_read import flatten, printable, read_choices, read_config, read_outcome, reset_warnings, warn  # noqa
+
 from runner.job_records import with_job_records
 
 log = logging.getLogger("runner.collect")
@@ -261,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
     for d in args.sweep_dirs:
         if not Path(d).is_dir():
-            print(f"error: {printable(d)} is not a folder; pass a sweep dir such as outputs/multirun/<date>", file=sys.stderr)
+            print(f"error: {printable(d)} is not a folder; pass a sweep dir such as outputs/multirun/<date>",
+                  file=sys.stderr)
             return 2
     try:
         collect_and_report(args.sweep_dirs, args.out)

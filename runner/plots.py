@@ -127,7 +127,8 @@ def _numeric_panel(ax, done: pd.DataFrame, key: str, best) -> None:
 
 def _category_panel(ax, done: pd.DataFrame, key: str, best) -> None:
     # Names in launch order; a run without the key (another model's option) as "(unset)".
-    labels = done[key].map(lambda v: "(unset)" if v is None or (isinstance(v, float) and math.isnan(v)) else printable(v))
+    labels = done[key].map(lambda v: "(unset)" if v is None or (isinstance(v, float) and math.isnan(v))
+                           else printable(v))
     order = list(dict.fromkeys(labels))
     position = labels.map({v: i for i, v in enumerate(order)})
     acc = done["best_val_acc"].astype(float)
@@ -221,5 +222,6 @@ def write_plots(table: pd.DataFrame, key_columns: list[str], out: Path) -> list[
                     atomic_save_figure(fig, out / name, dpi=DPI)
                     written.append(name)
             except Exception as e:  # values no axis takes (someone else's folders): the tables stand without it
-                log.warning("%s not drawn (%s: %s)", name, type(e).__name__, printable(e).splitlines()[0] if str(e) else "")
+                log.warning("%s not drawn (%s: %s)", name, type(e).__name__,
+                            printable(e).splitlines()[0] if str(e) else "")
     return written
