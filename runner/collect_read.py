@@ -162,7 +162,7 @@ def _number(value: Any, whole: bool) -> tuple[bool, Any]:
     """(usable, value): a finite number (a whole one if `whole`) or None."""
     if value is None:
         return True, None
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < 1e300  # finite, no overflow
     if ok and whole:
         ok = float(value).is_integer() and abs(value) < 2**53
         value = int(value) if ok else value
@@ -209,8 +209,8 @@ def read_metrics(run_dir: Path) -> pd.DataFrame | None:
         warn(path, f"has no {' or '.join(missing)} column; the run's epochs are left out")
         return None
     epoch = pd.to_numeric(frame["epoch"], errors="coerce")
-    if epoch.isna().any() or not (epoch == epoch.round()).all():
-        warn(path, "its epoch column is not whole numbers; the run's epochs are left out")
+    if epoch.isna().any() or not ((epoch == epoch.round()) & (epoch.abs() < 2**53)).all():
+        warn(path, "its epoch column is not epoch numbers; the run's epochs are left out")
         return None
     frame["epoch"] = epoch.astype("int64")
     for column in ("val_acc", "train_s"):
