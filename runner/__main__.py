@@ -16,6 +16,7 @@ import runner.config  # noqa: F401  (importing it registers the schema Hydra com
 from runner.trust import HYDRA_TARGETS, flat
 from runner import interrupts, locks
 from runner.rerun import claimed_run_folder
+from runner.job_records import write_job_record
 from runner.run_names import register_resolvers
 from common.errors import ConfigError
 from runner.optuna_sweeper import register as register_optuna_sweeper
@@ -66,6 +67,7 @@ def main(cfg: DictConfig) -> float | None:
     except ConfigError as e:
         if in_sweep:  # one bad combination must not end the sweep: it is recorded as failed
             log.error("run %s failed: %s", run_dir, e)
+            write_job_record(hydra_cfg, "refused", str(e))
             return None
         print(f"error: {e}", file=sys.stderr)
         remove_refused_run_folder(run_dir, hydra_cfg.job.name)  # a refused run leaves no folder
@@ -73,6 +75,7 @@ def main(cfg: DictConfig) -> float | None:
     except Exception as e:
         if in_sweep:
             log.exception("run %s failed: %s", run_dir, e)
+            write_job_record(hydra_cfg, "failed", str(e))
             return None
         raise
     log.info("run folder: %s", run_dir)
