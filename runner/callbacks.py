@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
@@ -36,6 +37,8 @@ class CollectOnMultirunEnd(Callback):
         from runner.collect import collect_and_report
 
         if locks.refused(config.hydra.sweep.dir):  # the dir belongs to another live sweep
+            return
+        if not os.path.isdir(config.hydra.sweep.dir):  # the sweep was refused before it made its folder
             return
         try:
             collect_and_report([config.hydra.sweep.dir])

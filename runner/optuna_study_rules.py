@@ -1,5 +1,6 @@
-"""Two rules of a resumable study, apart from the sweeper's loop: what a later run into the same
-study must repeat (its fixed overrides), and the command that resumes it."""
+"""Rules of a resumable study, apart from the sweeper's loop: what a later run into the same
+study must repeat (its fixed overrides), the command that resumes it, and the sweeper settings
+refused before it starts."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from common.errors import ConfigError
+
+# Pruner settings that may be negative (ThresholdPruner's bounds on the objective); the rest are counts.
+SIGNED_PRUNER_KEYS = ("lower", "upper")
 # Overrides that change no result, so they may differ between the runs of one study.
 RESULT_NEUTRAL = ("progress", "tensorboard", "num_workers", "device", "compute.")
 
@@ -57,3 +62,36 @@ def differing_overrides(before: list[str], now: list[str]) -> str:
             is_ = f"{key}={new[key]}" if key in new else f"{key} as in the config"
             return f"{was} and this run has {is_}"
     return ""
+
+
+def check_options(n_jobs: Any, pruner: DictConfig | None, heartbeat_interval: Any = None,
+                  grace_period: Any = None) -> None:
+    """ConfigError for a sweeper setting Optuna would refuse mid-sweep: n_jobs below 1, a heartbeat
+    or grace period below 1 s, a pruner setting its class refuses (built once here; each trial's job
+    builds its own, runner/pruning.py)."""
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
+        raise ConfigError(f"hydra.sweeper.n_jobs={n_jobs} is invalid: use a whole number, 1 or more "
+                          "(trials run at once)")
+    for key, value in (("heartbeat_interval", heartbeat_interval), ("grace_period", grace_period)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"hydra.sweeper.{key}={value} is invalid: use whole seconds, 1 or more, or null "
+                              f"({'no heartbeat' if key == 'heartbeat_interval' else 'twice the heartbeat interval'})")
+    from hydra.errors import InstantiationException
+
+    from runner.pruning import build_pruner, wants_pruning
+
+    if not wants_pruning(pruner):
+        return
+    name = str(pruner.get("_target_")).split(".")[-1]
+    for key, value in pruner.items():
+        # Counts of trials, steps and resources: Hyperband only fails on a negative one in a trial's first report.
+        if key not in SIGNED_PRUNER_KEYS and isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+            raise ConfigError(f"hydra.sweeper.pruner.{key}={value} is negative: {name} takes 0 or more "
+                              f"(1 or more for a resource or an interval)")
+    try:
+        build_pruner(pruner)
+    except (InstantiationException, ValueError, TypeError) as e:
+        cause = e.__cause__ or e
+        reason = next((line.strip() for line in str(cause).splitlines() if line.strip()), type(cause).__name__)
+        raise ConfigError(f"hydra.sweeper.pruner ({name}) refuses its settings: {reason}; fix the "
+                          "hydra.sweeper.pruner.* value it names") from None
