@@ -16,8 +16,7 @@ import sys
 from pathlib import Path
 
 from common.errors import ConfigError
-from runner.optuna_db import open_existing, sqlite_url
-from runner.optuna_report import display_url
+from runner.optuna_db import display_url, open_existing, sqlite_url
 
 
 def storage_url(sweep_dir: Path, storage: str | None) -> str:

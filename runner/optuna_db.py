@@ -55,6 +55,20 @@ def study_url(storage: str, sweep_dir: str | os.PathLike | None) -> str:
     return storage
 
 
+def display_url(storage: Any) -> str:
+    """The storage as it can be shown and written down: a URL without its password."""
+    if storage is None:
+        return "memory (no resume)"
+    if not isinstance(storage, str):
+        return type(storage).__name__
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(storage).render_as_string(hide_password=True)
+    except Exception:
+        return storage.split("@")[-1] if "@" in storage else storage
+
+
 def check_url(url: str, key: str = "hydra.sweeper.storage") -> Any:
     """The parsed URL, or ConfigError for a URL that is none, of an unknown kind, or a sqlite URL
     whose `?...` part is not sqlite options (then it was meant as part of the path)."""
@@ -168,6 +182,15 @@ def open_existing(url: str, key: str) -> Any:
 @contextlib.contextmanager
 def _setup_lock(url: str, key: str) -> Iterator[None]:
     backend = check_url(url, key).get_backend_name()
+    # Optuna loads its table models and alembic lazily (about a second): load them before the lock,
+    # so that N workers starting together wait for each other's database work only.
+    import logging
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # as Optuna sets it: no plugin list in the log
+    import alembic.command  # noqa: F401
+    import alembic.migration  # noqa: F401
+    import alembic.script  # noqa: F401
+    import optuna.storages._rdb.models  # noqa: F401
     if backend == "postgresql":
         import sqlalchemy
 
@@ -234,8 +257,6 @@ def storage_error(url: str, error: BaseException, key: str = "hydra.sweeper.stor
 
 def _named(key: str, url: str) -> str:
     """`key=URL` (the URL without its password) as an error names it; the URL alone without a key."""
-    from runner.optuna_report import display_url
-
     return f"{key}={display_url(url)}" if key else display_url(url)
 
 

@@ -32,7 +32,7 @@ from omegaconf import OmegaConf
 
 from common.errors import ConfigError
 from common.io import atomic_save_figure, atomic_write_text
-from runner.optuna_db import one_line_errors, open_existing, sqlite_url
+from runner.optuna_db import display_url, one_line_errors, open_existing, sqlite_url
 
 log = logging.getLogger(__name__)
 
@@ -41,20 +41,6 @@ PLOTS = {
     "optuna_parallel_coordinate.png": "plot_parallel_coordinate",
     "optuna_param_importances.png": "plot_param_importances",
 }
-
-
-def display_url(storage: Any) -> str:
-    """The storage as it can be shown and written down: a URL without its password."""
-    if storage is None:
-        return "memory (no resume)"
-    if not isinstance(storage, str):
-        return type(storage).__name__
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(storage).render_as_string(hide_password=True)
-    except Exception:
-        return storage.split("@")[-1] if "@" in storage else storage
 
 
 def best_summary(study: Any, storage: Any = None) -> dict[str, Any]:

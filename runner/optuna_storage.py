@@ -1,6 +1,7 @@
 """Where a study lives, and what several workers on one study need from it.
 
-* `sweeper_storage`: the sweeper's storage. A URL becomes Optuna's RDBStorage with a heartbeat
+* `study_setup`, `sweeper_storage`: the sweeper's storage, opened under a lock (N workers may
+  start at once on a fresh database). A URL becomes Optuna's RDBStorage with a heartbeat
   (`hydra.sweeper.heartbeat_interval`, `grace_period`): every trial a worker runs gets a
   heartbeat thread (Optuna's own), and a trial whose heartbeat stopped (its worker was killed,
   on any machine) is found by `stale_trial_ids` and failed and re-run by a live worker.
@@ -12,17 +13,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from omegaconf import DictConfig
 
 from common.errors import ConfigError
 from common.io import atomic_write_json
-from runner.optuna_db import check_driver, check_url, study_url
+from runner.optuna_db import check_driver, check_url, setting_up, study_url
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +32,8 @@ log = logging.getLogger(__name__)
 def sweeper_storage(storage: Any, heartbeat_interval: int | None, grace_period: int | None) -> Any:
     """The storage URL as an Optuna storage; None stays None (in memory).
 
-    Build it inside `runner.optuna_db.setting_up(url)`, with the URL from `study_url`: a sqlite
-    path is relative to the cwd, like Hydra's sweep dir (hydra.job.chdir=false), and its folder is
-    made there.
+    Build it through `study_setup`, with the URL from `study_url`: a sqlite path is relative to the
+    cwd, like Hydra's sweep dir (hydra.job.chdir=false), and its folder is made there.
     """
     if storage is None:
         return None
@@ -48,6 +49,15 @@ def sweeper_storage(storage: Any, heartbeat_interval: int | None, grace_period: 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
         return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+
+
+@contextlib.contextmanager
+def study_setup(url: Any, heartbeat_interval: int | None, grace_period: int | None) -> Iterator[Any]:
+    """The sweeper's storage (`sweeper_storage`), yielded while the database's setup lock is held
+    (runner/optuna_db.py): create or load the study, and write what a study's first worker writes,
+    inside. Any number of workers may start at the same moment on a fresh database."""
+    with setting_up(url) if isinstance(url, str) else contextlib.nullcontext():
+        yield sweeper_storage(url, heartbeat_interval, grace_period)
 
 
 def job_storage(storage: Any) -> Any:

@@ -32,7 +32,7 @@ def check_fixed_overrides(study: Any, fixed_params: dict, fixed_overrides: list,
         return
     differs = differing_overrides(list(before), now)
     if differs:
-        from runner.optuna_report import display_url
+        from runner.optuna_db import display_url
 
         print(f"error: Optuna study '{study.study_name}' ({display_url(storage)}) was started with "
               f"{differs}: its trials would not be comparable; repeat its overrides to extend it, or start a "

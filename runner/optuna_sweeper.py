@@ -45,7 +45,6 @@ plugin registry on every start, and Optuna (~0.4 s to import) is only loaded whe
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import math
@@ -70,8 +69,8 @@ from runner.fused.launcher import FusedLauncher
 from runner.optuna_asking import TrialAsking
 from runner.optuna_space import _space_size, _tally
 from runner.optuna_study_rules import check_fixed_overrides, check_options, resume_command
-from runner.optuna_db import setting_up, study_url
-from runner.optuna_storage import heartbeat_enabled, sweeper_storage
+from runner.optuna_db import study_url
+from runner.optuna_storage import heartbeat_enabled, study_setup
 from runner.optuna_trials import record_result
 from runner.pruning import build_pruner, wants_pruning
 
@@ -121,7 +120,8 @@ class ResumableOptunaSweeper(TrialAsking, OptunaSweeper):
         import optuna
         from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
 
-        from runner.optuna_report import display_url, write_report
+        from runner.optuna_db import display_url
+        from runner.optuna_report import write_report
 
         impl = self.sweeper
         assert impl.config is not None and impl.launcher is not None
@@ -155,8 +155,7 @@ class ResumableOptunaSweeper(TrialAsking, OptunaSweeper):
         # A sqlite path in the sweep dir stays a path; the storage is opened under the setup lock.
         url = study_url(impl.storage, sweep_dir) if isinstance(impl.storage, str) else impl.storage
         try:
-            with setting_up(url) if isinstance(url, str) else contextlib.nullcontext():
-                storage = sweeper_storage(url, self.heartbeat_interval, self.grace_period)
+            with study_setup(url, self.heartbeat_interval, self.grace_period) as storage:
                 study = optuna.create_study(study_name=impl.study_name, storage=storage, sampler=sampler,
                                             pruner=pruner, directions=directions, load_if_exists=True)
                 url = url if isinstance(url, str) else storage  # shown in logs and best.json
