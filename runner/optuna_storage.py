@@ -23,7 +23,6 @@ from typing import Any, Iterator
 from omegaconf import DictConfig
 
 from common.errors import ConfigError
-from common.io import atomic_write_json
 from runner.optuna_db import check_driver, check_url, setting_up, study_url
 
 log = logging.getLogger(__name__)
@@ -124,6 +123,7 @@ def mark_interrupted(run_dir: Any, note: str) -> None:
     `running`), with what its metrics.csv shows, so the collector's table has its final state."""
     if not run_dir or not Path(run_dir).is_dir():
         return
+    from common.io import atomic_write_json  # loads torch: only here, not in every worker's start
     from runner.collect import read_outcome
 
     outcome = read_outcome(Path(run_dir))
