@@ -193,8 +193,11 @@ def _setup_lock(url: str, key: str) -> Iterator[None]:
     import optuna.storages._rdb.models  # noqa: F401
     if backend == "postgresql":
         import sqlalchemy
+        from sqlalchemy.engine import make_url
 
-        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+        # libpq waits for an unreachable host without end: give up after a while, with one line.
+        timeout = {"connect_timeout": 20} if make_url(url).get_driver_name() in ("psycopg", "psycopg2") else {}
+        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool, connect_args=timeout)
         try:
             with engine.connect() as connection:
                 connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": PG_SETUP_LOCK})
