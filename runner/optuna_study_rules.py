@@ -15,6 +15,13 @@ from common.errors import ConfigError
 
 # Pruner settings that may be negative (ThresholdPruner's bounds on the objective); the rest are counts.
 SIGNED_PRUNER_KEYS = ("lower", "upper")
+# Sweeper settings that are whole numbers: the least value, whether null is allowed, what they mean.
+WHOLE_NUMBERS = {
+    "n_jobs": (1, False, "trials run at once"),
+    "n_trials": (0, False, "the study's total of trials"),
+    "heartbeat_interval": (1, True, "seconds between a running trial's heartbeats; null: none"),
+    "grace_period": (1, True, "seconds without a heartbeat before a trial is run again; null: two intervals"),
+}
 # Overrides that change no result, so they may differ between the runs of one study.
 RESULT_NEUTRAL = ("progress", "tensorboard", "num_workers", "device", "compute.")
 
@@ -64,18 +71,22 @@ def differing_overrides(before: list[str], now: list[str]) -> str:
     return ""
 
 
-def check_options(n_jobs: Any, pruner: DictConfig | None, heartbeat_interval: Any = None,
-                  grace_period: Any = None) -> None:
-    """ConfigError for a sweeper setting Optuna would refuse mid-sweep: n_jobs below 1, a heartbeat
-    or grace period below 1 s, a pruner setting its class refuses (built once here; each trial's job
-    builds its own, runner/pruning.py)."""
-    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
-        raise ConfigError(f"hydra.sweeper.n_jobs={n_jobs} is invalid: use a whole number, 1 or more "
-                          "(trials run at once)")
-    for key, value in (("heartbeat_interval", heartbeat_interval), ("grace_period", grace_period)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ConfigError(f"hydra.sweeper.{key}={value} is invalid: use whole seconds, 1 or more, or null "
-                              f"({'no heartbeat' if key == 'heartbeat_interval' else 'twice the heartbeat interval'})")
+def check_options(pruner: DictConfig | None, **settings: Any) -> None:
+    """ConfigError for a sweeper setting Optuna would refuse, or take silently, mid-sweep: the whole
+    numbers of WHOLE_NUMBERS below their least value, max_failure_rate outside 0..1, a pruner
+    setting its class refuses (built once here; each trial's job builds its own, runner/pruning.py)."""
+    for key, value in settings.items():
+        if key == "max_failure_rate":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise ConfigError(f"hydra.sweeper.max_failure_rate={value} is invalid: use a fraction from 0 to 1 "
+                                  "(1: failed trials never stop the search)")
+            continue
+        least, nullable, meaning = WHOLE_NUMBERS[key]
+        if value is None and nullable:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f"hydra.sweeper.{key}={value} is invalid: use a whole number, {least} or more"
+                              f"{', or null' if nullable else ''} ({meaning})")
     from hydra.errors import InstantiationException
 
     from runner.pruning import build_pruner, wants_pruning

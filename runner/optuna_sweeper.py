@@ -100,7 +100,8 @@ class ResumableOptunaSweeper(TrialAsking, OptunaSweeper):
                  params: DictConfig | None, pruner: DictConfig | None = None, heartbeat_interval: int | None = None,
                  grace_period: int | None = None) -> None:
         try:  # Hydra builds the sweeper before anything else: a bad setting ends here, in one line
-            check_options(n_jobs, pruner, heartbeat_interval, grace_period)
+            check_options(pruner, n_jobs=n_jobs, n_trials=n_trials, max_failure_rate=max_failure_rate,
+                          heartbeat_interval=heartbeat_interval, grace_period=grace_period)
         except ConfigError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)

@@ -6,6 +6,8 @@ import socket
 
 import pytest
 
+from common.errors import ConfigError
+from runner.optuna_study_rules import check_options
 from tests.conftest import run_cli
 from tests.test_cli_errors import assert_one_line_error
 
@@ -33,7 +35,7 @@ def assert_refused(proc, *needles):
      ["MedianPruner", "n_startup_trials=-1"]),
     (["hydra/sweeper/pruner=hyperband", "hydra.sweeper.pruner.min_resource=-1"],
      ["hydra.sweeper.pruner.min_resource=-1", "negative"]),
-    (["hydra.sweeper.heartbeat_interval=0"], ["hydra.sweeper.heartbeat_interval=0", "1 or more"]),
+    (["hydra.sweeper.n_trials=-1"], ["hydra.sweeper.n_trials=-1", "0 or more"]),
 ])
 def test_a_bad_optuna_setting_is_one_line_and_leaves_no_sweep_dir(overrides, needles, tmp_path):
     (tmp_path / "text.db").write_text("not a database\n")
@@ -69,3 +71,14 @@ def test_a_dashboard_port_in_use_is_one_line(tmp_path):
         port = taken.getsockname()[1]
         proc = run_cli(str(tmp_path), "--port", str(port), module="runner.dashboard", timeout=120)
     assert_refused(proc, f"127.0.0.1:{port}", "pick another --port")
+
+
+@pytest.mark.parametrize("settings, needle", [
+    ({"n_jobs": 0}, "n_jobs=0"), ({"n_jobs": "abc"}, "n_jobs=abc"), ({"n_jobs": True}, "n_jobs=True"),
+    ({"n_trials": -1}, "n_trials=-1"), ({"max_failure_rate": 1.5}, "max_failure_rate=1.5"),
+    ({"heartbeat_interval": 0}, "heartbeat_interval=0"), ({"grace_period": -5}, "grace_period=-5"),
+])
+def test_sweeper_settings_out_of_range_are_named(settings, needle):
+    with pytest.raises(ConfigError, match=needle):
+        check_options(None, **settings)
+    check_options(None, n_jobs=1, n_trials=0, max_failure_rate=0.5, heartbeat_interval=None, grace_period=None)
