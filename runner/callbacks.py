@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,8 @@ class CollectOnMultirunEnd(Callback):
 
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if locks.refused(sweep_dir):  # the dir belongs to another live sweep
+            return
+        if not sweep_dir.is_dir():  # the sweep was refused before it made its folder
             return
         table = None
         try:
