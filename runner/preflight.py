@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from common.errors import ConfigError
+from runner.config import check_hydra_settings
 from runner.trust import check_config_trust
 from runner.fused.launcher import check_fuse_option
 from runner.locks import RUN_LOCK_NAME
@@ -45,6 +46,7 @@ def preflight(argv: list[str], task_function: Callable, config_path: str, config
         for job_cfg in [cfg, *grid_jobs]:
             check_config_trust(job_cfg)
         check_fuse_option(cfg.hydra.launcher)  # hydra/launcher=fused's one option
+        check_hydra_settings(cfg.hydra)  # logging values, n_jobs: Hydra acts on them before the job starts
         shown_only = any(arg in ("--cfg", "-c") or arg.startswith("--cfg=") for arg in argv)
         if not multirun and not shown_only:  # a grid's bad combination is its job's failure, not the sweep's
             _check_values(cfg)
