@@ -30,6 +30,7 @@ OS_FIXES = {
     errno.ENOTDIR: "a part of the path is a file, not a folder: choose another folder",
     errno.EISDIR: "it is a folder, where a file is expected: give a file's path",
     errno.ENOENT: "it does not exist: check the path",
+    errno.EEXIST: "something is already there where a folder or file would be made: choose another path",
     errno.ENAMETOOLONG: "the name is too long: choose a shorter path",
 }
 
@@ -66,6 +67,41 @@ def _user_input_error(error: Exception) -> str | None:
     return None
 
 
+def _os_cause(error: BaseException) -> OSError | None:
+    """`error`, or the exception it was raised from or while handling, that is an OSError with a known cause."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError) and error.errno in OS_FIXES:
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def os_failure(error: BaseException, where: Path | str | None = None) -> OSError | None:
+    """The operating-system failure behind `error` (disk full, no permission...), its path filled in
+    from `where` when it has none; None when `error` is something else."""
+    cause = _os_cause(error)
+    if cause is not None:
+        return OSError(cause.errno, cause.strerror, str(where)) if cause.filename is None and where else cause
+    if where is not None and _disk_full(where):  # e.g. torch.save's "unexpected pos" on a full disk
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(where))
+    return None
+
+
+def _disk_full(path: Path | str) -> bool:
+    """The disk holding `path` (or its nearest existing parent) has under 1 MiB free."""
+    import shutil
+
+    path = Path(path)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return shutil.disk_usage(path).free < 1 << 20
+    except OSError:
+        return False
+
+
 def write_traceback(error: BaseException, log_file: Path | str | None = None) -> str | None:
     """Append `error`'s full traceback to `log_file` (a temp file when None); return where, or None."""
     text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
@@ -93,33 +129,32 @@ def unexpected_error_line(error: BaseException, log_file: Path | str | None = No
     return f"{head} (full traceback in {where})" if where else f"{head} (no traceback file could be written)"
 
 
-@contextlib.contextmanager
-def entry_point(log_file: Path | str | None = None) -> Iterator[None]:
-    """Run a command's main inside this: whatever escapes it ends as one `error:` line on stderr.
+def error_line(error: Exception, log_file: Path | str | None = None, where: Path | str | None = None) -> tuple[str, int]:
+    """The one line (without `error: `) and the exit status for a failure that ends a command.
 
-    ConfigError and unreadable config files exit 2; an operating-system error (disk full, a
-    folder that can't be written) names the path and exits 1; anything else exits 1 with its
-    full traceback written to `log_file` (the run's log) or a temp file. KeyboardInterrupt and
-    SystemExit pass through (runner/interrupts.py turns an interrupt into its own line).
+    ConfigError and unreadable config files: 2. An operating-system error with a known cause
+    (disk full, a folder that can't be written): 1, naming its path, or `where` when it has
+    none. Anything else: 1, with its full traceback written to `log_file` or a temp file.
     """
+    if isinstance(error, ConfigError):
+        return str(error), 2
+    failure = os_failure(error, where)
+    if failure is not None:
+        return os_error_line(failure), 1
+    line = _user_input_error(error)
+    if line is not None:
+        return line, 2
+    return unexpected_error_line(error, log_file), 1
+
+
+@contextlib.contextmanager
+def entry_point(log_file: Path | str | None = None, where: str | None = None) -> Iterator[None]:
+    """Run a command's main inside this: whatever escapes it ends as one `error:` line on stderr
+    (see error_line; `where` names the output for an OS error that has no path). KeyboardInterrupt and SystemExit pass through: runner/interrupts.py turns
+    an interrupt into its own line."""
     try:
         yield
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except OSError as e:
-        if e.errno not in OS_FIXES:
-            _unexpected(e, log_file)
-        print(f"error: {os_error_line(e)}", file=sys.stderr)
-        sys.exit(1)
     except Exception as e:  # noqa: BLE001 (the boundary: nothing may leave as a traceback)
-        line = _user_input_error(e)
-        if line is not None:
-            print(f"error: {line}", file=sys.stderr)
-            sys.exit(2)
-        _unexpected(e, log_file)
-
-
-def _unexpected(error: BaseException, log_file: Path | str | None) -> None:
-    print(f"error: {unexpected_error_line(error, log_file)}", file=sys.stderr)
-    sys.exit(1)
+        line, status = error_line(e, log_file, where)
+        print(f"error: {line}", file=sys.stderr)
+        sys.exit(status)

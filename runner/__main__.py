@@ -17,7 +17,7 @@ from runner.trust import HYDRA_TARGETS, flat
 from runner import interrupts, locks
 from runner.rerun import claimed_run_folder
 from runner.run_names import register_resolvers
-from common.errors import ConfigError, entry_point, unexpected_error_line
+from common.errors import ConfigError, entry_point, error_line, os_failure
 from runner.optuna_sweeper import register as register_optuna_sweeper
 from runner.fused.launcher import register as register_fused_launcher
 from runner.preflight import preflight, remove_refused_run_folder
@@ -65,10 +65,11 @@ def main(cfg: DictConfig) -> float | None:
         if in_sweep:
             log.exception("run %s failed: %s", run_dir, e)
             return None
-        for handler in logging.getLogger().handlers:  # the log so far, then the traceback after it
-            handler.flush()
-        print(f"error: {unexpected_error_line(e, run_dir / f'{hydra_cfg.job.name}.log')}", file=sys.stderr)
-        sys.exit(1)  # the run folder stays: its summary.json records the run as failed
+        line, status = error_line(e, run_dir / f"{hydra_cfg.job.name}.log", where=run_dir)
+        print(f"error: {line}", file=sys.stderr)  # the traceback is in the run's log file
+        if os_failure(e, run_dir) is not None:  # a disk that is full or can't be written: nothing worth keeping
+            remove_refused_run_folder(run_dir, hydra_cfg.job.name)
+        sys.exit(status)  # else the run folder stays: its summary.json records the run as failed
     log.info("run folder: %s", run_dir)
     log.info("status: %s, best val acc: %s (epoch %s)", summary["status"],
              "n/a" if summary["best_val_acc"] is None else f"{summary['best_val_acc']:.2f}", summary["best_epoch"])
@@ -77,7 +78,8 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra's own errors reach entry_point, which prints them as one line
-    with interrupts.exit_cleanly_when_interrupted(), entry_point():
+    logging.raiseExceptions = False  # a log file that can't be written (disk full) prints no traceback per line
+    with interrupts.exit_cleanly_when_interrupted(), entry_point(where="the output folder (hydra.run.dir or hydra.sweep.dir)"):
         runner.config.check_command_line(sys.argv[1:])
         preflight(sys.argv[1:], main, config_path="../conf", config_name="config")  # refuses before Hydra acts
         main()

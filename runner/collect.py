@@ -31,7 +31,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from common.errors import ConfigError
+from common.errors import ConfigError, entry_point
 from common.io import atomic_write_text
 
 log = logging.getLogger("runner.collect")
@@ -247,4 +247,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with entry_point():  # anything unexpected: one line, the traceback in a file
+        sys.exit(main())

@@ -113,6 +113,7 @@ def check_instantiate_keys(cfg: DictConfig) -> None:
         for path, key, value in _special_keys(cfg.get(group), group):
             if key == "_partial_" and path == group and group in PARTIAL_GROUPS and value is True:
                 continue
+            value = str(value).lower() if isinstance(value, bool) else value  # as typed: true, not True
             if key == "_partial_" and path == group and group in PARTIAL_GROUPS:
                 raise ConfigError(f"{path}._partial_={value} is not allowed: the runner passes the "
                                   f"{'parameters' if group == 'optimizer' else 'optimizer'} itself; remove the override")
@@ -182,13 +183,17 @@ def _positive_int(value: object) -> bool:
 
 
 def check_command_line(argv: list[str]) -> None:
-    """Hydra runs one command at a time: `-m` with `--cfg` (or `--info`) is one line naming both."""
+    """Hydra's flags, read as Hydra will read them: a malformed one (`--cfg bogus`) or two commands at
+    once (`-m` with `--cfg` or `--info`) is one line, not argparse's usage text or Hydra's traceback."""
     from hydra._internal.utils import get_args_parser
 
-    try:
-        args = get_args_parser().parse_intermixed_args(argv)
-    except SystemExit:  # a malformed command line: Hydra prints its usage
-        return
+    parser = get_args_parser()
+
+    def refuse(message: str) -> None:
+        raise ConfigError(f"{message}; see python -m runner --help")
+
+    parser.error = refuse  # type: ignore[method-assign]
+    args = parser.parse_intermixed_args(argv)
     given = [flag for flag, on in (("--run", args.run), ("-m/--multirun", args.multirun),
                                    (f"--cfg {args.cfg}", args.cfg is not None), ("--info", args.info is not None),
                                    ("--shell-completion", args.shell_completion)) if on]

@@ -15,6 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from common.errors import entry_point
+
 
 def storage_url(sweep_dir: Path, storage: str | None) -> str:
     """The storage to show: --storage, else the sweep dir's sqlite file (the sweeper's default)."""
@@ -33,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=8080)
     args = parser.parse_args(argv)
+    if not 1 <= args.port <= 65535:
+        print(f"error: --port {args.port} is not a TCP port: use 1 to 65535, e.g. --port 8080", file=sys.stderr)
+        return 2
     try:
         url = storage_url(args.sweep_dir, args.storage)
     except FileNotFoundError as e:
@@ -49,4 +54,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with entry_point():  # anything unexpected: one line, the traceback in a file
+        sys.exit(main())

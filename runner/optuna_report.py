@@ -30,6 +30,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from common.errors import entry_point
 from common.io import atomic_save_figure, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -210,4 +211,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with entry_point():  # anything unexpected: one line, the traceback in a file
+        sys.exit(main())
