@@ -3,6 +3,7 @@ stderr, a non-zero exit, no traceback, and no run folder left behind."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -39,9 +40,7 @@ def a_file(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("overrides, needles", [
     (["compute.threads=0"], ["compute.threads=0", "compute.threads=auto"]),
     (["compute.threads=abc"], ["compute.threads=abc", "compute.threads=auto"]),
-    (["compute.compile=abc"], ["compute.compile=abc", "true or false"]),
     (["dataset.image_size=abc"], ["dataset.image_size=abc", "size in pixels"]),
-    (["dataset.num_classes=0"], ["dataset.num_classes=0", "1 or more"]),
     (["+model._partial_=true"], ["model._partial_=true", "remove _partial_"]),
     (["+model._args_=[1,2]"], ["model._args_=[1, 2]", "remove _args_"]),
     (["+augmentation._recursive_=false"], ["augmentation._recursive_=false", "remove _recursive_"]),
@@ -51,7 +50,6 @@ def a_file(tmp_path: Path) -> Path:
     (["dataset=imagefolder"], ["dataset.root is not set", "dataset.root="]),
     (["hydra.job_logging.root.level=${oc.env:SWEEP_RUNNER_UNSET_VARIABLE}"],
      ["hydra.job_logging.root.level=", "plain values"]),
-    (["hydra.job_logging.formatters.plain.format=${lr}"], ["hydra.job_logging.formatters.plain.format=${lr}"]),
     (["hydra.hydra_logging.root.level=LOUD"], ["hydra.hydra_logging.root.level=LOUD", "INFO"]),
 ])
 def test_bad_values_are_one_line_and_leave_no_run_folder(overrides, needles, tmp_path):
@@ -180,7 +178,7 @@ def _run_on_tmpfs(mount_point: Path, options: str, *args: str) -> subprocess.Com
 @needs_mount
 @pytest.mark.parametrize("size", ["3k", "16k", "300k"])  # full while Hydra sets up, at start, at the checkpoint
 def test_disk_full(size, tmp_path):
-    proc = _run_on_tmpfs(tmp_path / "disk", f"size={size}", "epochs=1", "tensorboard=false",
+    proc = _run_on_tmpfs(tmp_path / "disk", f"size={size}", "epochs=1", "batch_size=128", "tensorboard=false",
                          f"hydra.run.dir={tmp_path / 'disk' / 'run'}")
     assert_one_error_line(proc, "No space left on device", "the disk is full", status=1)
 
@@ -190,3 +188,21 @@ def test_read_only_output_folder(tmp_path):
     run_dir = tmp_path / "disk" / "run"
     proc = _run_on_tmpfs(tmp_path / "disk", "ro", "epochs=1", f"hydra.run.dir={run_dir}")
     assert_one_error_line(proc, str(run_dir), "Read-only file system", "writable", status=1)
+
+
+def test_a_single_runs_unexpected_failure_is_one_line_and_the_log_holds_the_traceback(tmp_path):
+    """The real `python -m runner` with one fault put in (the run's seeding raises): what no check
+    foresaw ends as one line, the run's log file holds the traceback, summary.json says failed."""
+    run_dir = tmp_path / "run"
+    code = ("import runpy, sys\n"
+            "import runner.train\n"
+            "def boom(seed): raise RuntimeError('injected fault')\n"
+            "runner.train.seed_everything = boom\n"
+            f"sys.argv = ['runner', 'epochs=1', 'tensorboard=false', 'hydra.run.dir={run_dir}']\n"
+            "runpy.run_module('runner', run_name='__main__', alter_sys=True)\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "0"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert_one_error_line(proc, "RuntimeError: injected fault", f"full traceback in {run_dir / 'runner.log'}", status=1)
+    log = (run_dir / "runner.log").read_text()
+    assert "Traceback" in log and "RuntimeError: injected fault" in log
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed"
