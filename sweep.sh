@@ -13,7 +13,10 @@ python -m runner -m "course=${COURSE_ORDER}" "hydra.sweep.dir=${SWEEP_DIR}" "$@"
 # A configuration that failed (or was refused) fails the study: one line with its error, exit 1.
 python - "${SWEEP_DIR}/results.csv" <<'EOF'
 import csv, sys
-rows = list(csv.DictReader(open(sys.argv[1], encoding="utf-8")))
+try:
+    rows = list(csv.DictReader(open(sys.argv[1], encoding="utf-8")))
+except OSError as e:
+    sys.exit(f"error: the study's table could not be read ({e.strerror}: {sys.argv[1]}); see the sweep's log above")
 bad = [r for r in rows if r.get("status") in ("failed", "refused")]
 if bad:
     first = bad[0]

@@ -59,7 +59,8 @@ def _user_input_error(error: Exception) -> str | None:
                                            ("omegaconf.errors", "OmegaConfBaseException"))
                   if module in sys.modules for cls in [getattr(sys.modules[module], name)])
     if bases and isinstance(error, bases):
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        lines = [line.strip() for line in str(error).splitlines()
+                 if line.strip() and not line.strip().startswith(("object_type=", "reference_type="))]
         cause = error.__cause__
         if cause is not None and str(cause).strip() and str(cause).strip().splitlines()[0] not in lines:
             lines.append(str(cause).strip().splitlines()[0])

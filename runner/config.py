@@ -108,13 +108,14 @@ RUN_GROUPS = ("model", "dataset", "optimizer", "scheduler", "augmentation", "adv
 def check_instantiate_keys(cfg: DictConfig) -> None:
     """A run group is built by calling its class with keyword options, nothing else: `_args_`,
     `_recursive_`, `_convert_` and `_partial_` are refused at any depth, except `_partial_: true`
-    at the top of optimizer and scheduler, which the runner completes with the parameters."""
+    in optimizer and scheduler (and a scheduler nested there, like warmup's `after`), which the
+    runner completes with the parameters or the optimizer."""
     for group in RUN_GROUPS:
         for path, key, value in _special_keys(cfg.get(group), group):
-            if key == "_partial_" and path == group and group in PARTIAL_GROUPS and value is True:
+            if key == "_partial_" and group in PARTIAL_GROUPS and value is True:
                 continue
             value = str(value).lower() if isinstance(value, bool) else value  # as typed: true, not True
-            if key == "_partial_" and path == group and group in PARTIAL_GROUPS:
+            if key == "_partial_" and group in PARTIAL_GROUPS:
                 raise ConfigError(f"{path}._partial_={value} is not allowed: the runner passes the "
                                   f"{'parameters' if group == 'optimizer' else 'optimizer'} itself; remove the override")
             raise ConfigError(f"{path}.{key}={value} is not allowed: a {group} is built by calling its class "
