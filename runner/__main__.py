@@ -79,7 +79,8 @@ def main(cfg: DictConfig) -> float | None:
 if __name__ == "__main__":
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra's own errors reach entry_point, which prints them as one line
     logging.raiseExceptions = False  # a log file that can't be written (disk full) prints no traceback per line
-    with interrupts.exit_cleanly_when_interrupted(), entry_point(where="the output folder (hydra.run.dir or hydra.sweep.dir)"):
+    outputs = "the output folder (hydra.run.dir or hydra.sweep.dir)"  # a disk error Hydra meets names no path
+    with interrupts.exit_cleanly_when_interrupted(), entry_point(where=outputs):
         runner.config.check_command_line(sys.argv[1:])
         preflight(sys.argv[1:], main, config_path="../conf", config_name="config")  # refuses before Hydra acts
         main()
