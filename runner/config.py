@@ -2,7 +2,10 @@
 
 Hydra validates types and unknown keys against `RunConfig` while composing (``batch_size=abc``
 or ``lrr=0.1`` fail there, before anything runs); `check_config` then rejects values that have
-the right type but make no sense, each with one line naming the key, the value and the fix.
+the right type but make no sense, each with one line naming the key, the value and the fix:
+values that don't resolve, `_partial_`/`_args_` in a run group, compute and data set sizes.
+`check_hydra_settings` (logging values, n_jobs) and `check_command_line` (Hydra's flags) run
+before Hydra acts, from `python -m runner`'s start-up.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from common.errors import ConfigError
