@@ -37,7 +37,7 @@ from typing import Any, Iterator
 
 import pandas as pd
 
-from common.errors import ConfigError
+from common.errors import ConfigError, entry_point
 from common.io import atomic_write_text, temp_files_of
 # flatten, read_config and read_outcome are also imported from here (runner/resume.py, tb_hparams, optuna_storage)
 from runner.collect_read import flatten, printable, read_choices, read_config, read_outcome, reset_warnings, warn  # noqa
@@ -282,4 +282,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with entry_point():  # anything unexpected: one line, the traceback in a file
+        sys.exit(main())

@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from common.errors import ConfigError
+from common.errors import ConfigError, entry_point
 from runner.optuna_db import display_url, open_existing, sqlite_url
 
 
@@ -70,4 +70,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with entry_point():  # anything unexpected: one line, the traceback in a file
+        sys.exit(main())

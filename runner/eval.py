@@ -29,7 +29,7 @@ from data.base import ImageDataset
 from data.splits import Split, open_splits
 from runner.build import build
 from runner.checkpoint import load_checkpoint, load_model_state
-from common.errors import ConfigError
+from common.errors import ConfigError, entry_point
 from runner.compute import configure_compute, pick_device
 from runner.train import evaluate
 from runner.trust import EVAL_TARGETS, RUN_TARGETS, check_run_targets, run_whitelist
@@ -139,4 +139,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with entry_point():  # anything unexpected: one line, the traceback in a file
+        sys.exit(main())

@@ -30,7 +30,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from common.errors import ConfigError
+from common.errors import ConfigError, entry_point
 from common.io import atomic_save_figure, atomic_write_text
 from runner.optuna_db import display_url, one_line_errors, open_existing, sqlite_url
 
@@ -209,4 +209,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with entry_point():  # anything unexpected: one line, the traceback in a file
+        sys.exit(main())
