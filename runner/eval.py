@@ -6,14 +6,19 @@ eval script. `split=test` reports the held-out test split where the data set has
 never used for selecting a model. Other `dataset.KEY=VALUE` arguments override the stored data
 set config (e.g. a new root on another machine).
 
-A checkpoint may come from elsewhere: only the model and data set classes of runner/trust.py
-are built from its config, and a config naming anything else is refused before anything runs.
+A checkpoint may come from elsewhere: it is checked first (runner/checkpoint.py: its parts'
+types, plain values in its config, a model whose shapes are its weights'), only the model and
+data set classes of runner/trust.py are built from its config, and a config naming anything else
+is refused before anything runs. What only the command line may ask for is not taken from the
+file: its `hydra` settings, a data set download, a pretrained model's download or weights file.
 """
 
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +33,7 @@ from data.augment import Normalize
 from data.base import ImageDataset
 from data.splits import Split, open_splits
 from runner.build import build
-from runner.checkpoint import load_checkpoint, load_model_state
+from runner.checkpoint import check_model_shapes, for_weights, load_checkpoint, load_model_state
 from common.errors import ConfigError
 from runner.compute import configure_compute, pick_device
 from runner.train import evaluate
@@ -72,19 +77,22 @@ class Restored:
 
 def restore(checkpoint: str, device: str = "auto", dataset_overrides: dict[str, Any] | None = None) -> Restored:
     """Rebuild the model and data set a checkpoint was trained with, from the config inside it."""
-    state = load_checkpoint(checkpoint)
-    if not isinstance(state["config"], dict) or not {"model", "dataset", "compute"} <= state["config"].keys():
-        raise ConfigError(f"checkpoint={checkpoint} holds no run config; pass a checkpoint.pth.tar written by the runner")
-    cfg = OmegaConf.create(state["config"])
+    state = load_checkpoint(checkpoint)  # checked: types, plain values, sizes (runner/checkpoint.py)
+    cfg = OmegaConf.create({k: v for k, v in state["config"].items() if k != "hydra"})
+    if "download" in cfg.dataset:
+        cfg.dataset.download = False  # the file doesn't get to write a download anywhere; dataset.download=true does
+    if "cuda_graph" in cfg.compute:
+        cfg.compute.cuda_graph = "auto"  # a training-step option: evaluation never captures
     if dataset_overrides:
         cfg.dataset = OmegaConf.merge(cfg.dataset, dataset_overrides)
     whitelist = trusted_eval_targets(cfg)
     torch_device = pick_device(device)
     amp_dtype = configure_compute(cfg.compute, torch_device)
     with execution_whitelist(whitelist, reset=True):
+        check_model_shapes(cfg.model, state)  # on the meta device: nothing allocated for a wrong config
         dataset = build(cfg.dataset, "dataset")
         splits = open_splits(dataset, str(cfg.compute.data_path), torch_device, cfg.num_workers)
-        model = build(cfg.model, "model")
+        model = build(for_weights(cfg.model), "model")
     load_model_state(model, state)
     model = model.to(torch_device)
     normalize = Normalize(dataset.mean, dataset.std).to(torch_device)
@@ -121,6 +129,14 @@ def trusted_eval_targets(cfg: Any) -> tuple[str, ...]:
     return run_whitelist(OmegaConf.create({k: cfg.get(k) for k in EVAL_TARGETS}), EVAL_TARGETS, source)
 
 
+def unexpected(error: Exception, program: str) -> str:
+    """One line for an error nothing checked for; the traceback goes to a file the line names."""
+    with tempfile.NamedTemporaryFile("w", prefix=f"{program}-", suffix=".traceback.txt", delete=False) as f:
+        traceback.print_exception(error, file=f)
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{program} failed: {type(error).__name__}: {first[:200]} (full traceback: {f.name})"
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         options = parse_args(sys.argv[1:] if argv is None else argv)
@@ -132,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # noqa: BLE001 (the entry point's boundary: one line, never a bare traceback)
+        print(f"error: {unexpected(e, 'runner.eval')}", file=sys.stderr)
+        return 1
     print(f"checkpoint: {options['checkpoint']} (epoch {result['epoch']})")
     print(f"{result['split']}: top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  loss {result['loss']:.4f}  "
           f"on {result['images']} images in {result['eval_s']:.2f}s")

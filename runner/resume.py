@@ -9,7 +9,7 @@ allows the key (`may_change()`):
                 length is fixed by the old total (cosine's T_max, one-cycle's epochs);
   lr            takes effect, set on the optimizer after its state is loaded, when the learning
                 rate is constant (scheduler=none); refused under any other scheduler, which owns it;
-  dataset.root  the same data set, moved;
+  dataset.root  the same data set, moved (and dataset.download: the checkpoint's is not taken);
   device, and the keys that change only speed or bookkeeping (runner/rerun.py RESULT_NEUTRAL:
   num_workers, progress, tensorboard, compute.* but amp, ...).
 A typed key outside those is accepted only when it asks for what the checkpoint already has;
@@ -36,7 +36,7 @@ from runner.checkpoint import (check_model_shapes, check_resume_state, check_sto
 from runner.collect import flatten
 from runner.trust import RUN_TARGETS, check_run_targets, run_whitelist
 
-ALSO_MAY_CHANGE = {"epochs", "lr", "optimizer.lr", "device", "dataset.root"}
+ALSO_MAY_CHANGE = {"epochs", "lr", "optimizer.lr", "device", "dataset.root", "dataset.download"}
 MAY_CHANGE_TEXT = "epochs, lr, dataset.root, device, num_workers, progress, tensorboard, compute.* but amp"
 LENGTH_KEYS = ("T_max", "epochs", "total_steps")  # a scheduler option that fixes the schedule's length
 TRAIN_GROUPS = ("model", "dataset", "optimizer", "scheduler", "augmentation")
@@ -158,7 +158,12 @@ def _recipe(cfg: DictConfig, stored: dict[str, Any], typed: list[tuple[str, str]
     """The stored config, its derived values tied to their sources again, and the allowed typed keys laid over."""
     allowed = may_change()
     mixed = _with_derived_values(cfg, stored)
+    if mixed.dataset.get("download"):  # only the command line may have the run download (write) a data set
+        mixed.dataset.download = False
     for text, key in typed:
+        if _raw(cfg, key) is _ABSENT and _at(stored, key) is _ABSENT and not text.startswith("~"):
+            raise ConfigError(f"resume={path} takes the run's recipe from the checkpoint, and {text} changes "
+                              f"keys through a config file; drop {text}, or start a new run without resume=")
         asked = copy.deepcopy(mixed)
         _put(asked, key, _raw(cfg, key))
         now, then = _at(_resolved(asked, text), key), _at(stored, key)

@@ -126,6 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # noqa: BLE001 (the entry point's boundary: one line, never a bare traceback)
+        from runner.eval import unexpected
+
+        print(f"error: {unexpected(e, 'runner.analyze')}", file=sys.stderr)
+        return 1
     for path in paths:
         print(f"wrote {path}")
     return 0
