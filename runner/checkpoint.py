@@ -54,6 +54,10 @@ def load_checkpoint(path: str | Path, key: str = "checkpoint") -> dict[str, Any]
     if not CHECKPOINT_KEYS <= state.keys():
         raise ConfigError(f"{key}={path} is not a runner checkpoint (missing {sorted(CHECKPOINT_KEYS - set(state))}); "
                           f"pass a checkpoint.pth.tar written by the runner")
+    if isinstance(state["config"], dict):  # the classes it names first: a crafted file is told so plainly
+        from runner.trust import RUN_TARGETS, check_run_targets
+
+        check_run_targets(state["config"], RUN_TARGETS, "the checkpoint's config names it, and it is ")
     check_state(state, f"{key}={path}")
     return state
 

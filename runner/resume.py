@@ -34,7 +34,7 @@ from runner.build import build
 from runner.checkpoint import (check_model_shapes, check_resume_state, check_stored_config, for_weights,
                                load_checkpoint, load_model_state)
 from runner.collect import flatten
-from runner.trust import RUN_TARGETS, check_run_targets, run_whitelist
+from runner.trust import run_whitelist
 
 ALSO_MAY_CHANGE = {"epochs", "lr", "optimizer.lr", "device", "dataset.root", "dataset.download"}
 MAY_CHANGE_TEXT = "epochs, lr, dataset.root, device, num_workers, progress, tensorboard, compute.* but amp"
@@ -83,8 +83,7 @@ def resume_from_checkpoint(cfg: DictConfig, typed: list[str] | None = None) -> d
     state = load_checkpoint(path, key="resume")
     check_resume_state(state, where)
     stored = {k: v for k, v in state["config"].items() if k != "hydra"}  # Hydra's settings are the command's own
-    check_stored_config(stored, where, TRAIN_GROUPS)
-    check_run_targets(stored, RUN_TARGETS, "the checkpoint's config names it, and it is ")
+    check_stored_config(stored, where, TRAIN_GROUPS)  # its classes were checked as it was read
     recipe = _recipe(cfg, stored, _typed_keys(cfg, typed), path)
     _check_rules(recipe, stored, state, path)
     _install(cfg, recipe, path)
