@@ -91,7 +91,7 @@ def restore(checkpoint: str, device: str = "auto", dataset_overrides: dict[str, 
     with execution_whitelist(whitelist, reset=True):
         check_model_shapes(cfg.model, state)  # on the meta device: nothing allocated for a wrong config
         dataset = build(cfg.dataset, "dataset")
-        splits = open_splits(dataset, str(cfg.compute.data_path), torch_device, cfg.num_workers)
+        splits = open_splits(dataset, str(cfg.compute.data_path), torch_device, cfg.get("num_workers", 0))
         model = build(for_weights(cfg.model), "model")
     load_model_state(model, state)
     model = model.to(torch_device)

@@ -40,6 +40,7 @@ ALSO_MAY_CHANGE = {"epochs", "lr", "optimizer.lr", "device", "dataset.root", "da
 MAY_CHANGE_TEXT = "epochs, lr, dataset.root, device, num_workers, progress, tensorboard, compute.* but amp"
 LENGTH_KEYS = ("T_max", "epochs", "total_steps")  # a scheduler option that fixes the schedule's length
 TRAIN_GROUPS = ("model", "dataset", "optimizer", "scheduler", "augmentation")
+RECIPE_KEYS = ("batch_size", "lr", "epochs", "seed", "label_smoothing", "grad_clip")  # a stored run has them all
 _ABSENT = "<absent>"
 
 
@@ -84,6 +85,10 @@ def resume_from_checkpoint(cfg: DictConfig, typed: list[str] | None = None) -> d
     check_resume_state(state, where)
     stored = {k: v for k, v in state["config"].items() if k != "hydra"}  # Hydra's settings are the command's own
     check_stored_config(stored, where, TRAIN_GROUPS)  # its classes were checked as it was read
+    missing = [key for key in RECIPE_KEYS if key not in stored]
+    if missing:
+        raise ConfigError(f"{where} is damaged: its config has no {', '.join(missing)}; "
+                          f"pass a checkpoint.pth.tar written by the runner")
     recipe = _recipe(cfg, stored, _typed_keys(cfg, typed), path)
     _check_rules(recipe, stored, state, path)
     _install(cfg, recipe, path)
@@ -269,12 +274,17 @@ def _restore_on_cpu(cfg: DictConfig, state: dict[str, Any], where: str) -> None:
     from runner.train import build_scheduler  # runner/train.py imports this module
 
     check_model_shapes(cfg.model, state, where)
+    build(cfg.dataset, "dataset")  # their constructors' checks (no data is read yet)
+    build(cfg.augmentation, "augmentation")
     model = build(for_weights(cfg.model), "model")
     load_model_state(model, state, where)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build(cfg.optimizer, "optimizer", params=params)
     scheduler, _ = build_scheduler(cfg.scheduler, optimizer, 1)
     fresh = scheduler.state_dict()
+    if _layout(optimizer.state_dict()["param_groups"]) != _layout(state["optimizer"]["param_groups"]):
+        raise ConfigError(f"{where} is damaged: its optimizer settings don't match the run's "
+                          f"{type(optimizer).__name__}; pass a checkpoint.pth.tar written by the runner")
     try:
         optimizer.load_state_dict(state["optimizer"])
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
@@ -287,8 +297,8 @@ def _restore_on_cpu(cfg: DictConfig, state: dict[str, Any], where: str) -> None:
                 raise ConfigError(f"{where} is damaged: its optimizer's {name} doesn't fit the model's weights; "
                                   f"pass a checkpoint.pth.tar written by the runner")
     if _layout(fresh) != _layout(state["scheduler"]):
-        raise ConfigError(f"{where} is damaged: its scheduler state is not a {type(scheduler).__name__}'s; "
-                          f"pass a checkpoint.pth.tar written by the runner")
+        raise ConfigError(f"{where} is damaged: its scheduler state doesn't match the run's "
+                          f"{type(scheduler).__name__}; pass a checkpoint.pth.tar written by the runner")
 
 
 def _layout(value: Any) -> Any:
@@ -299,8 +309,8 @@ def _layout(value: Any) -> Any:
         return [_layout(v) for v in value]
     if isinstance(value, bool) or value is None:
         return type(value).__name__
-    if isinstance(value, (int, float)):
-        return "number"
+    if isinstance(value, (int, float)) or (isinstance(value, torch.Tensor) and value.dim() == 0):
+        return "number"  # a captured run's lr is a 0-d tensor
     return type(value).__name__
 
 

@@ -148,13 +148,17 @@ BAD_FOR_RESUME = {
     "history row": (_set("history", [{"epoch": 1, "val_acc": "x"}]), "history row 1"),
     "rng broken": (_set("rng", {"torch": torch.zeros(3, dtype=torch.uint8)}), "RNG state"),
     "no best epoch": (_set("best_epoch", KeyError), "best_epoch"),
-    "optimizer broken": (_set("optimizer", {"state": {}, "param_groups": []}), "optimizer state doesn't load"),
+    "optimizer broken": (_set("optimizer", {"state": {}, "param_groups": []}), "optimizer settings don't match"),
     "optimizer slot shape": (lambda s: next(iter(s["optimizer"]["state"].values())).update(exp_avg=torch.zeros(3)),
                              "exp_avg doesn't fit"),
     "scheduler broken": (_set("scheduler", {"last_epoch": "x"}), "scheduler state"),
     "batch size mistyped": (_set("config.batch_size", "abc"), "batch_size=abc"),
     "unknown key": (_set("config.surprise", 1), "surprise=1"),
     "lr not positive": (_set("config.lr", -1.0), "lr=-1.0 is invalid"),
+    "no batch size": (_set("config.batch_size", KeyError), "has no batch_size"),
+    "optimizer settings mistyped": (lambda s: s["optimizer"]["param_groups"][0].update(lr="fast"),
+                                    "optimizer settings don't match"),
+    "data set option refused": (_set("config.dataset.val_fraction", "most"), "dataset.val_fraction"),
 }
 
 
