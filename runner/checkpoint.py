@@ -138,6 +138,10 @@ def check_stored_config(config: Any, where: str, groups: tuple[str, ...] = ("mod
             raise _damaged(where, f"its config's model.{name}={value!r} is not a whole number from 1")
     if not _is_count(config.get("num_workers", 0)):
         raise _damaged(where, f"its config's num_workers={config.get('num_workers')!r} is not a whole number")
+    if not all(isinstance(dataset.get(name), list) and dataset[name] and all(
+            _is_number(v) and math.isfinite(v) for v in dataset[name]) for name in ("mean", "std")) or \
+            min(dataset["std"]) <= 0:
+        raise _damaged(where, "its config's dataset.mean and dataset.std are not lists of numbers (std above 0)")
     check_stored_compute(config.get("compute"), where)
 
 
@@ -182,24 +186,28 @@ def _refuse_interpolations(node: Any, where: str, path: str) -> None:
 
 
 def for_weights(model_cfg: Any) -> Any:
-    """The model config to build for a checkpoint's weights: no pretrained download or file, they're replaced."""
+    """The model config to build for a checkpoint's weights: no pretrained download or file (they're
+    replaced), and plain logits out (the course's `return_shapes` tuple is for its own scripts)."""
     from omegaconf import OmegaConf
 
     node = OmegaConf.create(OmegaConf.to_container(model_cfg, resolve=True) if OmegaConf.is_config(model_cfg)
                             else dict(model_cfg))
-    for name, off in (("pretrained", False), ("weights_path", None)):
+    for name, off in (("pretrained", False), ("weights_path", None), ("return_shapes", False)):
         if name in node:
             node[name] = off
     return node
 
 
-def check_model_shapes(model_cfg: Any, state: dict[str, Any], key: str = "checkpoint") -> None:
-    """Build the config's model on the meta device (no memory) and compare it with the weights."""
+def check_model_shapes(model_cfg: Any, dataset_cfg: Any, state: dict[str, Any], key: str = "checkpoint") -> None:
+    """Build the config's model on the meta device (no memory), compare it with the weights, and
+    check it takes the data set's images (models/shape_check.py)."""
+    from models.shape_check import check_image_size
     from runner.build import build
 
+    node = for_weights(model_cfg)
     try:
         with torch.device("meta"):
-            shaped = build(for_weights(model_cfg), "model")
+            shaped = build(node, "model")
     except ConfigError as e:
         raise ConfigError(f"{key}: its model config can't be built ({e})") from None
     except Exception as e:  # a constructor's own complaint about the stored values
@@ -207,6 +215,7 @@ def check_model_shapes(model_cfg: Any, state: dict[str, Any], key: str = "checkp
                           f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}); "
                           f"pass a checkpoint.pth.tar written by the runner") from None
     _compare(shaped, state, key)
+    check_image_size(node, dataset_cfg.channels, dataset_cfg.image_size)  # the images it will be given
 
 
 def _compare(model: nn.Module, state: dict[str, Any], key: str) -> None:

@@ -89,7 +89,7 @@ def restore(checkpoint: str, device: str = "auto", dataset_overrides: dict[str, 
     torch_device = pick_device(device)
     amp_dtype = configure_compute(cfg.compute, torch_device)
     with execution_whitelist(whitelist, reset=True):
-        check_model_shapes(cfg.model, state)  # on the meta device: nothing allocated for a wrong config
+        check_model_shapes(cfg.model, cfg.dataset, state)  # on the meta device: nothing allocated for a wrong config
         dataset = build(cfg.dataset, "dataset")
         splits = open_splits(dataset, str(cfg.compute.data_path), torch_device, cfg.get("num_workers", 0))
         model = build(for_weights(cfg.model), "model")

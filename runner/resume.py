@@ -273,7 +273,7 @@ def _restore_on_cpu(cfg: DictConfig, state: dict[str, Any], where: str) -> None:
     """Load weights, optimizer and scheduler state into throwaway CPU objects: a damaged state fails here."""
     from runner.train import build_scheduler  # runner/train.py imports this module
 
-    check_model_shapes(cfg.model, state, where)
+    check_model_shapes(cfg.model, cfg.dataset, state, where)
     build(cfg.dataset, "dataset")  # their constructors' checks (no data is read yet)
     build(cfg.augmentation, "augmentation")
     model = build(for_weights(cfg.model), "model")
