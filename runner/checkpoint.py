@@ -42,7 +42,8 @@ def load_checkpoint(path: str | Path, key: str = "checkpoint") -> dict[str, Any]
     """Read and sanity-check a checkpoint, or raise ConfigError naming `key` and the fix."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{key}={path} does not exist; pass the path of a checkpoint.pth.tar or model_best.pth.tar")
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise ConfigError(f"{key}={path} {what}; pass the path of a checkpoint.pth.tar or model_best.pth.tar")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -236,3 +237,49 @@ def load_model_state(model: nn.Module, state: dict[str, Any], key: str = "checkp
         model.load_state_dict(state["model"])
     except (RuntimeError, TypeError, ValueError) as e:
         raise ConfigError(f"{key}: its weights don't load ({str(e).strip().splitlines()[0]})") from None
+
+
+def restore_on_cpu(cfg: DictConfig, state: dict[str, Any], where: str) -> None:
+    """Load weights, optimizer and scheduler state into throwaway CPU objects: a damaged state fails here."""
+    from runner.build import build
+    from runner.train import build_scheduler  # runner/train.py imports runner/resume.py, which imports this
+
+    check_model_shapes(cfg.model, cfg.dataset, state, where)
+    build(cfg.dataset, "dataset")  # their constructors' checks (no data is read yet)
+    build(cfg.augmentation, "augmentation")
+    model = build(for_weights(cfg.model), "model")
+    load_model_state(model, state, where)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = build(cfg.optimizer, "optimizer", params=params)
+    scheduler, _ = build_scheduler(cfg.scheduler, optimizer, 1)
+    fresh = scheduler.state_dict()
+    if _layout(optimizer.state_dict()["param_groups"]) != _layout(state["optimizer"]["param_groups"]):
+        raise ConfigError(f"{where} is damaged: its optimizer settings don't match the run's "
+                          f"{type(optimizer).__name__}; pass a checkpoint.pth.tar written by the runner")
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+        raise ConfigError(f"{where} is damaged: its optimizer state doesn't load ({type(e).__name__}); "
+                          f"pass a checkpoint.pth.tar written by the runner") from None
+    for param, slots in optimizer.state.items():
+        for name, value in slots.items():
+            if not (isinstance(value, (int, float)) or (isinstance(value, torch.Tensor) and (
+                    value.dim() == 0 or value.shape == param.shape))):
+                raise ConfigError(f"{where} is damaged: its optimizer's {name} doesn't fit the model's weights; "
+                                  f"pass a checkpoint.pth.tar written by the runner")
+    if _layout(fresh) != _layout(state["scheduler"]):
+        raise ConfigError(f"{where} is damaged: its scheduler state doesn't match the run's "
+                          f"{type(scheduler).__name__}; pass a checkpoint.pth.tar written by the runner")
+
+
+def _layout(value: Any) -> Any:
+    """A state dict's structure: keys, list lengths and kinds of value (int and float alike)."""
+    if isinstance(value, dict):
+        return {k: _layout(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_layout(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return type(value).__name__
+    if isinstance(value, (int, float)) or (isinstance(value, torch.Tensor) and value.dim() == 0):
+        return "number"  # a captured run's lr is a 0-d tensor
+    return type(value).__name__

@@ -30,9 +30,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from common.errors import ConfigError
-from runner.build import build
-from runner.checkpoint import (check_model_shapes, check_resume_state, check_stored_config, for_weights,
-                               load_checkpoint, load_model_state)
+from runner.checkpoint import check_resume_state, check_stored_config, load_checkpoint, restore_on_cpu
 from runner.collect import flatten
 from runner.trust import run_whitelist
 
@@ -96,7 +94,7 @@ def resume_from_checkpoint(cfg: DictConfig, typed: list[str] | None = None) -> d
 
     check_config(cfg)
     with execution_whitelist(run_whitelist(cfg), reset=True):
-        _restore_on_cpu(cfg, state, where)
+        restore_on_cpu(cfg, state, where)
     return state
 
 
@@ -267,51 +265,6 @@ def _install(cfg: DictConfig, recipe: dict[str, Any], path: str) -> None:
             raise ConfigError(f"resume={path}: the checkpoint's config has {key}={str(value)[:60]}, which a run "
                               f"can't take ({type(e).__name__}); pass a checkpoint.pth.tar written by the "
                               f"runner") from None
-
-
-def _restore_on_cpu(cfg: DictConfig, state: dict[str, Any], where: str) -> None:
-    """Load weights, optimizer and scheduler state into throwaway CPU objects: a damaged state fails here."""
-    from runner.train import build_scheduler  # runner/train.py imports this module
-
-    check_model_shapes(cfg.model, cfg.dataset, state, where)
-    build(cfg.dataset, "dataset")  # their constructors' checks (no data is read yet)
-    build(cfg.augmentation, "augmentation")
-    model = build(for_weights(cfg.model), "model")
-    load_model_state(model, state, where)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = build(cfg.optimizer, "optimizer", params=params)
-    scheduler, _ = build_scheduler(cfg.scheduler, optimizer, 1)
-    fresh = scheduler.state_dict()
-    if _layout(optimizer.state_dict()["param_groups"]) != _layout(state["optimizer"]["param_groups"]):
-        raise ConfigError(f"{where} is damaged: its optimizer settings don't match the run's "
-                          f"{type(optimizer).__name__}; pass a checkpoint.pth.tar written by the runner")
-    try:
-        optimizer.load_state_dict(state["optimizer"])
-    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
-        raise ConfigError(f"{where} is damaged: its optimizer state doesn't load ({type(e).__name__}); "
-                          f"pass a checkpoint.pth.tar written by the runner") from None
-    for param, slots in optimizer.state.items():
-        for name, value in slots.items():
-            if not (isinstance(value, (int, float)) or (isinstance(value, torch.Tensor) and (
-                    value.dim() == 0 or value.shape == param.shape))):
-                raise ConfigError(f"{where} is damaged: its optimizer's {name} doesn't fit the model's weights; "
-                                  f"pass a checkpoint.pth.tar written by the runner")
-    if _layout(fresh) != _layout(state["scheduler"]):
-        raise ConfigError(f"{where} is damaged: its scheduler state doesn't match the run's "
-                          f"{type(scheduler).__name__}; pass a checkpoint.pth.tar written by the runner")
-
-
-def _layout(value: Any) -> Any:
-    """A state dict's structure: keys, list lengths and kinds of value (int and float alike)."""
-    if isinstance(value, dict):
-        return {k: _layout(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_layout(v) for v in value]
-    if isinstance(value, bool) or value is None:
-        return type(value).__name__
-    if isinstance(value, (int, float)) or (isinstance(value, torch.Tensor) and value.dim() == 0):
-        return "number"  # a captured run's lr is a 0-d tensor
-    return type(value).__name__
 
 
 def apply_new_lr(cfg: DictConfig, state: dict[str, Any], optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
