@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig
 from torch import nn
 
 from common.errors import ConfigError
@@ -245,7 +246,9 @@ def restore_on_cpu(cfg: DictConfig, state: dict[str, Any], where: str) -> None:
     from runner.train import build_scheduler  # runner/train.py imports runner/resume.py, which imports this
 
     check_model_shapes(cfg.model, cfg.dataset, state, where)
-    build(cfg.dataset, "dataset")  # their constructors' checks (no data is read yet)
+    dataset = build(cfg.dataset, "dataset")  # their constructors' checks (no data is read yet)
+    if getattr(dataset, "root", None) is not None:
+        dataset.require_root()  # a moved dataset.root that isn't there
     build(cfg.augmentation, "augmentation")
     model = build(for_weights(cfg.model), "model")
     load_model_state(model, state, where)

@@ -93,6 +93,9 @@ def resume_from_checkpoint(cfg: DictConfig, typed: list[str] | None = None) -> d
     from runner.config import check_config
 
     check_config(cfg)
+    from runner.compute import configure_compute, pick_device
+
+    configure_compute(cfg.compute, pick_device(str(cfg.device)))  # a device or switch this machine can't give
     with execution_whitelist(run_whitelist(cfg), reset=True):
         restore_on_cpu(cfg, state, where)
     return state
