@@ -32,6 +32,8 @@ from omegaconf.errors import OmegaConfBaseException
 from common.errors import ConfigError
 from runner.checkpoint import check_resume_state, check_stored_config, load_checkpoint, restore_on_cpu
 from runner.collect import flatten
+from runner.compute import configure_compute, pick_device
+from runner.config import check_config
 from runner.trust import run_whitelist
 
 ALSO_MAY_CHANGE = {"epochs", "lr", "optimizer.lr", "device", "dataset.root", "dataset.download"}
@@ -90,11 +92,7 @@ def resume_from_checkpoint(cfg: DictConfig, typed: list[str] | None = None) -> d
     recipe = _recipe(cfg, stored, _typed_keys(cfg, typed), path)
     _check_rules(recipe, stored, state, path)
     _install(cfg, recipe, path)
-    from runner.config import check_config
-
     check_config(cfg)
-    from runner.compute import configure_compute, pick_device
-
     configure_compute(cfg.compute, pick_device(str(cfg.device)))  # a device or switch this machine can't give
     with execution_whitelist(run_whitelist(cfg), reset=True):
         restore_on_cpu(cfg, state, where)
