@@ -93,7 +93,13 @@ def resume_from_checkpoint(cfg: DictConfig, typed: list[str] | None = None) -> d
     _check_rules(recipe, stored, state, path)
     _install(cfg, recipe, path)
     check_config(cfg)
-    configure_compute(cfg.compute, pick_device(str(cfg.device)))  # a device or switch this machine can't give
+    try:  # a device or switch this machine can't give
+        configure_compute(cfg.compute, pick_device(str(cfg.device)))
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:  # e.g. compute.threads=abc
+        raise ConfigError(f"the compute settings can't be used ({e}); use the values in conf/compute/default.yaml, "
+                          f"e.g. compute.threads=auto") from None
     with execution_whitelist(run_whitelist(cfg), reset=True):
         restore_on_cpu(cfg, state, where)
     return state

@@ -70,6 +70,7 @@ def test_resume_alone_continues_a_run_with_overrides_and_equals_an_uninterrupted
     ("compute.amp=true", "compute.amp=true changes it"),
     ("experiment=vit", "experiment=vit changes keys through a config file"),
     ("epochs=0", "fewer than the 1 epochs"),
+    ("compute.threads=abc", "compute settings can't be used"),
 ])
 def test_resume_refuses_a_typed_key_that_changes_the_recipe_naming_it(make_cfg, runs, typed, needle):
     checkpoint = runs / "one" / "checkpoint.pth.tar"
@@ -229,3 +230,16 @@ def test_a_checkpoints_hydra_settings_and_download_are_ignored(make_cfg, state, 
     cfg = make_cfg(f"resume={path}", "epochs=2")
     resume_from_checkpoint(cfg, [f"resume={path}", "epochs=2"])
     assert "hydra" not in cfg and not elsewhere.exists()
+
+
+def test_evals_last_resort_is_one_line_with_the_traceback_in_a_file():
+    from runner.eval import unexpected
+
+    try:
+        raise RuntimeError("something nobody checked\nsecond line")
+    except RuntimeError as e:
+        line = unexpected(e, "runner.eval")
+    assert "\n" not in line and line.startswith("runner.eval failed: RuntimeError: something nobody checked")
+    written = Path(line.rsplit("full traceback: ", 1)[1].rstrip(")"))
+    assert "Traceback" in written.read_text() and "second line" in written.read_text()
+    written.unlink()
