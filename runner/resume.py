@@ -68,7 +68,8 @@ def _changed(key: str, now: Any, then: Any, allowed: set[str]) -> list[str]:
     """Differences under `key` outside `allowed`; a class count asked as null (filled from the data) is no change."""
     out = differences({key: now} if now is not _ABSENT else {}, {key: then} if then is not _ABSENT else {},
                       allowed, set())
-    return [d for d in out if not (d.split(" ")[0].endswith("num_classes") and d.endswith("-> None)"))]
+    out = [d for d in out if not (d.split(" ")[0].endswith("num_classes") and d.endswith("-> None)"))]
+    return sorted(out, key=lambda d: not d.split(" ")[0].endswith("_target_"))  # another class says most
 
 
 # ---------------------------------------------------------------- the recipe

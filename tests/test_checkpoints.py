@@ -66,6 +66,7 @@ def test_resume_alone_continues_a_run_with_overrides_and_equals_an_uninterrupted
     ("dataset=mnist", "dataset=mnist changes it: dataset._target_ (data.digits.Digits -> data.torchvision_sets.MNIST)"),
     ("dataset.num_classes=12", "dataset.num_classes=12 changes it: dataset.num_classes (10 -> 12)"),
     ("optimizer=sgd", "optimizer=sgd changes it: optimizer._target_"),
+    ("scheduler=cosine", "scheduler=cosine changes it: scheduler._target_"),
     ("seed=3", "seed=3 changes it"),
     ("compute.amp=true", "compute.amp=true changes it"),
     ("experiment=vit", "experiment=vit changes keys through a config file"),
