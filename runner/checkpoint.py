@@ -21,6 +21,7 @@ from torch import nn
 
 from common.errors import ConfigError
 from common.io import atomic_torch_save
+from runner.run_folder import METRIC_COLUMNS
 
 CHECKPOINT_KEYS = {"epoch", "model", "optimizer", "scheduler", "config", "history", "rng"}
 # What a resumed run reads besides CHECKPOINT_KEYS (runner/trial_record.py writes them).
@@ -93,8 +94,6 @@ def check_resume_state(state: dict[str, Any], where: str) -> None:
     if missing:
         raise _damaged(where, f"it has no {', '.join(missing)}")
     epoch, history = state["epoch"], state["history"]
-    from runner.run_folder import METRIC_COLUMNS
-
     if not isinstance(history, list) or len(history) != epoch:
         raise _damaged(where, f"its history is not a list of its {epoch} epochs")
     for i, row in enumerate(history, 1):
