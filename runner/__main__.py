@@ -63,7 +63,7 @@ def main(cfg: DictConfig) -> float | None:
         epoch_end = trial_pruner(hydra_cfg.sweeper, objective_of(cfg)) if in_sweep else None
         with claimed_run_folder(cfg, run_dir, shared=locks.is_shared_sweep(hydra_cfg)) as reused:
             summary = reused if reused is not None else train(cfg, run_dir, parallel_jobs=parallel_jobs(hydra_cfg),
-                                                             epoch_end=epoch_end)
+                                                             epoch_end=epoch_end, typed=list(hydra_cfg.overrides.task))
     except ConfigError as e:
         if in_sweep:  # one bad combination must not end the sweep: it is recorded as failed
             log.error("run %s failed: %s", run_dir, e)

@@ -29,9 +29,7 @@ import logging
 import math
 import os
 import sys
-import tempfile
 import time
-import traceback
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -271,13 +269,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except Exception as e:  # anything unforeseen: one line, and the traceback in a file
-        fd, path = tempfile.mkstemp(prefix="runner-collect-", suffix=".log")
-        with os.fdopen(fd, "w") as f:
-            traceback.print_exc(file=f)
-        print(f"error: collecting failed ({type(e).__name__}: {printable(e)}); the full traceback is in {path}",
-              file=sys.stderr)
-        return 1
     return 0
 
 

@@ -58,6 +58,10 @@ def preflight(argv: list[str], task_function: Callable, config_path: str, config
         shown_only = any(arg in ("--cfg", "-c") or arg.startswith("--cfg=") for arg in argv)
         if not multirun and not shown_only:  # a grid's bad combination is its job's failure, not the sweep's
             _check_values(cfg)
+            if cfg.get("resume"):  # before Hydra writes into a folder the checkpoint may live in
+                from runner.resume import check_resume_command
+
+                check_resume_command(cfg)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
