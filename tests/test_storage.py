@@ -20,7 +20,6 @@ from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
 from common.errors import ConfigError
-from postgres_server import MISSING, server_bin, temporary_postgres
 from runner.optuna_db import check_url, sqlite_url, study_url
 from tests.conftest import run_cli
 
@@ -77,14 +76,6 @@ def test_two_sweep_dirs_that_differ_after_a_question_mark_keep_separate_studies(
         assert Path(best["best_run_dir"]).parent == sweep_dir
         assert make_url(best["storage"]).database == str(sweep_dir / "optuna.db")
     assert "0 of n_trials=1 done" in out  # the second started its own study, it did not find the first's
-
-
-@pytest.fixture(scope="module")
-def postgres_url():
-    if server_bin() is None:
-        pytest.fail(MISSING)  # not a skip: CI must install the server (.ci/run does)
-    with temporary_postgres() as url:
-        yield url
 
 
 def test_workers_released_together_on_fresh_databases_all_start(tmp_path, postgres_url):
