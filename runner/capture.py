@@ -21,18 +21,23 @@ What a captured epoch does, and why it is the eager epoch's equivalent:
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import time
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from common.errors import ConfigError
 from data.augment import Compose, RandomCrop, RandomHorizontalFlip
 from data.splits import ResidentSplit
+from runner.capture_check import StepCheck, compare_steps
 from runner.compute import to_model_input
 from runner.config import switch
+from runner.cuda_graph import first_cause, record, torch_too_old
 from runner.step import SingleLearner, Totals, train_step
 
 log = logging.getLogger("runner")
@@ -51,6 +56,9 @@ def why_not_captured(cfg: DictConfig, device: torch.device, split: Any, optimize
     """
     if switch(cfg.compute.get("cuda_graph", "auto")) == "false":
         return "compute.cuda_graph=false"
+    too_old = torch_too_old()
+    if too_old is not None:
+        return too_old
     if graph and device.type != "cuda":
         return f"the run trains on {device.type}; a CUDA graph needs a GPU"
     # device types, not devices: the data placed on "cuda" reports "cuda:0"
@@ -77,12 +85,15 @@ def why_not_captured(cfg: DictConfig, device: torch.device, split: Any, optimize
     return None
 
 
-def use_tensor_lr(optimizer: torch.optim.Optimizer, device: torch.device, graph: bool) -> None:
+def use_tensor_lr(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
     """Learning rate as a device tensor a graph reads; the graph-safe step where PyTorch needs a flag.
 
+    On CUDA the flags are the graph's also without the graph (tests/test_capture_cuda.py compares
+    the two exactly); on a CPU, which has no capturable optimizers, SGD's fused kernel only.
     Checkpoints keep the eager form (a float lr, the flags as built), so `resume=` and
     `python -m runner.eval` read them as any run's.
     """
+    graph = device.type == "cuda"
     built = [{k: group.get(k) for k in ("fused", "foreach", "capturable")} for group in optimizer.param_groups]
     for group in optimizer.param_groups:
         group["lr"] = torch.tensor(float(group["lr"]), device=device)  # float32: what the fused kernels read
@@ -111,18 +122,26 @@ def optimizer_tensors(optimizers: list[torch.optim.Optimizer]) -> list[torch.Ten
 
 
 class GraphedStep:
-    """A step (`body`) run eagerly the first time, then captured once and replayed (`step()`).
+    """A step (`body`) run eagerly the first time, then captured once, checked, and replayed (`step()`).
 
     A subclass holds the static buffers: `body(cache_casts)` is the step on them, `live()` every
     tensor it changes (weights, buffers, optimizer state, totals): the warm-up before capture is
-    undone on exactly these, and on the RNG. A failed capture leaves the run eager from then on,
-    with its reason in `summaries` (each a run's summary.json dict). A base class, not a
-    callback: no reference cycle keeps a finished run's model and graph memory alive in a sweep.
+    undone on exactly these, and on the RNG; `checked()` is what the self-check compares (the
+    loss sum, then every parameter and buffer). The first replay is the self-check
+    (runner/capture_check.py): replayed, undone, then taken eagerly and compared, so the run
+    keeps the eager step's result either way. A capture that fails, or a replay that differs,
+    leaves the run eager from then on (`strict`, compute.cuda_graph=true: the run fails instead),
+    with its reason in `summaries` (per member, each run's summary.json dicts). A base class,
+    not a callback: no reference cycle keeps a finished run's model and graph memory alive in a sweep.
+    `graph=False` (tests): the body itself stands in for the replay, on any device.
     """
 
-    def __init__(self, device: torch.device, summaries: list[dict[str, Any]], graph: bool, path: str) -> None:
-        self.device, self.summaries, self.graph, self.path = device, summaries, graph, path
-        self.cuda_graph: torch.cuda.CUDAGraph | None = None
+    def __init__(self, device: torch.device, summaries: list[list[dict[str, Any]]], graph: bool, path: str,
+                 strict: bool = False) -> None:
+        self.device, self.summaries, self.graph, self.path, self.strict = device, summaries, graph, path, strict
+        self.replay: Callable[[], None] | None = None
+        self.pending = True  # a capture and its check are still to come
+        self.failed = False  # a capture or check failed: eager from then on
         self.steps = 0
 
     def body(self, cache_casts: bool) -> None:
@@ -131,11 +150,26 @@ class GraphedStep:
     def live(self) -> list[torch.Tensor]:
         raise NotImplementedError
 
+    def checked(self) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def member_count(self) -> int | None:
+        """K for a fused group (its tensors are (K, ...)), None for one model."""
+        return None
+
+    def member_names(self) -> list[str] | None:
+        """How the check's failure line names a fused group's trials."""
+        return None
+
+    def on_device(self) -> Any:
+        """The run's device made current: a graph captures on the current device's streams (cuda:N)."""
+        return torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()
+
     def step(self) -> None:
-        if self.cuda_graph is not None:
-            self.cuda_graph.replay()
-        elif self.graph and self.steps > 0 and self._capture():
-            self.cuda_graph.replay()
+        if self.replay is not None:
+            self.replay()
+        elif self.pending and self.steps > 0:
+            self._capture_and_check()
         else:  # the run's first step (it creates the optimizer state), or no graph
             self.body(True)
         self.steps += 1
@@ -158,33 +192,76 @@ class GraphedStep:
         finally:
             saved.restore()
 
-    def _capture(self) -> bool:
-        """Warm up (undone), capture the step; False (and eager from now on) if it fails.
+    def record(self) -> Callable[[], None]:
+        """Warm up (undone) and capture the step; the replay (CaptureError if the capture fails)."""
+        if not self.graph:
+            return functools.partial(self.body, False)
+        with self.on_device():
+            self.warm_up()
+            return record(functools.partial(self.body, False), self.device).replay
 
-        Capturing runs no kernels, so a failed capture has changed nothing to undo.
-        """
+    def check(self, replay: Callable[[], None]) -> StepCheck:
+        """Replay once, undo it, take the step eagerly from the same state, compare (module docstring)."""
+        saved = _Snapshot(self.live(), self.device)
+        before = [t.detach().clone() for t in self.checked()]
+        failure = None
+        try:
+            replay()
+            replayed = [t.detach().clone() for t in self.checked()]
+        except Exception as e:  # a replay that raises is a failed check, not a failed run
+            failure, replayed = f"the replay raised: {first_cause(e)}", before
+        finally:
+            saved.restore()
+        self.body(True)
+        result = compare_steps(before, replayed, self.checked(), self.member_count(), self.member_names())
+        return StepCheck(result.loss_diff, result.update_diff, failure) if failure else result
+
+    def _capture_and_check(self) -> None:
+        """This step: captured and checked (its result is the eager step's), or eager if either fails."""
+        self.pending = False
         t0 = time.perf_counter()
         try:
-            self.warm_up()
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                self.body(False)
-            torch.cuda.synchronize(self.device)
+            replay = self.record()
         except Exception as e:  # a model with a host sync or a CPU op in its step: train eagerly
-            torch.cuda.synchronize(self.device)
-            self.graph = False
-            reason = f"capture failed: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
-            for summary in self.summaries:
-                summary.update(step_path=self.path.replace("captured", "eager"), capture_s=None,
-                               step_fallback=reason)
-            log.warning("eager step: %s", reason)
-            return False
-        self.cuda_graph = graph
+            self._fall_back(f"capture failed: {first_cause(e)}", None)
+            self.body(True)
+            return
+        result = self.check(replay)
+        if not result.passed:
+            self._fall_back(f"the captured step failed its check: {result.reason}", result)
+            return
+        self.replay = replay
         capture_s = time.perf_counter() - t0
-        for summary in self.summaries:  # a fused group recaptures when a trial leaves: the costs add up
-            summary["capture_s"] = round((summary.get("capture_s") or 0.0) + capture_s, 3)
-        log.info("captured the training step as a CUDA graph in %.2f s", capture_s)
-        return True
+        for k, summaries in enumerate(self.summaries):
+            for summary in summaries:  # a fused group recaptures when a trial leaves: the costs add up
+                summary.update(capture_s=round((summary.get("capture_s") or 0.0) + capture_s, 3),
+                               **_check_fields(result, k))
+        log.info("captured the training step as a CUDA graph in %.2f s; its replay equals the eager step "
+                 "(loss %.2g, update %.2g apart)", capture_s, max(result.loss_diff), max(result.update_diff))
+
+    def _fall_back(self, reason: str, result: StepCheck | None) -> None:
+        self.replay, self.failed = None, True
+        for k, summaries in enumerate(self.summaries):
+            for summary in summaries:
+                summary.update(step_path=self.path.replace("captured", "eager"), capture_s=None,
+                               step_fallback=reason, **_check_fields(result, k))
+        if self.strict:
+            raise CaptureFailed(f"compute.cuda_graph=true: {reason}; use compute.cuda_graph=auto "
+                                "(falls back to the eager step) or false")
+        log.warning("eager step: %s", reason)
+
+
+class CaptureFailed(ConfigError):
+    """compute.cuda_graph=true and the captured step failed (capture or check): the run fails."""
+
+
+def _check_fields(result: StepCheck | None, member: int) -> dict[str, Any]:
+    """summary.json's record of the self-check: passed/failed and the relative differences (None: no check ran)."""
+    if result is None:
+        return {"step_check": None, "step_check_loss": None, "step_check_update": None}
+    return {"step_check": "passed" if result.passed else "failed",
+            "step_check_loss": float(f"{result.loss_diff[member]:.3g}"),
+            "step_check_update": float(f"{result.update_diff[member]:.3g}")}
 
 
 class CapturedEpochs(GraphedStep):
@@ -192,8 +269,8 @@ class CapturedEpochs(GraphedStep):
 
     def __init__(self, learner: SingleLearner, split: ResidentSplit, batch_size: int, augment: nn.Module,
                  normalize: nn.Module, amp_dtype: torch.dtype | None, channels_last: bool,
-                 summary: dict[str, Any], graph: bool = True) -> None:
-        super().__init__(split.images.device, [summary], graph, "captured")
+                 summary: dict[str, Any], graph: bool = True, strict: bool = False) -> None:
+        super().__init__(split.images.device, [[summary]], graph, "captured", strict)
         self.learner, self.augment, self.normalize = learner, augment, normalize
         self.amp_dtype, self.channels_last = amp_dtype, channels_last
         self.images, self.labels = split.images, split.labels
@@ -206,15 +283,16 @@ class CapturedEpochs(GraphedStep):
         n, batch = len(self.labels), len(self.static_idx)
         order = torch.randperm(n).to(self.device)  # exactly the eager path's draw (ResidentSplit.batches)
         full = n // batch
-        for i in range(full):
-            self.static_idx.copy_(order[i * batch:(i + 1) * batch], non_blocking=True)
-            self.step()
-            self.learner.after_step()
-            progress.update(1)
-        if n % batch:  # the last partial batch, eagerly: every image is seen once per epoch
-            self._gathered_step(order[full * batch:])
-            self.learner.after_step()
-            progress.update(1)
+        with self.on_device():
+            for i in range(full):
+                self.static_idx.copy_(order[i * batch:(i + 1) * batch], non_blocking=True)
+                self.step()
+                self.learner.after_step()
+                progress.update(1)
+            if n % batch:  # the last partial batch, eagerly: every image is seen once per epoch
+                self._gathered_step(order[full * batch:])
+                self.learner.after_step()
+                progress.update(1)
         self.totals.seen = n
         return self.totals.rows()[0]
 
@@ -230,6 +308,10 @@ class CapturedEpochs(GraphedStep):
         model = self.learner.model
         return [*model.parameters(), *model.buffers(), self.totals.loss_sum, self.totals.correct,
                 *optimizer_tensors([self.learner.optimizer])]
+
+    def checked(self) -> list[torch.Tensor]:
+        model = self.learner.model
+        return [self.totals.loss_sum, *model.parameters(), *model.buffers()]
 
 
 class _Snapshot:
@@ -260,10 +342,12 @@ def plan_step(cfg: DictConfig, device: torch.device, split: Any, model: nn.Modul
     """
     learner = SingleLearner(model, loss_fn, optimizer, scheduler if interval == "step" else None, cfg.grad_clip)
     reason = why_not_captured(cfg, device, split, learner.optimizer, scheduler, augment, adversary, graph)
-    summary.update(step_path="eager" if reason else "captured", capture_s=None, step_fallback=reason)
+    summary.update(step_path="eager" if reason else "captured", capture_s=None, step_fallback=reason,
+                   step_check=None, step_check_loss=None, step_check_update=None)
     if reason is not None:
         log.info("eager step: %s", reason)
         return None
-    use_tensor_lr(learner.optimizer, device, graph)
+    use_tensor_lr(learner.optimizer, device)
+    strict = switch(cfg.compute.get("cuda_graph", "auto")) == "true"
     return CapturedEpochs(learner, split, int(cfg.batch_size), augment, normalize, amp_dtype, channels_last,
-                          summary, graph)
+                          summary, graph, strict)
