@@ -17,7 +17,8 @@ import pytest
 import torch
 
 import runner.train as train_module
-from runner.capture import CaptureFailed, CapturedEpochs, plan_step
+from runner.capture import CapturedEpochs, plan_step
+from runner.graphed_step import CaptureFailed
 from runner.capture_check import LOSS_RTOL, UPDATE_RTOL, compare_steps
 from runner.cuda_graph import CaptureError, first_cause, torch_too_old
 from runner.train import train

@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from data.splits import ResidentSplit
-from runner.capture import GraphedStep, optimizer_tensors, use_tensor_lr, why_not_captured
+from runner.capture import optimizer_tensors, use_tensor_lr, why_not_captured
+from runner.graphed_step import GraphedStep
 from runner.config import switch
 from runner.compute import to_model_input
 from runner.fused.learner import FusedLearner
