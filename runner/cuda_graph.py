@@ -48,12 +48,12 @@ def first_cause(error: BaseException) -> str:
 def record(body: Callable[[], None], device: torch.device) -> torch.cuda.CUDAGraph:
     """`body()` captured on `device` (on a side stream of that device) into a new graph; CaptureError if it fails."""
     index = device.index if device.index is not None else torch.cuda.current_device()
-    graph = torch.cuda.CUDAGraph()
     pool = torch.cuda.graph_pool_handle()
     generator = torch.cuda.default_generators[index]
     rng = torch.cuda.get_rng_state(index)
     failure: BaseException | None = None
     with torch.cuda.device(index):
+        graph = torch.cuda.CUDAGraph()
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         torch.cuda.synchronize()
@@ -64,11 +64,15 @@ def record(body: Callable[[], None], device: torch.device) -> torch.cuda.CUDAGra
                 body()
             except Exception as e:  # a host sync, a CPU tensor, an op that can't be captured
                 failure = e
-            try:  # always: a stream left capturing fails every later CUDA call of the thread
-                graph.capture_end()
-            except Exception as e:
-                failure = failure or e
+            finally:
+                try:  # always: a stream left capturing fails every later CUDA call of the thread
+                    graph.capture_end()
+                except Exception as e:
+                    failure = failure or e
         torch.cuda.current_stream().wait_stream(stream)
+        for w in caught:  # the others were the step's own: pass them on
+            if EMPTY_GRAPH not in str(w.message):
+                warnings.warn(w.message, w.category, stacklevel=2)
         if failure is None and any(EMPTY_GRAPH in str(w.message) for w in caught):
             failure = CaptureError("the graph is empty (its work ran on another device's stream)")
         if failure is not None:
