@@ -21,7 +21,7 @@ autotuning and graph capture), against the course loop with no workers at the sa
 (vs_course), and against each row's `baseline` row (ratio); sweeps compare wall times against
 the basic launcher. Prints a table and writes figures.json, figures.csv and table.md to --out
 after every measurement, so a command stopped part-way still leaves what it measured.
-bench/gpu_check.sh runs the pieces a GPU session needs in one command (bench/gpu_session.md).
+bench/gpu_check.sh runs every GPU check in one command (bench/gpu_session.md).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Every function runs a subprocess (so each measurement starts clean, as a user's command would)
 and returns one flat row of figures. A failed or timed-out command becomes a row with `error`
-set, not an exception: one broken configuration must not cost a GPU session's other figures.
+set, not an exception: one broken configuration must not cost the check's other figures.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Killed, repeated and concurrent runs and sweeps lose nothing (issue 8, section 2).
+"""Killed, repeated and concurrent runs and sweeps lose nothing.
 
 Real processes throughout: runs started together, a sweep killed with SIGKILL and re-run,
 a second process holding a sweep dir's lock, SIGTERM and SIGINT sent to a training run.
