@@ -72,6 +72,18 @@ class CollectOnMultirunEnd(Callback):
         if table is not None and table["status"].isin(NOT_TRAINED).any():
             where.append(f"{sweep_dir}/results.csv (error column)")
         print(f"error: {sum(bad.values())} of {sum(counts.values())} jobs failed or were refused "
-              f"({', '.join(f'{n} {s}' for s, n in bad.items())}); the reasons are in "
-              f"{' and '.join(where) or 'the sweep log'}", file=sys.stderr)
+              f"({', '.join(f'{n} {s}' for s, n in bad.items())}){_first_reason(sweep_dir, table)}; the reasons "
+              f"are in {' and '.join(where) or 'the sweep log'}", file=sys.stderr)
         raise SystemExit(1)  # Hydra's callback runner swallows Exceptions, not SystemExit
+
+
+def _first_reason(sweep_dir: Path, table: Any) -> str:
+    """`; first, job 3: <its error>` for the end-of-sweep line, from the table or the job records."""
+    from runner.job_records import NOT_TRAINED, read_job_records
+
+    if table is not None and "error" in table:
+        rows = table[table["status"].isin(NOT_TRAINED) & table["error"].notna()]
+        if len(rows):
+            return f"; first, job {rows.iloc[0].get('job')}: {str(rows.iloc[0]['error']).splitlines()[0]}"
+    records = read_job_records(sweep_dir)
+    return f"; first, job {records[0]['job_num']}: {records[0]['reason']}" if records else ""

@@ -71,7 +71,7 @@ def test_resume_alone_continues_a_run_with_overrides_and_equals_an_uninterrupted
     ("compute.amp=true", "compute.amp=true changes it"),
     ("experiment=vit", "experiment=vit changes keys through a config file"),
     ("epochs=0", "fewer than the 1 epochs"),
-    ("compute.threads=abc", "compute settings can't be used"),
+    ("compute.threads=abc", "compute.threads=abc is invalid"),
 ])
 def test_resume_refuses_a_typed_key_that_changes_the_recipe_naming_it(make_cfg, runs, typed, needle):
     checkpoint = runs / "one" / "checkpoint.pth.tar"

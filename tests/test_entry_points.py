@@ -140,8 +140,7 @@ def test_sweep_sh_fails_with_one_line_when_a_configuration_fails(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SWEEP_DIR": str(sweep_dir)}
     proc = subprocess.run(["bash", str(ROOT / "sweep.sh"), "compute.threads=0", "epochs=1"], env=env,
                           capture_output=True, text=True, timeout=300)
-    assert_one_error_line(proc, "7 of 7 configurations failed", "compute.threads=0", str(sweep_dir / "results.csv"),
-                          status=1)
+    assert_one_error_line(proc, "7 of 7 jobs failed", "compute.threads=0", str(sweep_dir / "results.csv"), status=1)
 
     # refused before the sweep starts: one line from the runner, no sweep dir
     sweep_dir = tmp_path / "refused"
