@@ -52,10 +52,12 @@ AUGMENTATION_TARGETS = (
     "torchvision.transforms.v2.RandomRotation", "torchvision.transforms.v2.ColorJitter",
 )
 ADVERSARY_TARGETS = ("runner.attacks.Adversary",)
+LOGGER_TARGETS = ("runner.trackers.MLflowTracker", "runner.trackers.WandbTracker")
 # Config group -> the classes a `_target_` anywhere inside it may name.
 RUN_TARGETS: dict[str, tuple[str, ...]] = {
     "model": MODEL_TARGETS, "dataset": DATASET_TARGETS, "optimizer": OPTIMIZER_TARGETS,
     "scheduler": SCHEDULER_TARGETS, "augmentation": AUGMENTATION_TARGETS, "adversary": ADVERSARY_TARGETS,
+    "logger": LOGGER_TARGETS,
 }
 # `runner.eval` and anything else that rebuilds a run from a config read out of a file.
 EVAL_TARGETS: dict[str, tuple[str, ...]] = {"model": MODEL_TARGETS, "dataset": DATASET_TARGETS}
