@@ -11,7 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 # Overrides that change no result, so they may differ between the runs of one study.
-RESULT_NEUTRAL = ("progress", "tensorboard", "num_workers", "device", "compute.")
+RESULT_NEUTRAL = ("progress", "tensorboard", "logger", "num_workers", "device", "compute.")
 
 
 def check_fixed_overrides(study: Any, fixed_params: dict, fixed_overrides: list, storage: Any) -> None:

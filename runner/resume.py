@@ -24,7 +24,7 @@ from common.errors import ConfigError
 from runner.collect import flatten
 
 MAY_CHANGE = {"epochs", "lr", "optimizer.lr", "device", "num_workers", "progress", "tensorboard", "resume", "rerun"}
-MAY_CHANGE_GROUPS = {"compute"}
+MAY_CHANGE_GROUPS = {"compute", "logger"}
 _ABSENT = "<absent>"
 
 

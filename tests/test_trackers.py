@@ -118,3 +118,22 @@ def test_unreachable_tracker_is_one_warning_and_the_run_completes(tmp_path, tiny
     assert (run_dir / "metrics.csv").is_file() and (run_dir / "model_best.pth.tar").is_file()
     assert not (run_dir / "mlflow.db").exists()
     assert "Traceback" not in out
+
+
+def test_trackers_change_no_result(make_cfg):
+    """Which trackers a run logs to is not part of what it trains: resume, rerun, tables and HParams ignore it."""
+    from omegaconf import OmegaConf
+
+    from runner.collect import flatten, varying_columns
+    from runner.rerun import _same_run
+    from runner.resume import check_resume
+    from runner.tb_hparams import hparams_of
+
+    with_trackers = OmegaConf.to_container(make_cfg("logger=[mlflow,wandb]"), resolve=True)
+    before = OmegaConf.to_container(make_cfg(), resolve=True)
+    before.pop("logger")  # a run stored before the logger group existed
+    check_resume(make_cfg("logger=[mlflow,wandb]", "resume=x"), {"config": before, "epoch": 1})
+    assert _same_run(with_trackers, before) is None
+    assert _same_run(with_trackers, {**before, "lr": 0.5}) == [f"lr (0.5 -> {before['lr']})"]
+    assert varying_columns([flatten(with_trackers), flatten(before)], [{"logger": "[mlflow, wandb]"}, {}]) == []
+    assert not any(key.startswith("logger") for key in hparams_of(with_trackers))
