@@ -175,6 +175,7 @@ class Trackers:
     def __init__(self, cfg: DictConfig, run_dir: Path, label: str = "") -> None:
         self.run_dir, self.label = Path(run_dir), label
         self.active: list[Any] = []
+        self.started = False  # a run that fails before it starts training logs nothing to its trackers
         self._logged_epoch = 0
         for key, node in (cfg.get("logger") or {}).items():
             if isinstance(node, DictConfig) and node.get("_target_"):
@@ -195,12 +196,13 @@ class Trackers:
         return None
 
     def _each(self, method: str, *args: Any) -> None:
-        for tracker in list(self.active):
+        for tracker in list(self.active) if self.started else []:
             ok = self._guard(tracker.name, lambda t=tracker: getattr(t, method)(*args) or True)
             if ok is None:
                 self.active.remove(tracker)
 
     def start(self, plain_cfg: dict[str, Any]) -> None:
+        self.started = True
         self._each("start", self.run_dir, plain_cfg)
 
     def log_history(self, history: list[dict[str, Any]]) -> None:
