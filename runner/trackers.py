@@ -26,9 +26,7 @@ from omegaconf import DictConfig
 
 log = logging.getLogger("runner")
 
-# Where a tracker's "which sweep" comes from: one MLflow experiment / one W&B group per sweep dir
-# (a single run: its own folder). Flattened config keys that are the trackers' own settings are
-# not the run's parameters.
+# The trackers' own settings are not the run's parameters: left out of what they log as its config.
 SKIPPED_PARAMS = ("logger",)
 # A run's outcome as MLflow's run status; W&B knows only "finished" (exit code 0) or "failed".
 MLFLOW_STATUS = {"completed": "FINISHED", "pruned": "FINISHED", "interrupted": "KILLED"}
@@ -218,6 +216,7 @@ class Trackers:
 
 def tensorboard_wanted(cfg: DictConfig) -> bool:
     """TensorBoard: on with the top-level `tensorboard` switch and `tensorboard` among the loggers
-    (a config with no `logger` node at all, e.g. one stored before it existed, keeps it on)."""
-    loggers = cfg.get("logger")
-    return bool(cfg.get("tensorboard", True)) and (loggers is None or "tensorboard" in loggers)
+    (`logger=null`: none; a config with no `logger` key at all, written before it existed, keeps it on)."""
+    if "logger" not in cfg:
+        return bool(cfg.get("tensorboard", True))
+    return bool(cfg.get("tensorboard", True)) and "tensorboard" in (cfg.logger or {})

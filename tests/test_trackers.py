@@ -137,3 +137,13 @@ def test_trackers_change_no_result(make_cfg):
     assert _same_run(with_trackers, {**before, "lr": 0.5}) == [f"lr (0.5 -> {before['lr']})"]
     assert varying_columns([flatten(with_trackers), flatten(before)], [{"logger": "[mlflow, wandb]"}, {}]) == []
     assert not any(key.startswith("logger") for key in hparams_of(with_trackers))
+
+
+def test_tensorboard_follows_the_logger_list(make_cfg):
+    from runner.trackers import tensorboard_wanted
+
+    assert tensorboard_wanted(make_cfg("tensorboard=true"))  # the default list holds it
+    assert tensorboard_wanted(make_cfg("tensorboard=true", "logger=[tensorboard,mlflow]"))
+    assert not tensorboard_wanted(make_cfg("tensorboard=true", "logger=mlflow"))
+    assert not tensorboard_wanted(make_cfg("tensorboard=true", "logger=[]"))  # no loggers at all
+    assert not tensorboard_wanted(make_cfg("logger=[tensorboard,mlflow]"))  # tensorboard=false still wins
