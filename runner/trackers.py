@@ -64,6 +64,23 @@ def numbers(row: dict[str, Any]) -> dict[str, float]:
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
 
 
+def reachable(uri: str, timeout_s: float = 5.0) -> None:
+    """Raise ConnectionError at once if an http(s) tracking server doesn't answer: MLflow's client
+    would retry with back-off for minutes before the run could go on without it."""
+    import urllib.error
+    import urllib.request
+
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s).close()
+    except urllib.error.HTTPError:
+        return  # it answered (a proxy's 401 or 404 included): MLflow's own calls say the rest
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise ConnectionError(f"{uri} does not answer ({reason})") from None
+
+
 class MLflowTracker:
     """One MLflow run per trial in one experiment per sweep: params, per-epoch metrics, summary, best checkpoint."""
 
@@ -96,6 +113,8 @@ class MLflowTracker:
         if not uri:  # offline by default: an SQLite store and its artifacts inside the sweep dir
             uri, artifacts = f"sqlite:///{home / 'mlflow.db'}", (home / "mlartifacts").as_uri()
             self._lock_path = home / ".mlflow.lock"
+        else:
+            reachable(uri)
         name = self.experiment or home.name
         with self._store():
             self.client = MlflowClient(tracking_uri=uri)

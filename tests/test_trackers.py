@@ -104,10 +104,8 @@ def test_grid_is_one_mlflow_experiment_and_one_wandb_group(tmp_path, tiny_images
     assert groups == {sweep_dir.name}
 
 
-def test_unreachable_tracker_is_one_warning_and_the_run_completes(tmp_path, tiny_images, monkeypatch):
-    run_dir = tmp_path / "run"
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # run_cli passes the environment on
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
+def test_unreachable_tracker_is_one_warning_and_the_run_completes(tmp_path, tiny_images):
+    run_dir = tmp_path / "run"  # MLflow's own retry settings left as they are: no minutes of back-off
     proc = run_cli("logger=mlflow", "logger.mlflow.tracking_uri=http://127.0.0.1:9", "epochs=1",  # nothing listens
                    f"hydra.run.dir={run_dir}", *QUIET, *tiny_images)
     out = proc.stdout + proc.stderr
@@ -117,7 +115,7 @@ def test_unreachable_tracker_is_one_warning_and_the_run_completes(tmp_path, tiny
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
     assert (run_dir / "metrics.csv").is_file() and (run_dir / "model_best.pth.tar").is_file()
     assert not (run_dir / "mlflow.db").exists()
-    assert "Traceback" not in out
+    assert "Traceback" not in out and "Retrying" not in out
 
 
 def test_trackers_change_no_result(make_cfg):
