@@ -21,7 +21,7 @@ autotuning and graph capture), against the course loop with no workers at the sa
 (vs_course), and against each row's `baseline` row (ratio); sweeps compare wall times against
 the basic launcher. Prints a table and writes figures.json, figures.csv and table.md to --out
 after every measurement, so a command stopped part-way still leaves what it measured.
-bench/gpu_session.md gives the command lines for a GPU session (each under its 10 minutes).
+bench/gpu_check.sh runs every GPU check in one command (bench/gpu_session.md).
 """
 
 from __future__ import annotations
@@ -56,8 +56,7 @@ ABLATION = [("defaults", []), ("compute.amp=false", ["compute.amp=false"]),
             ("compute.cudnn_benchmark=false", ["compute.cudnn_benchmark=false"])]
 COURSE_W0 = "course loop, workers 0"
 COLUMNS = ["piece", "label", "batch", "img_s", "last_epoch_img_s", "vs_course", "ratio", "baseline", "wall_s",
-           "wall_img_s",
-           "best_val_acc", *CAPTURE_FIELDS, "compile_s", "error"]
+           "wall_img_s", "best_val_acc", "acc_diff", "trial_accs", *CAPTURE_FIELDS, "compile_s", "error"]
 
 
 class Bench:
@@ -103,7 +102,8 @@ class Bench:
 
 def add_ratios(rows: list[dict[str, Any]]) -> None:
     """vs_course: last-epoch images/s over the course loop's (workers 0, same batch); ratio: over the
-    row's baseline (images/s), or for sweeps the baseline's wall time over this row's."""
+    row's baseline (images/s), or for sweeps the baseline's wall time over this row's; acc_diff: best
+    validation accuracy minus the baseline's (points: captured against eager should be noise)."""
     by_label = {(r["label"], r["batch"]): r for r in rows if r.get("error") is None}
     for row in rows:
         if row.get("error") is not None:
@@ -114,6 +114,8 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
         base = by_label.get((row["baseline"], row["batch"])) if row.get("baseline") else None
         if base is None:
             continue
+        if row.get("best_val_acc") is not None and base.get("best_val_acc") is not None:
+            row["acc_diff"] = row["best_val_acc"] - base["best_val_acc"]  # captured against eager: noise only
         if row["piece"] in ("study", "grid"):
             row["ratio"] = base["wall_s"] / row["wall_s"]
         elif row.get("last_epoch_img_s") and base.get("last_epoch_img_s"):
@@ -136,6 +138,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             return f"{value:.2f}x"
         if column == "batch":
             return str(int(value))
+        if column == "step_check_update":
+            return f"{value:.2g}"
         if isinstance(value, float):
             return f"{value:,.0f}" if column.endswith("img_s") else f"{value:,.2f}"
         return str(value)
@@ -189,11 +193,13 @@ def ablation(bench: Bench, batch: int = 32) -> None:
 
 
 def resnet(bench: Bench) -> None:
+    model = bench.args.resnet_model  # resnet50; bench/gpu_check.sh --tiny swaps in a small one on a CPU
+    name = "ResNet-50" if model == "resnet50" else model
     for path, overrides in bench.paths().items():
         if overrides is not None:
-            bench.runner("resnet", f"ResNet-50 32px {path}", bench.args.resnet_batch,
-                         ["model=resnet50", "dataset.image_size=32", *overrides],
-                         baseline=None if path != "captured" else "ResNet-50 32px eager")
+            bench.runner("resnet", f"{name} 32px {path}", bench.args.resnet_batch,
+                         [f"model={model}", "dataset.image_size=32", *overrides],
+                         baseline=None if path != "captured" else f"{name} 32px eager")
 
 
 def sweeps(bench: Bench, study: bool) -> None:
@@ -223,6 +229,7 @@ def parse_args() -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 32, 128])
     parser.add_argument("--course-workers", type=int, nargs="+", default=[0, 8])
     parser.add_argument("--resnet-batch", type=int, default=128)
+    parser.add_argument("--resnet-model", default="resnet50", help="the resnet piece's model (conf/model)")
     parser.add_argument("--grid-points", type=int, default=16)
     parser.add_argument("--grid-batch", type=int, default=32)
     parser.add_argument("--grid-epochs", type=int, default=1)

@@ -2,7 +2,7 @@
 
 Every function runs a subprocess (so each measurement starts clean, as a user's command would)
 and returns one flat row of figures. A failed or timed-out command becomes a row with `error`
-set, not an exception: one broken configuration must not cost a GPU session's other figures.
+set, not an exception: one broken configuration must not cost the check's other figures.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 COURSE_LOOP = REPO / "bench" / "course_loop.py"
-# What issue 9's captured step adds to summary.json; read when present.
-CAPTURE_FIELDS = ("step_path", "capture_s")
+# What the captured step adds to summary.json (which step ran, its capture cost, its self-check); read when present.
+CAPTURE_FIELDS = ("step_path", "capture_s", "step_check", "step_check_update", "step_fallback")
 
 
 class Deadline:
@@ -129,10 +129,19 @@ def sweep(overrides: list[str], launcher: str, root: Path, device: str, deadline
         if error is None and results.exists():
             table = pd.read_csv(results)
             images = float(table["epochs_done"].sum()) * n_images  # what the sweep delivered
-            row.update(trials=len(table), best_val_acc=float(table["best_val_acc"].max()), wall_img_s=images / wall)
+            row.update(trials=len(table), best_val_acc=float(table["best_val_acc"].max()), wall_img_s=images / wall,
+                       trial_accs=trial_accuracies(table))
             if not study:
                 # A fused trial's train_s is its share of its group's time, so the sum over trials is
                 # the time the sweep spent training. (Not for the study: under the fused launcher its
                 # 5- and 10-epoch runs reuse the 20-epoch run's first epochs, and their train_s with them.)
                 row.update(train_s=float(table["train_s"].sum()), img_s=images / float(table["train_s"].sum()))
     return row
+
+
+def trial_accuracies(table: pd.DataFrame) -> str:
+    """Each trial's best validation accuracy, by learning rate where the sweep varies it ("0.001: 12.3, ...")."""
+    if "lr" not in table.columns:
+        return ", ".join(f"{acc:.2f}" for acc in table["best_val_acc"])
+    ordered = table.sort_values("lr")
+    return ", ".join(f"{lr:.3g}: {acc:.2f}" for lr, acc in zip(ordered["lr"], ordered["best_val_acc"]))

@@ -104,3 +104,10 @@ def remove_stale_temp_files(folder: Path) -> list[Path]:
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
+
+
+def temp_files_of(path: Path) -> list[Path]:
+    """The temporary files that atomic writes of `path` left, killed before their rename."""
+    import glob
+
+    return [p for p in Path(path).parent.glob(f".{glob.escape(Path(path).name)}.*.tmp") if p.is_file()]

@@ -159,6 +159,9 @@ class ImageDataset:
                 f"dataset.root={self.root} does not exist: the data is expected there (a relative root is "
                 f"read from the folder you run in, {Path.cwd()}); put it there, point dataset.root at it "
                 f"or add dataset.download=true")
+        if self.root.exists() and not self.root.is_dir():
+            raise ConfigError(f"dataset.root={self.root} is a file, not a folder: point dataset.root at the "
+                              f"folder that holds the data set")
         return self.root
 
     def stratified_split(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

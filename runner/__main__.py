@@ -16,8 +16,9 @@ import runner.config  # noqa: F401  (importing it registers the schema Hydra com
 from runner.trust import HYDRA_TARGETS, flat
 from runner import interrupts, locks
 from runner.rerun import claimed_run_folder
+from runner.job_records import write_job_record
 from runner.run_names import register_resolvers
-from common.errors import ConfigError
+from common.errors import ConfigError, entry_point, error_line, os_failure
 from runner.optuna_sweeper import register as register_optuna_sweeper
 from runner.fused.launcher import register as register_fused_launcher
 from runner.objective import objective_of, objective_value
@@ -62,10 +63,11 @@ def main(cfg: DictConfig) -> float | None:
         epoch_end = trial_pruner(hydra_cfg.sweeper, objective_of(cfg)) if in_sweep else None
         with claimed_run_folder(cfg, run_dir, shared=locks.is_shared_sweep(hydra_cfg)) as reused:
             summary = reused if reused is not None else train(cfg, run_dir, parallel_jobs=parallel_jobs(hydra_cfg),
-                                                             epoch_end=epoch_end)
+                                                             epoch_end=epoch_end, typed=list(hydra_cfg.overrides.task))
     except ConfigError as e:
         if in_sweep:  # one bad combination must not end the sweep: it is recorded as failed
             log.error("run %s failed: %s", run_dir, e)
+            write_job_record(hydra_cfg, "refused", str(e))
             return None
         print(f"error: {e}", file=sys.stderr)
         remove_refused_run_folder(run_dir, hydra_cfg.job.name)  # a refused run leaves no folder
@@ -73,8 +75,13 @@ def main(cfg: DictConfig) -> float | None:
     except Exception as e:
         if in_sweep:
             log.exception("run %s failed: %s", run_dir, e)
+            write_job_record(hydra_cfg, "failed", str(e))
             return None
-        raise
+        line, status = error_line(e, run_dir / f"{hydra_cfg.job.name}.log", where=run_dir)
+        print(f"error: {line}", file=sys.stderr)  # the traceback is in the run's log file
+        if os_failure(e, run_dir) is not None:  # a disk that is full or can't be written: nothing worth keeping
+            remove_refused_run_folder(run_dir, hydra_cfg.job.name)
+        sys.exit(status)  # else the run folder stays: its summary.json records the run as failed
     log.info("run folder: %s", run_dir)
     log.info("status: %s, best val acc: %s (epoch %s)", summary["status"],
              "n/a" if summary["best_val_acc"] is None else f"{summary['best_val_acc']:.2f}", summary["best_epoch"])
@@ -82,6 +89,10 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    with interrupts.exit_cleanly_when_interrupted():
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra's own errors reach entry_point, which prints them as one line
+    logging.raiseExceptions = False  # a log file that can't be written (disk full) prints no traceback per line
+    outputs = "the output folder (hydra.run.dir or hydra.sweep.dir)"  # a disk error Hydra meets names no path
+    with interrupts.exit_cleanly_when_interrupted(), entry_point(where=outputs):
+        runner.config.check_command_line(sys.argv[1:])
         preflight(sys.argv[1:], main, config_path="../conf", config_name="config")  # refuses before Hydra acts
         main()

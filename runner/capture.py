@@ -17,12 +17,14 @@ What a captured epoch does, and why it is the eager epoch's equivalent:
   whose first-step form differs); warm-up steps for the capture run on a side stream and are
   undone (parameters, buffers, optimizer state, totals, RNG), so they change nothing.
 - The last partial batch of an epoch runs eagerly: every image is seen once per epoch.
+- The first replay is checked against the eager step from the same state (runner/capture_check.py);
+  a capture that fails or a replay that differs leaves the run eager, saying why
+  (runner/graphed_step.py, the mechanics shared with a fused group).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import torch
@@ -33,11 +35,12 @@ from data.augment import Compose, RandomCrop, RandomHorizontalFlip
 from data.splits import ResidentSplit
 from runner.compute import to_model_input
 from runner.config import switch
+from runner.cuda_graph import torch_too_old
+from runner.graphed_step import GraphedStep
 from runner.step import SingleLearner, Totals, train_step
 
 log = logging.getLogger("runner")
 
-WARMUP_STEPS = 3  # PyTorch's recipe: a few eager iterations on a side stream before capture
 GRAPH_SAFE_AUGMENT = (nn.Identity, RandomHorizontalFlip, RandomCrop, Compose)  # device-side randomness only
 FUSED_SGD = (torch.optim.SGD,)  # tensor lr in a graph: SGD's fused kernel (its foreach path calls .item())
 CAPTURABLE = (torch.optim.Adam, torch.optim.AdamW, torch.optim.NAdam, torch.optim.RAdam)
@@ -51,6 +54,9 @@ def why_not_captured(cfg: DictConfig, device: torch.device, split: Any, optimize
     """
     if switch(cfg.compute.get("cuda_graph", "auto")) == "false":
         return "compute.cuda_graph=false"
+    too_old = torch_too_old()
+    if too_old is not None:
+        return too_old
     if graph and device.type != "cuda":
         return f"the run trains on {device.type}; a CUDA graph needs a GPU"
     # device types, not devices: the data placed on "cuda" reports "cuda:0"
@@ -77,12 +83,15 @@ def why_not_captured(cfg: DictConfig, device: torch.device, split: Any, optimize
     return None
 
 
-def use_tensor_lr(optimizer: torch.optim.Optimizer, device: torch.device, graph: bool) -> None:
+def use_tensor_lr(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
     """Learning rate as a device tensor a graph reads; the graph-safe step where PyTorch needs a flag.
 
+    On CUDA the flags are the graph's also without the graph (tests/test_capture_cuda.py compares
+    the two exactly); on a CPU, which has no capturable optimizers, SGD's fused kernel only.
     Checkpoints keep the eager form (a float lr, the flags as built), so `resume=` and
     `python -m runner.eval` read them as any run's.
     """
+    graph = device.type == "cuda"
     built = [{k: group.get(k) for k in ("fused", "foreach", "capturable")} for group in optimizer.param_groups]
     for group in optimizer.param_groups:
         group["lr"] = torch.tensor(float(group["lr"]), device=device)  # float32: what the fused kernels read
@@ -110,90 +119,13 @@ def optimizer_tensors(optimizers: list[torch.optim.Optimizer]) -> list[torch.Ten
     return out + [g["lr"] for opt in optimizers for g in opt.param_groups if isinstance(g["lr"], torch.Tensor)]
 
 
-class GraphedStep:
-    """A step (`body`) run eagerly the first time, then captured once and replayed (`step()`).
-
-    A subclass holds the static buffers: `body(cache_casts)` is the step on them, `live()` every
-    tensor it changes (weights, buffers, optimizer state, totals): the warm-up before capture is
-    undone on exactly these, and on the RNG. A failed capture leaves the run eager from then on,
-    with its reason in `summaries` (each a run's summary.json dict). A base class, not a
-    callback: no reference cycle keeps a finished run's model and graph memory alive in a sweep.
-    """
-
-    def __init__(self, device: torch.device, summaries: list[dict[str, Any]], graph: bool, path: str) -> None:
-        self.device, self.summaries, self.graph, self.path = device, summaries, graph, path
-        self.cuda_graph: torch.cuda.CUDAGraph | None = None
-        self.steps = 0
-
-    def body(self, cache_casts: bool) -> None:
-        raise NotImplementedError
-
-    def live(self) -> list[torch.Tensor]:
-        raise NotImplementedError
-
-    def step(self) -> None:
-        if self.cuda_graph is not None:
-            self.cuda_graph.replay()
-        elif self.graph and self.steps > 0 and self._capture():
-            self.cuda_graph.replay()
-        else:  # the run's first step (it creates the optimizer state), or no graph
-            self.body(True)
-        self.steps += 1
-
-    def warm_up(self) -> None:
-        """WARMUP_STEPS eager steps (on a side stream on CUDA, as PyTorch's recipe asks), then
-        everything they changed put back: the captured run trains the eager run's steps."""
-        saved = _Snapshot(self.live(), self.device)
-        try:
-            if self.device.type != "cuda":  # the CPU test of the undo (tests/test_capture.py)
-                for _ in range(WARMUP_STEPS):
-                    self.body(False)
-                return
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):
-                for _ in range(WARMUP_STEPS):
-                    self.body(False)
-            torch.cuda.current_stream(self.device).wait_stream(side)
-        finally:
-            saved.restore()
-
-    def _capture(self) -> bool:
-        """Warm up (undone), capture the step; False (and eager from now on) if it fails.
-
-        Capturing runs no kernels, so a failed capture has changed nothing to undo.
-        """
-        t0 = time.perf_counter()
-        try:
-            self.warm_up()
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                self.body(False)
-            torch.cuda.synchronize(self.device)
-        except Exception as e:  # a model with a host sync or a CPU op in its step: train eagerly
-            torch.cuda.synchronize(self.device)
-            self.graph = False
-            reason = f"capture failed: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
-            for summary in self.summaries:
-                summary.update(step_path=self.path.replace("captured", "eager"), capture_s=None,
-                               step_fallback=reason)
-            log.warning("eager step: %s", reason)
-            return False
-        self.cuda_graph = graph
-        capture_s = time.perf_counter() - t0
-        for summary in self.summaries:  # a fused group recaptures when a trial leaves: the costs add up
-            summary["capture_s"] = round((summary.get("capture_s") or 0.0) + capture_s, 3)
-        log.info("captured the training step as a CUDA graph in %.2f s", capture_s)
-        return True
-
-
 class CapturedEpochs(GraphedStep):
     """Train epochs of one model through static buffers, replaying the captured step per full batch."""
 
     def __init__(self, learner: SingleLearner, split: ResidentSplit, batch_size: int, augment: nn.Module,
                  normalize: nn.Module, amp_dtype: torch.dtype | None, channels_last: bool,
-                 summary: dict[str, Any], graph: bool = True) -> None:
-        super().__init__(split.images.device, [summary], graph, "captured")
+                 summary: dict[str, Any], graph: bool = True, strict: bool = False) -> None:
+        super().__init__(split.images.device, [[summary]], graph, "captured", strict)
         self.learner, self.augment, self.normalize = learner, augment, normalize
         self.amp_dtype, self.channels_last = amp_dtype, channels_last
         self.images, self.labels = split.images, split.labels
@@ -206,15 +138,16 @@ class CapturedEpochs(GraphedStep):
         n, batch = len(self.labels), len(self.static_idx)
         order = torch.randperm(n).to(self.device)  # exactly the eager path's draw (ResidentSplit.batches)
         full = n // batch
-        for i in range(full):
-            self.static_idx.copy_(order[i * batch:(i + 1) * batch], non_blocking=True)
-            self.step()
-            self.learner.after_step()
-            progress.update(1)
-        if n % batch:  # the last partial batch, eagerly: every image is seen once per epoch
-            self._gathered_step(order[full * batch:])
-            self.learner.after_step()
-            progress.update(1)
+        with self.on_device():
+            for i in range(full):
+                self.static_idx.copy_(order[i * batch:(i + 1) * batch], non_blocking=True)
+                self.step()
+                self.learner.after_step()
+                progress.update(1)
+            if n % batch:  # the last partial batch, eagerly: every image is seen once per epoch
+                self._gathered_step(order[full * batch:])
+                self.learner.after_step()
+                progress.update(1)
         self.totals.seen = n
         return self.totals.rows()[0]
 
@@ -231,23 +164,9 @@ class CapturedEpochs(GraphedStep):
         return [*model.parameters(), *model.buffers(), self.totals.loss_sum, self.totals.correct,
                 *optimizer_tensors([self.learner.optimizer])]
 
-
-class _Snapshot:
-    """Copies of the live tensors and the RNG, put back in place (a graph holds these very tensors)."""
-
-    def __init__(self, live: list[torch.Tensor], device: torch.device) -> None:
-        self.pairs = [(t, t.detach().clone()) for t in live]
-        self.device = device
-        self.rng = torch.get_rng_state()
-        self.cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-
-    def restore(self) -> None:
-        with torch.no_grad():
-            for live, saved in self.pairs:
-                live.copy_(saved)
-        torch.set_rng_state(self.rng)
-        if self.cuda_rng is not None:
-            torch.cuda.set_rng_state(self.cuda_rng, self.device)
+    def checked(self) -> list[torch.Tensor]:
+        model = self.learner.model
+        return [self.totals.loss_sum, *model.parameters(), *model.buffers()]
 
 
 def plan_step(cfg: DictConfig, device: torch.device, split: Any, model: nn.Module, loss_fn: nn.Module,
@@ -260,10 +179,12 @@ def plan_step(cfg: DictConfig, device: torch.device, split: Any, model: nn.Modul
     """
     learner = SingleLearner(model, loss_fn, optimizer, scheduler if interval == "step" else None, cfg.grad_clip)
     reason = why_not_captured(cfg, device, split, learner.optimizer, scheduler, augment, adversary, graph)
-    summary.update(step_path="eager" if reason else "captured", capture_s=None, step_fallback=reason)
+    summary.update(step_path="eager" if reason else "captured", capture_s=None, step_fallback=reason,
+                   step_check=None, step_check_loss=None, step_check_update=None)
     if reason is not None:
         log.info("eager step: %s", reason)
         return None
-    use_tensor_lr(learner.optimizer, device, graph)
+    use_tensor_lr(learner.optimizer, device)
+    strict = switch(cfg.compute.get("cuda_graph", "auto")) == "true"
     return CapturedEpochs(learner, split, int(cfg.batch_size), augment, normalize, amp_dtype, channels_last,
-                          summary, graph)
+                          summary, graph, strict)

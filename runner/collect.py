@@ -14,25 +14,33 @@ first DIR; created if missing):
   best.json    the best run, its overrides and the command that repeats it (runner/best_run.py);
   accuracy_by_param.png, val_acc_curves.png  (runner/plots.py);
   report.html  all of the above in one self-contained page (runner/report_html.py);
-and prints a Markdown table sorted by accuracy. Safe to run while a sweep is still going.
-With no run folder to read it writes nothing and says so (exit status 2).
+and prints a Markdown table, best run first (runner/best_run.py's order). Safe to run while a
+sweep is still going, and on folders from anywhere: a file it cannot use gets one warning line
+naming it (runner/collect_read.py) and the rest is collected. With no run folder to read, or an
+--out that is no folder, it writes nothing and says so in one line (exit status 2).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
+import fcntl
 import logging
 import math
+import os
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pandas as pd
-import yaml
 
-from common.errors import ConfigError
-from common.io import atomic_write_text
+from common.errors import ConfigError, entry_point
+from common.io import atomic_write_text, temp_files_of
+# flatten, read_config and read_outcome are also imported from here (runner/resume.py, tb_hparams, optuna_storage)
+from runner.collect_read import flatten, printable, read_choices, read_config, read_outcome, reset_warnings, warn  # noqa
+
+from runner.job_records import with_job_records
 
 log = logging.getLogger("runner.collect")
 
@@ -40,6 +48,10 @@ OUTCOME_COLUMNS = ["best_val_acc", "best_epoch", "epochs_done", "status", "train
 SEARCH_DEPTH = 4  # how deep below a DIR run folders are looked for (outputs/multirun/<date>/<job>)
 # Keys that differ between runs without being an experimental choice.
 IGNORED_KEYS = {"resume", "rerun", "progress", "tensorboard", "dataset.root", "logger"}  # logger: a whole group
+RESERVED = {"job", "origin", "error", "run_dir", *OUTCOME_COLUMNS}  # a config key named so becomes config.<key>
+OUTPUTS = ("results.txt", "results.csv", "best.json", "report.html", "accuracy_by_param.png", "val_acc_curves.png")
+SHARED_OUTPUTS = {"best.json": 60.0}  # also written by an Optuna study's report, outside our lock: only older temps
+LOCK_NAME = ".collect.lock"
 
 
 def is_run_dir(path: Path) -> bool:
@@ -53,67 +65,27 @@ def find_runs(folder: Path, depth: int = SEARCH_DEPTH) -> list[Path]:
         return [folder]
     if depth <= 0:
         return []
-    children = sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=_launch_order)
+    try:
+        children = sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=_launch_order)
+    except OSError as e:  # unreadable: someone else's folder
+        warn(folder, f"not readable ({e.strerror}); left out")
+        return []
     return [run for child in children for run in find_runs(child, depth - 1)]
 
 
+def job_name(run: Path) -> int | str:
+    """A sweep job's number (its folder's name, ASCII digits), else the folder's name."""
+    return int(run.name) if run.name.isascii() and run.name.isdigit() else run.name
+
+
 def _launch_order(path: Path) -> tuple:
-    return (0, int(path.name), "") if path.name.isdigit() else (1, 0, path.name)
+    job = job_name(path)
+    return (0, job, "") if isinstance(job, int) else (1, 0, printable(job))
 
 
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict):
-        out: dict[str, Any] = {}
-        for key, value in tree.items():
-            out.update(flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: tuple(tree) if isinstance(tree, list) else tree}
-
-
-def read_config(run_dir: Path) -> dict[str, Any]:
-    """The run's resolved config, flattened; falls back to Hydra's copy if the run died before writing it."""
-    resolved = run_dir / "config.yaml"
-    if resolved.exists():
-        return flatten(yaml.safe_load(resolved.read_text()) or {})
-    hydra_copy = run_dir / ".hydra" / "config.yaml"
-    if hydra_copy.exists():
-        from omegaconf import OmegaConf
-
-        cfg = OmegaConf.load(hydra_copy)
-        try:
-            return flatten(OmegaConf.to_container(cfg, resolve=True))
-        except Exception:  # an interpolation that needs the runtime: keep it unresolved
-            return flatten(OmegaConf.to_container(cfg, resolve=False))
-    return {}
-
-
-def read_choices(run_dir: Path) -> dict[str, str]:
-    """Which file of each config group the run used (model=lenet, dataset=digits...)."""
-    hydra_yaml = run_dir / ".hydra" / "hydra.yaml"
-    if not hydra_yaml.exists():
-        return {}
-    choices = (yaml.safe_load(hydra_yaml.read_text()) or {}).get("hydra", {}).get("runtime", {}).get("choices", {})
-    # `group@package` entries are Hydra's bookkeeping for nested defaults, not a choice the user made.
-    return {k: v for k, v in choices.items() if "/" not in k and "@" not in k and v is not None}
-
-
-def read_outcome(run_dir: Path) -> dict[str, Any]:
-    """summary.json, or what metrics.csv says of a run that has not finished (or was killed hard)."""
-    summary_file = run_dir / "summary.json"
-    if summary_file.exists():
-        try:
-            return json.loads(summary_file.read_text())
-        except json.JSONDecodeError:
-            pass
-    outcome: dict[str, Any] = {"status": "running"}
-    metrics = run_dir / "metrics.csv"
-    if metrics.exists():
-        frame = pd.read_csv(metrics)
-        if len(frame):
-            best = frame["val_acc"].idxmax()
-            outcome.update(best_val_acc=float(frame["val_acc"][best]), best_epoch=int(frame["epoch"][best]),
-                           epochs_done=int(frame["epoch"].max()), train_s=float(frame["train_s"].sum()))
-    return outcome
+def _unclashed(config: dict[str, Any]) -> dict[str, Any]:
+    """A config key that reads like one of the table's own columns (status, best_...) as config.<key>."""
+    return {(f"config.{k}" if k in RESERVED or k.startswith("best_") else k): v for k, v in config.items()}
 
 
 def varying_columns(configs: list[dict[str, Any]], choices: list[dict[str, str]]) -> list[str]:
@@ -157,9 +129,9 @@ def collect(sweep_dirs: list[Path]) -> pd.DataFrame:
             if run.resolve() not in seen:
                 seen.add(run.resolve())
                 runs.append(run)
-    configs = [read_config(r) for r in runs]
-    choices = [read_choices(r) for r in runs]
-    outcomes = [read_outcome(r) for r in runs]
+    configs = [_unclashed(read_config(r)) for r in runs]
+    choices = [_unclashed(read_choices(r)) for r in runs]
+    outcomes = with_job_records(runs, [read_outcome(r) for r in runs])
     columns = varying_columns(configs, choices)
     extras = extra_outcome_columns(outcomes)
     origins = [str(run.parent) for run in runs]
@@ -167,7 +139,7 @@ def collect(sweep_dirs: list[Path]) -> pd.DataFrame:
     rows = []
     for run, origin, config, choice, outcome in zip(runs, origins, configs, choices, outcomes):
         # The folder's own name: job numbers stay those of the sweep, also in a merged table.
-        row: dict[str, Any] = {"job": int(run.name) if run.name.isdigit() else run.name, "origin": origin}
+        row: dict[str, Any] = {"job": job_name(run), "origin": origin}
         for key in columns:
             value = choice.get(key, config.get(key))
             row[key] = list(value) if isinstance(value, tuple) else value
@@ -191,42 +163,94 @@ def results_line(row: pd.Series) -> str:
     has_acc = acc is not None and not (isinstance(acc, float) and math.isnan(acc))
     if row["status"] == "completed" and has_acc:
         return f"{acc:.2f}"
-    return f"{acc:.2f} {row['status']}" if has_acc else str(row["status"])
+    return f"{acc:.2f} {printable(row['status'])}" if has_acc else printable(row["status"])
 
 
-def markdown_table(table: pd.DataFrame) -> str:
-    """The table sorted by accuracy, best first; empty cells for missing values (never `nan`)."""
-    shown = table.drop(columns=["run_dir", "error"]).sort_values("best_val_acc", ascending=False, na_position="last")
+def for_output(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with every text cell writable anywhere (runner/collect_read.py's `printable`)."""
+    shown = table.copy()
+    for column in shown.columns:
+        if shown[column].dtype == object or pd.api.types.is_string_dtype(shown[column]):
+            shown[column] = shown[column].map(lambda v: printable(v) if isinstance(v, str) else v)
+    shown.columns = [printable(c) for c in shown.columns]
+    return shown
+
+
+def markdown_table(table: pd.DataFrame, metric: str | None = None) -> str:
+    """The table best run first (runner/best_run.py's order); empty cells for missing values (never `nan`)."""
+    from runner.best_run import objective_metric, ranked
+
+    shown = for_output(ranked(table, metric or objective_metric(table)).drop(columns=["run_dir", "error"]))
     shown = shown.astype(object).where(shown.notna(), None)
     # Two decimals for accuracies and seconds; swept values (lr=0.001...) as they are.
     formats = [".2f" if c in OUTCOME_COLUMNS or c.startswith("best_") else "g" for c in shown.columns]
     return shown.to_markdown(index=False, floatfmt=formats, missingval="")
 
 
+def output_folder(out: Path) -> Path:
+    """`out` as a folder the tables can go in (created if missing); ConfigError in one line if it cannot be."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {printable(out)} is a file, not a folder; pass a folder (it is created if missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--out {printable(out)} cannot be created ({e.strerror}); pass a folder you can write to")
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {printable(out)} is not writable; pass a folder you can write to")
+    return out
+
+
+@contextlib.contextmanager
+def writing_into(out: Path) -> Iterator[None]:
+    """Hold `out/.collect.lock` (one collector writes a folder at a time, the others wait their
+    turn) and remove the temporary files a killed collector left there."""
+    fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        for name in OUTPUTS:
+            min_age = SHARED_OUTPUTS.get(name, 0.0)
+            for path in temp_files_of(out / name):
+                with contextlib.suppress(OSError):
+                    if time.time() - path.stat().st_mtime >= min_age:
+                        path.unlink()
+        yield
+    finally:
+        os.close(fd)
+
+
 def collect_and_report(sweep_dirs: list[str | Path], out_dir: str | Path | None = None) -> pd.DataFrame:
     """Collect, write the tables, best.json, plots and report.html into `out_dir`, print the table.
 
-    Raises ConfigError, having written nothing, when there is no run folder to collect.
+    Raises ConfigError, having written nothing, when there is no run folder to collect or
+    `out_dir` cannot be a folder. The tables and best.json are worked out before any is written.
     """
-    from runner.best_run import write_best
+    from runner.best_run import best_record, objective_metric, write_best
     from runner.plots import write_plots
     from runner.report_html import write_report
 
+    reset_warnings()
     dirs = [Path(d) for d in sweep_dirs]
     out = Path(out_dir) if out_dir is not None else dirs[0]
+    if out.exists() and not out.is_dir():
+        output_folder(out)  # refused before reading anything
     table = collect(dirs)
     if table.empty:
-        raise ConfigError(f"no run folders under {', '.join(map(str, dirs))}: nothing collected, no files written; "
-                          "pass a sweep dir (outputs/multirun/<date_time>) or a folder of run folders")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "results.txt", "".join(results_line(r) + "\n" for _, r in table.iterrows()))
-    atomic_write_text(out / "results.csv", table.to_csv(index=False))
+        raise ConfigError(f"no run folders under {', '.join(printable(d) for d in dirs)}: nothing collected, no files "
+                          "written; pass a sweep dir (outputs/multirun/<date_time>) or a folder of run folders")
+    metric = objective_metric(table)
     keys = key_columns(table)
-    best = write_best(table, out, keys)
-    plots = write_plots(table, keys, out)
-    write_report(table, out, plots, best)
-    print(markdown_table(table))
-    print(f"\n{len(table)} runs; results.txt, results.csv, best.json and report.html in {out}")
+    shown = for_output(table)
+    lines = "".join(results_line(r) + "\n" for _, r in table.iterrows())
+    record = best_record(table, keys, metric)
+    printed = markdown_table(table, metric)
+    with writing_into(output_folder(out)):
+        atomic_write_text(out / "results.txt", lines)
+        atomic_write_text(out / "results.csv", shown.to_csv(index=False))
+        best = write_best(record, table, out)
+        plots = write_plots(table, keys, out)
+        write_report(table, out, plots, best)
+    print(printed)
+    print(f"\n{len(table)} runs; results.txt, results.csv, best.json and report.html in {printable(out)}")
     return table
 
 
@@ -235,9 +259,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweep_dirs", nargs="+", help="sweep dirs, run folders, or folders of them (outputs/runs)")
     parser.add_argument("--out", help="where to write the tables (default: the first dir; created if missing)")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
     for d in args.sweep_dirs:
         if not Path(d).is_dir():
-            print(f"error: {d} is not a folder; pass a sweep dir such as outputs/multirun/<date>", file=sys.stderr)
+            print(f"error: {printable(d)} is not a folder; pass a sweep dir such as outputs/multirun/<date>",
+                  file=sys.stderr)
             return 2
     try:
         collect_and_report(args.sweep_dirs, args.out)
@@ -248,4 +274,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with entry_point():  # anything unexpected: one line, the traceback in a file
+        sys.exit(main())

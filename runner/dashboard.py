@@ -15,6 +15,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from common.errors import ConfigError, entry_point
+from runner.optuna_db import display_url, open_existing, sqlite_url
+
 
 def storage_url(sweep_dir: Path, storage: str | None) -> str:
     """The storage to show: --storage, else the sweep dir's sqlite file (the sweeper's default)."""
@@ -22,8 +25,19 @@ def storage_url(sweep_dir: Path, storage: str | None) -> str:
         return storage
     db = sweep_dir / "optuna.db"
     if not db.exists():
-        raise FileNotFoundError(f"no {db}; give the study's storage with --storage URL")
-    return f"sqlite:///{db}"
+        raise ConfigError(f"no {db}; give the study's storage with --storage URL")
+    return sqlite_url(db)
+
+
+def check_port(text: str) -> int:
+    """--port as a number a server can listen on, or ConfigError naming it."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise ConfigError(f"--port {text} is not a port number: use a whole number from 1 to 65535") from None
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"--port {port} is out of range: use a whole number from 1 to 65535")
+    return port
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,11 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweep_dir", type=Path, help="an Optuna sweep dir (holding optuna.db)")
     parser.add_argument("--storage", help="storage URL (default: sqlite:///SWEEP_DIR/optuna.db)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--port", default="8080", help="port to listen on, 1 to 65535 (default 8080)")
     args = parser.parse_args(argv)
     try:
+        port = check_port(args.port)
         url = storage_url(args.sweep_dir, args.storage)
-    except FileNotFoundError as e:
+        storage = open_existing(url, "--storage" if args.storage else "")
+    except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
@@ -43,10 +59,16 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print("error: optuna-dashboard is not installed: pip install 'optuna-dashboard==0.21.0'", file=sys.stderr)
         return 2
-    print(f"Optuna dashboard for {url} on http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
-    run_server(url, host=args.host, port=args.port)
+    print(f"Optuna dashboard for {display_url(url)} on http://{args.host}:{port}/ (Ctrl-C stops it)", flush=True)
+    try:
+        run_server(storage, host=args.host, port=port)
+    except OSError as e:  # the port is taken, or the host is no address of this machine
+        print(f"error: cannot listen on {args.host}:{port} ({e.strerror or e}): pick another --port, or a --host "
+              "of this machine (127.0.0.1, 0.0.0.0)", file=sys.stderr)
+        return 2
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with entry_point():  # anything unexpected: one line, the traceback in a file
+        sys.exit(main())

@@ -6,8 +6,11 @@ eval script. `split=test` reports the held-out test split where the data set has
 never used for selecting a model. Other `dataset.KEY=VALUE` arguments override the stored data
 set config (e.g. a new root on another machine).
 
-A checkpoint may come from elsewhere: only the model and data set classes of runner/trust.py
-are built from its config, and a config naming anything else is refused before anything runs.
+A checkpoint may come from elsewhere: it is checked first (runner/checkpoint.py: its parts'
+types, plain values in its config, a model whose shapes are its weights'), only the model and
+data set classes of runner/trust.py are built from its config, and a config naming anything else
+is refused before anything runs. What only the command line may ask for is not taken from the
+file: its `hydra` settings, a data set download, a pretrained model's download or weights file.
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ from data.augment import Normalize
 from data.base import ImageDataset
 from data.splits import Split, open_splits
 from runner.build import build
-from runner.checkpoint import load_checkpoint, load_model_state
-from common.errors import ConfigError
+from runner.checkpoint import check_model_shapes, for_weights, load_checkpoint, load_model_state
+from common.errors import ConfigError, entry_point
 from runner.compute import configure_compute, pick_device
 from runner.train import evaluate
 from runner.trust import EVAL_TARGETS, RUN_TARGETS, check_run_targets, run_whitelist
@@ -72,19 +75,22 @@ class Restored:
 
 def restore(checkpoint: str, device: str = "auto", dataset_overrides: dict[str, Any] | None = None) -> Restored:
     """Rebuild the model and data set a checkpoint was trained with, from the config inside it."""
-    state = load_checkpoint(checkpoint)
-    if not isinstance(state["config"], dict) or not {"model", "dataset", "compute"} <= state["config"].keys():
-        raise ConfigError(f"checkpoint={checkpoint} holds no run config; pass a checkpoint.pth.tar written by the runner")
-    cfg = OmegaConf.create(state["config"])
+    state = load_checkpoint(checkpoint)  # checked: types, plain values, sizes (runner/checkpoint.py)
+    cfg = OmegaConf.create({k: v for k, v in state["config"].items() if k != "hydra"})
+    if "download" in cfg.dataset:
+        cfg.dataset.download = False  # the file doesn't get to write a download anywhere; dataset.download=true does
+    if "cuda_graph" in cfg.compute:
+        cfg.compute.cuda_graph = "auto"  # a training-step option: evaluation never captures
     if dataset_overrides:
         cfg.dataset = OmegaConf.merge(cfg.dataset, dataset_overrides)
     whitelist = trusted_eval_targets(cfg)
     torch_device = pick_device(device)
     amp_dtype = configure_compute(cfg.compute, torch_device)
     with execution_whitelist(whitelist, reset=True):
+        check_model_shapes(cfg.model, cfg.dataset, state)  # on the meta device: nothing allocated for a wrong config
         dataset = build(cfg.dataset, "dataset")
-        splits = open_splits(dataset, str(cfg.compute.data_path), torch_device, cfg.num_workers)
-        model = build(cfg.model, "model")
+        splits = open_splits(dataset, str(cfg.compute.data_path), torch_device, cfg.get("num_workers", 0))
+        model = build(for_weights(cfg.model), "model")
     load_model_state(model, state)
     model = model.to(torch_device)
     normalize = Normalize(dataset.mean, dataset.std).to(torch_device)
@@ -139,4 +145,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with entry_point():  # anything unexpected: one line, the traceback in a file
+        sys.exit(main())

@@ -40,12 +40,12 @@ SWEEP_SETTINGS = ("job_logging", "hydra_logging", "output_subdir", "sweep.dir", 
                   "job.env_set")
 
 
-class RefusedConfig(CompactHydraException):
-    """A command's own config refused at the boundary: Hydra prints a compact error as it is, one line."""
+class RefusedConfig(ConfigError, CompactHydraException):
+    """A command's own config refused at the boundary: one line, through the entry point or Hydra alike."""
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(f"error: {reason}")
-        self.reason = reason
+    @property
+    def reason(self) -> str:
+        return str(self)
 
 
 _composing = threading.local()  # launchers may load several jobs' configs at once, from threads

@@ -30,7 +30,9 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from common.errors import ConfigError, entry_point
 from common.io import atomic_save_figure, atomic_write_text
+from runner.optuna_db import display_url, one_line_errors, open_existing, sqlite_url
 
 log = logging.getLogger(__name__)
 
@@ -39,20 +41,6 @@ PLOTS = {
     "optuna_parallel_coordinate.png": "plot_parallel_coordinate",
     "optuna_param_importances.png": "plot_param_importances",
 }
-
-
-def display_url(storage: Any) -> str:
-    """The storage as it can be shown and written down: a URL without its password."""
-    if storage is None:
-        return "memory (no resume)"
-    if not isinstance(storage, str):
-        return type(storage).__name__
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(storage).render_as_string(hide_password=True)
-    except Exception:
-        return storage.split("@")[-1] if "@" in storage else storage
 
 
 def best_summary(study: Any, storage: Any = None) -> dict[str, Any]:
@@ -195,19 +183,31 @@ def main(argv: list[str] | None = None) -> int:
         if not db.exists():
             print(f"error: no {db}; give the study's storage with --storage URL", file=sys.stderr)
             return 2
-        storage = f"sqlite:///{db}"
-    name = args.study_name
-    if name is None:
-        names = optuna.get_all_study_names(storage)
-        if len(names) != 1:
-            print(f"error: {display_url(storage)} holds {len(names)} studies ({', '.join(names) or 'none'}); "
-                  "pick one with --study-name", file=sys.stderr)
-            return 2
-        name = names[0]
-    study = optuna.load_study(study_name=name, storage=storage)
+        storage = sqlite_url(db)
+    key = "--storage" if args.storage else ""
+    try:
+        opened = open_existing(storage, key)
+        name = args.study_name
+        if name is None:
+            names = optuna.get_all_study_names(opened)
+            if len(names) != 1:
+                print(f"error: {display_url(storage)} holds {len(names)} studies ({', '.join(names) or 'none'}); "
+                      "pick one with --study-name", file=sys.stderr)
+                return 2
+            name = names[0]
+        with one_line_errors(storage, key):
+            study = optuna.load_study(study_name=name, storage=opened)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyError:  # Optuna's "Record does not exist"
+        print(f"error: --study-name {name}: {display_url(storage)} holds no study of that name; leave it out to "
+              "report the storage's only study", file=sys.stderr)
+        return 2
     write_report(study, args.sweep_dir, storage, plots=not args.no_plots)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with entry_point():  # anything unexpected: one line, the traceback in a file
+        sys.exit(main())

@@ -1,9 +1,11 @@
 """Where a study lives, and what several workers on one study need from it.
 
-* `sweeper_storage`: the sweeper's storage. A URL becomes Optuna's RDBStorage with a heartbeat
+* `study_setup`, `sweeper_storage`: the sweeper's storage, opened under a lock (N workers may
+  start at once on a fresh database). A URL becomes Optuna's RDBStorage with a heartbeat
   (`hydra.sweeper.heartbeat_interval`, `grace_period`): every trial a worker runs gets a
   heartbeat thread (Optuna's own), and a trial whose heartbeat stopped (its worker was killed,
   on any machine) is found by `stale_trial_ids` and failed and re-run by a live worker.
+* The URL (a sqlite path stays a path), the setup lock and one-line errors: runner/optuna_db.py.
 * `job_storage`: the same storage, opened by a trial's job to report to its trial (pruning).
 * `claim_job_dir`: a job folder no other worker can take, even on a shared file system.
 * `mark_interrupted`: the summary.json of a job whose worker was killed says so.
@@ -11,37 +13,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from omegaconf import DictConfig
 
 from common.errors import ConfigError
-from common.io import atomic_write_json
+from runner.optuna_db import check_driver, check_url, setting_up, study_url
 
 log = logging.getLogger(__name__)
 
-def _check_driver(url: str) -> None:
-    """A postgresql:// URL needs psycopg (SQLAlchemy 2.1's default PostgreSQL driver): say how to get it."""
-    if not url.startswith("postgresql"):
-        return
-    from sqlalchemy.engine import make_url
-
-    driver = make_url(url).get_dialect().driver
-    try:
-        __import__(driver)
-    except ImportError:
-        fix = ("pip install 'psycopg[binary]>=3' (pip install -e '.[postgres]')" if driver == "psycopg" else
-               f"pip install {driver}, or use psycopg 3: postgresql+psycopg://... and pip install -e '.[postgres]'")
-        raise ConfigError(f"hydra.sweeper.storage=...@{url.split('@')[-1]} needs the PostgreSQL driver {driver}: "
-                          f"{fix}") from None
-
 
 def sweeper_storage(storage: Any, heartbeat_interval: int | None, grace_period: int | None) -> Any:
-    """The storage URL as an Optuna storage; None stays None (in memory)."""
+    """The storage URL as an Optuna storage; None stays None (in memory).
+
+    Build it through `study_setup`, with the URL from `study_url`: a sqlite path is relative to the
+    cwd, like Hydra's sweep dir (hydra.job.chdir=false), and its folder is made there.
+    """
     if storage is None:
         return None
     if isinstance(storage, DictConfig):  # runner/trust.py refuses it first; never instantiated here either
@@ -50,18 +42,21 @@ def sweeper_storage(storage: Any, heartbeat_interval: int | None, grace_period: 
     import optuna
 
     url = str(storage)
-    if url.startswith("sqlite:///"):
-        # Optuna's sqlite URL is relative to the cwd, like Hydra's sweep dir (hydra.job.chdir=false).
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    _check_driver(url)
-    if heartbeat_interval is not None and heartbeat_interval < 1:
-        raise ConfigError(f"hydra.sweeper.heartbeat_interval={heartbeat_interval} is invalid: "
-                          "use whole seconds, 1 or more, or null for no heartbeat")
+    check_url(url)  # heartbeat_interval and grace_period: runner.optuna_study_rules.check_options
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
         return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+
+
+@contextlib.contextmanager
+def study_setup(url: Any, heartbeat_interval: int | None, grace_period: int | None) -> Iterator[Any]:
+    """The sweeper's storage (`sweeper_storage`), yielded while the database's setup lock is held
+    (runner/optuna_db.py): create or load the study, and write what a study's first worker writes,
+    inside. Any number of workers may start at the same moment on a fresh database."""
+    with setting_up(url) if isinstance(url, str) else contextlib.nullcontext():
+        yield sweeper_storage(url, heartbeat_interval, grace_period)
 
 
 def job_storage(storage: Any) -> Any:
@@ -73,9 +68,13 @@ def job_storage(storage: Any) -> Any:
                           "not an object node")
     import optuna
 
-    _check_driver(str(storage))
+    from hydra.core.hydra_config import HydraConfig
+
+    # The job resolves the same URL as its sweeper did, sweep dir and all: quote it the same way.
+    url = study_url(str(storage), HydraConfig.get().sweep.dir if HydraConfig.initialized() else None)
+    check_driver(url)
     # The sweeper created the tables and checked their version: skip both (alembic takes a second to load).
-    return optuna.storages.RDBStorage(str(storage), skip_table_creation=True, skip_compatibility_check=True)
+    return optuna.storages.RDBStorage(url, skip_table_creation=True, skip_compatibility_check=True)
 
 
 def stale_trial_ids(study: Any) -> set[int]:
@@ -124,6 +123,7 @@ def mark_interrupted(run_dir: Any, note: str) -> None:
     `running`), with what its metrics.csv shows, so the collector's table has its final state."""
     if not run_dir or not Path(run_dir).is_dir():
         return
+    from common.io import atomic_write_json  # loads torch: only here, not in every worker's start
     from runner.collect import read_outcome
 
     outcome = read_outcome(Path(run_dir))

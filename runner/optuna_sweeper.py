@@ -49,6 +49,7 @@ import functools
 import logging
 import math
 import os
+import shlex
 import socket
 import sys
 import time
@@ -67,8 +68,9 @@ from common.errors import ConfigError
 from runner.fused.launcher import FusedLauncher
 from runner.optuna_asking import TrialAsking
 from runner.optuna_space import _space_size, _tally
-from runner.optuna_study_rules import check_fixed_overrides, resume_command
-from runner.optuna_storage import heartbeat_enabled, sweeper_storage
+from runner.optuna_study_rules import check_fixed_overrides, check_options, resume_command
+from runner.optuna_db import study_url
+from runner.optuna_storage import heartbeat_enabled, study_setup
 from runner.optuna_trials import record_result
 from runner.pruning import build_pruner, wants_pruning
 
@@ -97,17 +99,18 @@ class ResumableOptunaSweeper(TrialAsking, OptunaSweeper):
                  n_jobs: int, max_failure_rate: float, custom_search_space: str | None,
                  params: DictConfig | None, pruner: DictConfig | None = None, heartbeat_interval: int | None = None,
                  grace_period: int | None = None) -> None:
+        try:  # Hydra builds the sweeper before anything else: a bad setting ends here, in one line
+            check_options(pruner, n_jobs=n_jobs, n_trials=n_trials, max_failure_rate=max_failure_rate,
+                          heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
         # Kept to build the sampler again with another seed on resume (see _reseed).
         self._sampler_cfg = OmegaConf.to_container(sampler, resolve=True) if isinstance(sampler, DictConfig) else None
         super().__init__(sampler, direction, storage, study_name, n_trials, n_jobs, max_failure_rate,
                          custom_search_space, params)
-        if n_jobs < 1:
-            raise ValueError(f"hydra.sweeper.n_jobs={n_jobs} is invalid: use 1 or more (trials run at once)")
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
-        # The pruner is built in each trial's job (runner/pruning.py); built once here so a bad option fails now.
         self.pruner_cfg = pruner
-        if wants_pruning(pruner):
-            build_pruner(pruner)
         self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
         self._heartbeats: dict[int, Any] = {}  # trial number -> Optuna heartbeat thread, while it runs
         self._next_job = 0
@@ -118,13 +121,13 @@ class ResumableOptunaSweeper(TrialAsking, OptunaSweeper):
         import optuna
         from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
 
-        from runner.optuna_report import display_url, write_report
+        from runner.optuna_db import display_url
+        from runner.optuna_report import write_report
 
         impl = self.sweeper
         assert impl.config is not None and impl.launcher is not None
         config = impl.config
         sweep_dir = Path(str(config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)  # sqlite creates the file, not its folder
 
         # Search space: as the plugin does it (hydra.sweeper.params, then command-line sweeps).
         impl._process_searchspace_config()
@@ -144,23 +147,26 @@ class ResumableOptunaSweeper(TrialAsking, OptunaSweeper):
             sampler = sampler(grid)
             n_trials = min(n_trials, math.prod(len(v) for v in grid.values()))
 
-        try:
-            storage = sweeper_storage(impl.storage, self.heartbeat_interval, self.grace_period)
-        except ConfigError as e:  # one line and exit 2, as for a bad run config
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
-        # Optuna warns on every ask that heartbeats are meant for Study.optimize: we run them ourselves.
-        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
-        url = impl.storage if isinstance(impl.storage, str) else storage  # shown in logs and best.json
-        if wants_pruning(self.pruner_cfg) and storage is None:
+        if wants_pruning(self.pruner_cfg) and impl.storage is None:
             print("error: hydra.sweeper.pruner needs a storage each trial's job can open: set "
                   "hydra.sweeper.storage to a URL (the default is sqlite in the sweep dir)", file=sys.stderr)
             sys.exit(2)
         # The pruner prunes in the jobs; the study here has it too, because TPE samples differently under Hyperband.
         pruner = build_pruner(self.pruner_cfg) if wants_pruning(self.pruner_cfg) else None
-        study = optuna.create_study(study_name=impl.study_name, storage=storage, sampler=sampler, pruner=pruner,
-                                    directions=directions, load_if_exists=True)
-        check_fixed_overrides(study, fixed_params, fixed_overrides, impl.storage)
+        # A sqlite path in the sweep dir stays a path; the storage is opened under the setup lock.
+        url = study_url(impl.storage, sweep_dir) if isinstance(impl.storage, str) else impl.storage
+        try:
+            with study_setup(url, self.heartbeat_interval, self.grace_period) as storage:
+                study = optuna.create_study(study_name=impl.study_name, storage=storage, sampler=sampler,
+                                            pruner=pruner, directions=directions, load_if_exists=True)
+                url = url if isinstance(url, str) else storage  # shown in logs and best.json
+                check_fixed_overrides(study, fixed_params, fixed_overrides, url)  # may store them: a write
+        except ConfigError as e:  # one line and exit 2, as for a bad run config
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        sweep_dir.mkdir(parents=True, exist_ok=True)  # made once the storage is known good: a refusal leaves none
+        # Optuna warns on every ask that heartbeats are meant for Study.optimize: we run them ourselves.
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
         self._recover_stale(study)
         counted, running_elsewhere = _tally(study)
         existing = len(study.get_trials(deepcopy=False))
@@ -252,7 +258,7 @@ class ResumableOptunaSweeper(TrialAsking, OptunaSweeper):
             log.warning("Stopping the search before n_trials=%d: %s", n_trials, stopped)
         write_report(study, sweep_dir, url)
         if isinstance(url, str):
-            log.info("The study in a browser: optuna-dashboard %s", display_url(url))
+            log.info("The study in a browser: optuna-dashboard %s", shlex.quote(display_url(url)))
 
     def _launch(self, override: list[str], job_num: int) -> JobReturn:
         """Run one trial's job through the configured launcher (a batch of one) and wait for it."""

@@ -14,15 +14,21 @@ saves them. matplotlib's object API, not pyplot: no global figure state.
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
 from common.io import atomic_save_figure
+from runner.collect_read import printable
+
+log = logging.getLogger("runner.collect")
 
 DPI = 80
 PANELS_PER_ROW = 4
@@ -45,6 +51,25 @@ def uses_log_axis(numbers: pd.Series) -> bool:
     return bool(low > 0 and high / low >= LOG_SPAN)
 
 
+def plain_text(draw):
+    """Draw with every label as plain text: a `$` in a folder, key or value name is a dollar sign,
+    not matplotlib math (an unbalanced `$\\frac{x$` would raise), and no LaTeX runs."""
+    @functools.wraps(draw)
+    def drawn(*args, **kwargs):
+        with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+            return draw(*args, **kwargs)
+    return drawn
+
+
+def _best_index(table: pd.DataFrame):
+    """best.json's run (runner/best_run.py), so the pictures mark the run the report names."""
+    from runner.best_run import best_row, objective_metric
+
+    row = best_row(table, objective_metric(table)) if len(table) else None
+    return row.name if row is not None else None
+
+
+@plain_text
 def accuracy_by_param_figure(table: pd.DataFrame, columns: list[str]) -> Figure | None:
     """Best val accuracy against each varying key, one panel per key; None when there is nothing to draw."""
     done = table[table["best_val_acc"].notna()]
@@ -54,13 +79,13 @@ def accuracy_by_param_figure(table: pd.DataFrame, columns: list[str]) -> Figure 
     cols = min(len(columns), PANELS_PER_ROW)
     fig = Figure(figsize=(4.2 * cols, 3.4 * rows))
     axes = np.ravel(fig.subplots(rows, cols, squeeze=False))
-    best = done["best_val_acc"].astype(float).idxmax()
+    best = _best_index(done)
     for ax, key in zip(axes, columns):
         if is_numeric(done[key]):
             _numeric_panel(ax, done, key, best)
         else:
             _category_panel(ax, done, key, best)
-        ax.set_xlabel(key)
+        ax.set_xlabel(printable(key))
         ax.set_ylabel("best val acc (%)")
         ax.grid(alpha=0.3)
     for ax in axes[len(columns):]:
@@ -102,36 +127,39 @@ def _numeric_panel(ax, done: pd.DataFrame, key: str, best) -> None:
 
 def _category_panel(ax, done: pd.DataFrame, key: str, best) -> None:
     # Names in launch order; a run without the key (another model's option) as "(unset)".
-    labels = done[key].map(lambda v: "(unset)" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
+    labels = done[key].map(lambda v: "(unset)" if v is None or (isinstance(v, float) and math.isnan(v))
+                           else printable(v))
     order = list(dict.fromkeys(labels))
     position = labels.map({v: i for i, v in enumerate(order)})
     acc = done["best_val_acc"].astype(float)
     ax.scatter(position, acc, alpha=0.6, label="run")
     means = acc.groupby(labels).mean().reindex(order)
     ax.plot(range(len(order)), means.values, marker="o", color="black", label="mean over the other keys")
-    ax.scatter([position[best]], [acc[best]], marker="*", s=160, color=BEST_COLOUR, zorder=3, label="best run")
+    if best in position.index:
+        ax.scatter([position[best]], [acc[best]], marker="*", s=160, color=BEST_COLOUR, zorder=3, label="best run")
     ax.set_xticks(range(len(order)), order, rotation=30 if max(map(len, order)) > 6 else 0, ha="right")
     ax.set_xlim(-0.5, len(order) - 0.5)
 
 
+@plain_text
 def curves_figure(table: pd.DataFrame, key_columns: list[str]) -> Figure | None:
     """Validation accuracy per epoch, one line per run (from its metrics.csv), a panel per sweep."""
+    from runner.collect_read import read_metrics
+
     groups = list(table.groupby("origin", sort=False)) if "origin" in table.columns else [(None, table)]
     curves = {}
     for _, run in table.iterrows():
-        metrics = Path(run["run_dir"]) / "metrics.csv"
-        if metrics.exists():
-            frame = pd.read_csv(metrics)
-            if len(frame) and "val_acc" in frame:
-                curves[run.name] = frame
+        frame = read_metrics(Path(run["run_dir"]))
+        if frame is not None and len(frame):
+            curves[run.name] = frame
     if not curves:
         return None
     fig = Figure(figsize=(7 * len(groups), 4.2))
     axes = np.ravel(fig.subplots(1, len(groups), squeeze=False, sharey=True))
     for ax, (origin, runs) in zip(axes, groups):
         runs = runs[runs.index.isin(curves.keys())]
-        scored = runs[runs["best_val_acc"].notna()]
-        best = scored["best_val_acc"].astype(float).idxmax() if not scored.empty else None
+        best = _best_index(runs)
+        best = best if best is not None and pd.notna(runs.loc[best, "best_val_acc"]) else None
         named = len(runs) <= MAX_LABELLED_CURVES
         # Name runs by what differs within this panel (a merged table's other keys are noise here).
         keys = [k for k in key_columns if runs[k].astype(str).nunique() > 1]
@@ -168,13 +196,13 @@ def _run_label(run: pd.Series, key_columns: list[str], width: int = 48) -> str:
     values = ", ".join(f"{k.split('.')[-1]}={run[k]:g}" if isinstance(run[k], float) else f"{k.split('.')[-1]}={run[k]}"
                        for k in key_columns
                        if run[k] is not None and not (isinstance(run[k], float) and math.isnan(run[k])))
-    label = f"job {run['job']}" + (f": {values}" if values else "")
+    label = printable(f"job {run['job']}" + (f": {values}" if values else ""))
     return label if len(label) <= width else label[: width - 1] + "…"
 
 
 def _short(path: str) -> str:
     parts = Path(path).parts
-    return str(Path(*parts[-2:])) if len(parts) > 2 else path
+    return printable(Path(*parts[-2:]) if len(parts) > 2 else path)
 
 
 
@@ -185,11 +213,15 @@ def write_plots(table: pd.DataFrame, key_columns: list[str], out: Path) -> list[
 
     written = []
     # matplotlib's default look, whatever style an earlier plot set (Optuna's plots switch to ggplot).
-    with matplotlib.style.context("default"):
+    with matplotlib.style.context("default"), matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
         for name, draw in (("accuracy_by_param.png", accuracy_by_param_figure),
                            ("val_acc_curves.png", curves_figure)):
-            fig = draw(table, key_columns)
-            if fig is not None:
-                atomic_save_figure(fig, out / name, dpi=DPI)
-                written.append(name)
+            try:
+                fig = draw(table, key_columns)
+                if fig is not None:
+                    atomic_save_figure(fig, out / name, dpi=DPI)
+                    written.append(name)
+            except Exception as e:  # values no axis takes (someone else's folders): the tables stand without it
+                log.warning("%s not drawn (%s: %s)", name, type(e).__name__,
+                            printable(e).splitlines()[0] if str(e) else "")
     return written

@@ -32,8 +32,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from common.errors import ConfigError
+from runner.config import check_hydra_settings
 from runner.job_boundary import RefusedConfig, install as install_job_check, refusal
-from runner.trust import check_command_line_only, check_config_trust
+from runner.trust import check_command_line_only
 from runner.fused.launcher import check_fuse_option
 from runner.locks import RUN_LOCK_NAME
 
@@ -51,11 +52,16 @@ def preflight(argv: list[str], task_function: Callable, config_path: str, config
         cfg, multirun, typed_keys = composed
         check_command_line_only(cfg, typed_keys)
         check_fuse_option(cfg.hydra.launcher)  # hydra/launcher=fused's one option
+        check_hydra_settings(cfg.hydra)  # logging values, n_jobs: Hydra acts on them before the job starts
         if multirun:
             _check_one_folder_per_job(cfg)
         shown_only = any(arg in ("--cfg", "-c") or arg.startswith("--cfg=") for arg in argv)
         if not multirun and not shown_only:  # a grid's bad combination is its job's failure, not the sweep's
             _check_values(cfg)
+            if cfg.get("resume"):  # before Hydra writes into a folder the checkpoint may live in
+                from runner.resume import check_resume_command
+
+                check_resume_command(cfg)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

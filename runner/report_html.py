@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from common.io import atomic_write_text
+from runner.collect_read import printable
 
 # Pictures shown when present in the folder, in this order; the collector's come first.
 PICTURES = ["accuracy_by_param.png", "val_acc_curves.png", "optuna_history.png",
@@ -50,14 +51,16 @@ window.addEventListener("load", function () {
 
 
 def write_report(table: pd.DataFrame, out: Path, plots: list[str], best: dict[str, Any] | None) -> Path:
-    """Write out/report.html and return its path."""
+    """Write out/report.html and return its path. The table is in best.json's order (its first row
+    is `best`'s run, highlighted); every text is made writable (runner/collect_read.py's `printable`)."""
     pictures = [name for name in PICTURES if (out / name).exists()]
-    parts = [f"<h1>{len(table)} runs in {html.escape(out.resolve().name)}</h1>", _best_section(best), "<h2>Runs, best first</h2>", _table(table, out)]
+    parts = [f"<h1>{len(table)} runs in {_text(out.resolve().name)}</h1>", _best_section(best),
+             "<h2>Runs, best first</h2>", _table(table, out, best)]
     for name in pictures:
         data = base64.b64encode((out / name).read_bytes()).decode("ascii")
         parts.append(f'<h2>{html.escape(name)}</h2>\n<img alt="{html.escape(name)}" src="data:image/png;base64,{data}">')
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{html.escape(str(out))}: results</title><style>{STYLE}</style></head>\n<body>\n"
+            f"<title>{_text(out)}: results</title><style>{STYLE}</style></head>\n<body>\n"
             + "\n".join(parts) + f"\n<script>{SCRIPT}</script>\n</body></html>\n")
     path = out / "report.html"
     atomic_write_text(path, page)
@@ -67,24 +70,40 @@ def write_report(table: pd.DataFrame, out: Path, plots: list[str], best: dict[st
 def _best_section(best: dict[str, Any] | None) -> str:
     if not best or best.get("best_value") is None:
         return "<p>No run has a validation accuracy yet.</p>"
-    lines = [f"<p>Best: <b>{best['best_value']:.2f}</b> (job {html.escape(str(best.get('best_job_num')))}, "
-             f"{html.escape(str(best.get('best_status')))})</p>"]
+    value = best["best_value"]
+    value = f"{value:.2f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else _text(value)
+    lines = [f"<p>Best: <b>{value}</b> (job {_text(best.get('best_job_num'))}, "
+             f"{_text(best.get('best_status'))})</p>"]
     if best.get("command"):
-        lines.append(f"<p>Repeat it: <code>{html.escape(best['command'])}</code></p>")
+        lines.append(f"<p>Repeat it: <code>{_text(best['command'])}</code></p>")
+    if best.get("command_note"):
+        lines.append(f"<p>{_text(best['command_note'])}</p>")
     return "\n".join(lines)
 
 
-def _table(table: pd.DataFrame, out: Path) -> str:
-    shown = table.sort_values("best_val_acc", ascending=False, na_position="last")
+def _text(value: Any) -> str:
+    return html.escape(printable(value))
+
+
+def _table(table: pd.DataFrame, out: Path, best: dict[str, Any] | None) -> str:
+    from runner.best_run import ranked
+
+    metric = (best or {}).get("metric")
+    shown = ranked(table, metric if isinstance(metric, str) and metric in table.columns else "best_val_acc")
     columns = [c for c in shown.columns if c not in HIDDEN_COLUMNS and not (c == "error" and shown[c].isna().all())]
-    best_index = shown.index[0] if shown["best_val_acc"].notna().any() else None
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in [*columns, "run folder"])
+    best_dir = (best or {}).get("best_run_dir")
+    best_dir = printable(Path(str(best_dir)).resolve()) if best_dir else None
+    head = "".join(f"<th>{_text(c)}</th>" for c in [*columns, "run folder"])
     rows = []
-    for index, row in shown.iterrows():
+    for _, row in shown.iterrows():
         cells = "".join(_cell(c, row[c]) for c in columns)
-        link = os.path.relpath(Path(row["run_dir"]).resolve(), out.resolve())
-        cells += f'<td><a href="{html.escape(quote(link))}/">{html.escape(link)}</a></td>'
-        rows.append(f'<tr{" class=best" if index == best_index else ""}>{cells}</tr>')
+        run_dir = Path(row["run_dir"]).resolve()
+        link = os.path.relpath(run_dir, out.resolve())
+        # the link as the file system spells it (bytes that are not UTF-8 percent-encoded)
+        href = quote(os.fsencode(link))
+        cells += f'<td><a href="{html.escape(href)}/">{_text(link)}</a></td>'
+        is_best = best_dir is not None and printable(run_dir) == best_dir
+        rows.append(f'<tr{" class=best" if is_best else ""}>{cells}</tr>')
     return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody></table>"
 
 
@@ -96,4 +115,4 @@ def _cell(column: str, value: Any) -> str:
         return f'<td class="num">{text}</td>'
     if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
         return f'<td class="num">{value}</td>'
-    return f"<td>{html.escape(str(value))}</td>"
+    return f"<td>{_text(value)}</td>"

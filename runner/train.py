@@ -28,13 +28,13 @@ from data.splits import Split, open_splits
 from models import count_model_params
 from models.shape_check import check_image_size
 from runner.attacks import build_adversary
-from runner.checkpoint import load_checkpoint, load_model_state
+from runner.checkpoint import for_weights, load_model_state
 from runner.compute import compile_model, configure_compute, pick_device, to_model_input
 from runner.build import build
 from runner.capture import plan_step
 from runner.config import check_config, switch
 from common.errors import ConfigError
-from runner.resume import apply_new_lr, check_resume
+from runner.resume import apply_new_lr, resume_from_checkpoint
 from runner.step import SingleLearner, Totals, train_step
 from runner.trial_record import TrialRecord
 from runner.trust import run_whitelist
@@ -126,21 +126,28 @@ def progress_bar(cfg: DictConfig, total: int, epoch: int):
 
 
 def train(cfg: DictConfig, run_dir: Path, parallel_jobs: int = 1,
-          epoch_end: Callable[[int, dict[str, float]], str | None] | None = None) -> dict[str, Any]:
+          epoch_end: Callable[[int, dict[str, float]], str | None] | None = None,
+          typed: list[str] | None = None) -> dict[str, Any]:
     """Train one model as `cfg` says, writing everything into `run_dir`; return the summary.
 
     `parallel_jobs`: how many trials share this machine right now (a joblib launcher's n_jobs),
     so compute.threads=auto can share the cores among them.
     `epoch_end(epoch, row)`: called after each epoch is saved; returning "stop" ends the run as
     `pruned` (an Optuna trial's pruner, runner/pruning.py).
+    `typed`: the overrides the user typed (Hydra's task overrides); with `resume=` they are laid
+    over the checkpoint's recipe, which becomes `cfg` (runner/resume.py). None: `cfg` is the request.
     """
+    # A resume is checked whole (checkpoint, recipe, restored state) before the run writes anything:
+    # a refused resume= into the checkpoint's own folder must leave it as it was.
+    state = resume_from_checkpoint(cfg, typed) if cfg.get("resume") else None
     # Every _target_ is checked against runner/trust.py before anything is built (a ConfigError here
     # leaves no run folder contents); Hydra then allows exactly those classes, nothing inherited.
     with execution_whitelist(run_whitelist(cfg), reset=True):
-        return _train(cfg, run_dir, parallel_jobs, epoch_end)
+        return _train(cfg, run_dir, parallel_jobs, epoch_end, state)
 
 
-def _train(cfg: DictConfig, run_dir: Path, parallel_jobs: int, epoch_end: Any = None) -> dict[str, Any]:
+def _train(cfg: DictConfig, run_dir: Path, parallel_jobs: int, epoch_end: Any = None,
+           state: dict[str, Any] | None = None) -> dict[str, Any]:
     record = TrialRecord(cfg, run_dir)  # history, summary, checkpoints: shared with runner/fused/
     summary = record.summary
     try:
@@ -152,7 +159,7 @@ def _train(cfg: DictConfig, run_dir: Path, parallel_jobs: int, epoch_end: Any = 
         check_image_size(cfg.model, cfg.dataset.channels, cfg.dataset.image_size)  # before any data is decoded
         channels_last = bool(cfg.compute.channels_last)
         dataset, splits = load_data(cfg, device)
-        model = build(cfg.model, "model").to(device)
+        model = build(for_weights(cfg.model) if state else cfg.model, "model").to(device)  # weights: the checkpoint's
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         summary.update(params_m=count_model_params(model), device=str(device))
@@ -165,10 +172,8 @@ def _train(cfg: DictConfig, run_dir: Path, parallel_jobs: int, epoch_end: Any = 
         loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         start_epoch = 0
 
-        if cfg.resume:
-            state = load_checkpoint(cfg.resume, key="resume")
+        if state is not None:  # checked by resume_from_checkpoint: these loads succeed
             load_model_state(model, state, key="resume")
-            check_resume(cfg, state)  # refuses another recipe, or fewer epochs than done
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             apply_new_lr(cfg, state, optimizer, scheduler)

@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from runner.attacks import best_robust_acc
 from runner.checkpoint import save_checkpoint
+from runner.job_records import launched_as
 from runner.run_folder import RunFolder
 from runner.trackers import Trackers, tensorboard_wanted
 
@@ -50,6 +51,7 @@ class TrialRecord:
 
     def start(self, plain_cfg: dict[str, Any]) -> None:
         self.plain_cfg = plain_cfg
+        self.summary.update(launched_as(self.folder.path))  # the repeat command's source (runner/best_run.py)
         self.folder.write_config(plain_cfg)
         self.trackers.start(plain_cfg)
         self.trackers.log_history(self.history)  # a resumed run's earlier epochs

@@ -324,6 +324,8 @@ def _resolved_or_written(cfg: Any, key: str) -> Any:
 def _within(path: Any, folder: Any) -> bool:
     import os
 
+    if str(path).startswith("${hydra.sweep.dir}/"):  # as written, where the sweep dir isn't resolvable here
+        path = str(path).replace("${hydra.sweep.dir}", str(folder), 1)
     path, folder = os.path.normpath(str(path)), os.path.normpath(str(folder))
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 

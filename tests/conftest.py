@@ -87,3 +87,14 @@ def tiny_images(tmp_path_factory) -> list[str]:
     """Overrides for a 3x32x32 image-folder data set: 4 classes, 64 training and 16 validation images."""
     root = write_image_folder(tmp_path_factory.mktemp("tiny_images"))
     return ["dataset=imagefolder", f"dataset.root={root}", "dataset.image_size=32"]
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A throwaway PostgreSQL server on 127.0.0.1 for the module's tests (tests/postgres_server.py)."""
+    from postgres_server import MISSING, server_bin, temporary_postgres
+
+    if server_bin() is None:
+        pytest.fail(MISSING)  # not a skip: CI must install the server (.ci/run does)
+    with temporary_postgres() as url:
+        yield url

@@ -13,8 +13,12 @@ import yaml
 
 def write_fake_run(run_dir: Path, config: dict[str, Any], best_val_acc: float | None, *,
                    choices: dict[str, str] | None = None, overrides: list[str] | None = None,
-                   val_accs: list[float] | None = None, status: str = "completed", **summary: Any) -> Path:
-    """A run folder whose metrics.csv climbs to `best_val_acc` (or follows `val_accs`)."""
+                   val_accs: list[float] | None = None, status: str = "completed", recorded: list[str] | None = None,
+                   **summary: Any) -> Path:
+    """A run folder whose metrics.csv climbs to `best_val_acc` (or follows `val_accs`).
+
+    `overrides`: Hydra's .hydra/overrides.yaml; `recorded`: the overrides the run recorded of
+    itself in summary.json when it started training (none: a folder from before such records)."""
     (run_dir / ".hydra").mkdir(parents=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
     hydra = {"hydra": {"runtime": {"choices": {"model": "lenet", "dataset": "digits", "hydra/launcher": "basic",
@@ -30,6 +34,6 @@ def write_fake_run(run_dir: Path, config: dict[str, Any], best_val_acc: float | 
     outcome = {"status": status, "best_val_acc": best_val_acc,
                "best_epoch": (val_accs.index(max(val_accs)) + 1) if val_accs else None,
                "epochs_done": len(val_accs), "params_m": 0.1, "train_s": 0.3, "val_s": 0.1, "wall_s": 0.5,
-               "error": None, **summary}
+               "error": None, **({"overrides": recorded} if recorded is not None else {}), **summary}
     (run_dir / "summary.json").write_text(json.dumps(outcome))
     return run_dir

@@ -1,4 +1,4 @@
-"""bench/make_data.py and bench/course_loop.py work from the checkout alone (no ../shared).
+"""bench/make_data.py, bench/course_loop.py and bench/gpu_check.sh work from the checkout alone (no ../shared).
 
 Not a timing test: it checks that the data writer gives the same files whatever the number of
 processes, that the course loop trains on them and prints its JSON line, and that bad options
@@ -65,3 +65,35 @@ def test_bench_scripts_refuse_bad_options_in_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "error: --only throughput,speed: pick from throughput,ablation,resnet,study,grid"]
+
+
+def test_gpu_check_dry_runs_every_step_on_the_cpu(tmp_path: Path) -> None:
+    """bench/gpu_check.sh --tiny: the whole GPU check on the CPU with tiny sizes (the mechanics, not
+    figures): step 1 (CUDA tests) skipped with its reason, steps 2-4 each leave a table with its
+    reference rows, and check.md sums them up."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHON": sys.executable}
+    proc = subprocess.run(["bash", "bench/gpu_check.sh", str(tmp_path / "out"), "--tiny", "--data",
+                           str(tmp_path / "data")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = tmp_path / "out"
+    check = (out / "check.md").read_text()
+    assert "| 1. CUDA tests | skipped: --tiny runs on the CPU" in check
+    for step in ("2. LeNet throughput", "3. 8-point lr grid", "4. ResNet-50 32px"):
+        assert f"| {step} | done" in check, check
+    rows = {name: json.loads((out / name / "figures.json").read_text())["rows"] for name in ("lenet", "grid", "resnet")}
+    assert all(row.get("error") is None for table in rows.values() for row in table), rows
+    assert [r["label"] for r in rows["lenet"]] == ["course loop, workers 0", "runner eager"]  # no captured row on a CPU
+    assert rows["lenet"][1]["step_path"] == "eager" and rows["lenet"][1]["vs_course"] > 0
+    fused, basic = rows["grid"]
+    assert fused["label"].endswith("fused launcher") and fused["ratio"] == basic["wall_s"] / fused["wall_s"]
+    assert fused["trials"] == basic["trials"] == 2 and fused["trial_accs"].startswith("0.001: ")
+    assert [r["label"] for r in rows["resnet"]] == ["lenet 32px eager"]
+    for name in ("lenet", "grid", "resnet"):
+        assert "figures: " in (out / "logs" / f"{name}.log").read_text()  # each step's log, to its end
+
+
+def test_gpu_check_refuses_an_unknown_option_in_one_line(tmp_path: Path) -> None:
+    proc = subprocess.run(["bash", "bench/gpu_check.sh", str(tmp_path), "--fast"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: unknown option --fast; pass OUT [--tiny] [--data DIR]"]

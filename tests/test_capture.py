@@ -86,7 +86,7 @@ def test_static_buffer_path_without_graph_equals_eager(make_cfg, tmp_path, monke
     eager, eager_rows = summary_and_rows(tmp_path / "eager")
     static, static_rows = summary_and_rows(tmp_path / "static")
     assert eager["step_path"] == "eager" and static["step_path"] == "captured", static
-    assert static["status"] == "completed"
+    assert static["status"] == "completed" and static["step_check"] == "passed"
     # float32 tensor lr vs the float lr: equal up to rounding, epoch by epoch
     for column in eager_rows.columns:
         assert static_rows[column].tolist() == pytest.approx(eager_rows[column].tolist(), rel=1e-4), column
@@ -119,12 +119,13 @@ def test_what_falls_back_and_why(make_cfg, overrides, why):
 
 def test_fused_static_buffer_path_without_graph_equals_eager_fused(make_cfg, tmp_path, monkeypatch):
     """The fused group's captured path (per-trial shuffles from each trial's stream, K x B static
-    index buffer, tensor lrs, partial last batch eager) without the graph equals the eager fused step.
+    index buffer, tensor lrs, partial last batch eager, the input in the stack's channels-last layout)
+    without the graph equals the eager fused step.
     Augmentation none and no dropout: inside a graph those draw from the one CUDA stream instead."""
     import runner.fused.loop as fused_loop
     from runner.fused.capture import plan_fused_step
 
-    common = ["device=cpu", "epochs=2", "batch_size=50", "compute.channels_last=false", "scheduler=onecycle",
+    common = ["device=cpu", "epochs=2", "batch_size=50", "compute.channels_last=true", "scheduler=onecycle",
               "+scheduler.cycle_momentum=false", "grad_clip=1.0"]
     group = [["lr=0.01", "seed=0", "label_smoothing=0.1"], ["lr=0.03", "seed=1"]]
     eager = fused_loop.train_fused([make_cfg(*common, *o) for o in group], [tmp_path / f"e{k}" for k in range(2)])
@@ -132,7 +133,7 @@ def test_fused_static_buffer_path_without_graph_equals_eager_fused(make_cfg, tmp
     static = fused_loop.train_fused([make_cfg(*common, *o) for o in group], [tmp_path / f"s{k}" for k in range(2)])
     for k in range(2):
         assert eager[k]["step_path"] == "fused-eager" and static[k]["step_path"] == "fused-captured"
-        assert static[k]["status"] == "completed"
+        assert static[k]["status"] == "completed" and static[k]["step_check"] == "passed"
         _, eager_rows = summary_and_rows(tmp_path / f"e{k}")
         _, static_rows = summary_and_rows(tmp_path / f"s{k}")
         for column in eager_rows.columns:
@@ -195,3 +196,18 @@ def test_fused_static_path_goes_on_after_a_trial_diverges(make_cfg, tmp_path, mo
     _, static_rows = summary_and_rows(tmp_path / "s_ok")
     assert static_rows["train_loss"].tolist() == pytest.approx(eager_rows["train_loss"].tolist(), rel=1e-4)
     assert static_rows["val_acc"].tolist() == pytest.approx(eager_rows["val_acc"].tolist(), rel=1e-4)
+
+
+def test_fused_group_is_captured_only_if_every_trial_is_eligible(make_cfg, tmp_path, monkeypatch):
+    """Trials may differ in scheduler options: the second trial's OneCycleLR cycles momentum (which
+    a graph would freeze), so the group trains eagerly, and the reason names that trial's run."""
+    import runner.fused.loop as fused_loop
+    from runner.fused.capture import plan_fused_step
+
+    monkeypatch.setattr(fused_loop, "plan_fused_step", functools.partial(plan_fused_step, graph=False))
+    common = ["device=cpu", "epochs=1", "batch_size=50", "scheduler=onecycle"]
+    summaries = fused_loop.train_fused([make_cfg(*common, "+scheduler.cycle_momentum=false"),
+                                        make_cfg(*common, "lr=0.03")], [tmp_path / "a", tmp_path / "b"])
+    for summary in summaries:
+        assert summary["status"] == "completed" and summary["step_path"] == "fused-eager"
+        assert summary["step_fallback"].startswith(f"run {tmp_path / 'b'}: scheduler OneCycleLR cycles momentum")

@@ -47,7 +47,11 @@ def test_a_grid_of_four_gives_four_rows_and_four_lines(grid):
 def test_crashed_and_diverged_runs_are_recorded_and_the_sweep_goes_on(tmp_path):
     proc = run_cli("-m", "lr=0.01,1e12", "model.image_size=32,8", "epochs=2", "tensorboard=false",
                    f"hydra.sweep.dir={tmp_path}")
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    # every job ran; the two that could not train make the command fail, in one line saying where to look
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert proc.stderr.splitlines()[-1].startswith("error: 2 of 4 jobs failed or were refused (2 failed); the "
+                                                   f"reasons are in {tmp_path}/.jobs/<job>.json and {tmp_path}/results.csv")
+    assert "4 jobs: 1 completed, 1 diverged, 2 failed" in proc.stdout
     table = pd.read_csv(tmp_path / "results.csv")
     assert list(table["status"]) == ["completed", "failed", "diverged", "failed"]
     assert "at least 16x16" in table["error"][1]

@@ -1,4 +1,4 @@
-"""Fused sweeps (issue 10): K trials trained as one equal K single runs of the same configs."""
+"""Fused sweeps: K trials trained as one equal K single runs of the same configs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Optuna under the fused launcher (issue 10): n_jobs suggestions trained as one group, pruning inside it."""
+"""Optuna under the fused launcher: n_jobs suggestions trained as one group, pruning inside it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The fused step's speed-ups change nothing a trial computes or saves (issue 10, CPU target).
+"""The fused step's speed-ups change nothing a trial computes or saves (on a CPU).
 
 The stacked SGD update equals each trial's own `torch.optim.SGD.step()`; the channels-last
 stacked layout gives each trial its own model's logits and gradients; a trial's checkpoint holds

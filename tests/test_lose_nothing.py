@@ -1,4 +1,4 @@
-"""Killed, repeated and concurrent runs and sweeps lose nothing (issue 8, section 2).
+"""Killed, repeated and concurrent runs and sweeps lose nothing.
 
 Real processes throughout: runs started together, a sweep killed with SIGKILL and re-run,
 a second process holding a sweep dir's lock, SIGTERM and SIGINT sent to a training run.
@@ -218,7 +218,7 @@ def test_resume_refuses_another_recipe_or_fewer_epochs(make_cfg, checkpoint, tmp
     with pytest.raises(ConfigError) as refused:
         train(make_cfg(f"resume={checkpoint}", *epochs, override), tmp_path)
     assert needle in str(refused.value) and "\n" not in str(refused.value)
-    assert summary(tmp_path)["status"] == "failed" and summary(tmp_path)["epochs_done"] == 0
+    assert list(tmp_path.iterdir()) == []  # refused before the run wrote anything
 
 
 def test_resume_refusal_on_the_command_line_is_one_line(checkpoint, tmp_path):

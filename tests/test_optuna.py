@@ -20,7 +20,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from optuna.trial import TrialState
 
 from runner.optuna_sweeper import record_result
-from tests.conftest import run_sweep
+from tests.conftest import run_cli, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["epochs=1", "tensorboard=false", "progress=false", "compute.threads=1"]
@@ -78,8 +78,11 @@ def test_failing_and_diverging_trials_do_not_end_the_search(tmp_path):
     # Four points, all of which must run (no parameter set runs twice): batch_size=0 fails the
     # config check, lr=1000 diverges to NaN in the first epoch, (16, 0.01) trains.
     sweep_dir = tmp_path / "study"
-    out = sweep(sweep_dir, "hydra/sweeper=optuna", "batch_size=choice(0,16)", "lr=choice(0.01,1000.0)",
-                "hydra.sweeper.n_trials=4", "hydra.sweeper.sampler.seed=0")
+    proc = run_cli("-m", f"hydra.sweep.dir={sweep_dir}", *FAST, "hydra/sweeper=optuna", "batch_size=choice(0,16)",
+                   "lr=choice(0.01,1000.0)", "hydra.sweeper.n_trials=4", "hydra.sweeper.sampler.seed=0")
+    out = proc.stdout + proc.stderr
+    # the search ran to its end; its two failed jobs make the command fail, in one line
+    assert proc.returncode == 1 and "4 jobs: 1 completed, 1 diverged, 2 failed" in out, out[-3000:]
     # a suggestion repeating a point that ran is told FAIL with `duplicate_of` and not run
     trials = [t for t in load(sweep_dir, "optuna").trials if "duplicate_of" not in t.user_attrs]
     assert len(trials) == 4 and len({tuple(sorted(t.params.items())) for t in trials}) == 4

@@ -20,21 +20,11 @@ from pathlib import Path
 
 import optuna
 import pandas as pd
-import pytest
 from optuna.trial import TrialState
 
-from postgres_server import MISSING, server_bin, temporary_postgres
 
 ROOT = Path(__file__).resolve().parents[1]
 N_TRIALS = 6
-
-
-@pytest.fixture(scope="module")
-def postgres_url():
-    if server_bin() is None:
-        pytest.fail(MISSING)  # not a skip: CI must install the server (.ci/run does)
-    with temporary_postgres() as url:
-        yield url
 
 
 def worker(sweep_dir: Path, url: str) -> subprocess.Popen:

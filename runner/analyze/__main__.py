@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from common.errors import ConfigError
+from common.errors import ConfigError, entry_point
 
 USAGE = ("usage: python -m runner.analyze checkpoint=PATH what=predictions|confusion|filters|saliency|pgd "
          "[split=val|test] [n=N] [out=DIR] [device=auto] [seed=0] [eps=0,1/255,...] [steps=10] [alpha=A] "
@@ -132,4 +132,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with entry_point():  # anything unexpected: one line, the traceback in a file
+        sys.exit(main())

@@ -20,6 +20,9 @@ DPI = 80
 CELL_W, CELL_H = 1.3, 1.6  # inches per grid cell: the image and a two-line title
 TITLE_IN = 0.32  # of which the title takes this much
 SUPTITLE_IN = 0.35  # a grid's own title, above the cells
+# Titles and labels hold class and folder names: plain text, so a `$` is a dollar sign, not
+# matplotlib math (an unbalanced `$\frac{x$` would raise), and no LaTeX runs.
+PLAIN = {"parse_math": False, "usetex": False}
 
 
 @dataclass
@@ -77,15 +80,15 @@ def image_grid(cells: list[Cell], cols: int, path: Path, title: str = "", row_la
         shown = to_display(cell.image) if cell.cmap is None else cell.image
         ax.imshow(shown, cmap=cell.cmap or ("gray" if np.ndim(shown) == 2 else None), vmin=0.0, vmax=1.0)
         colour = "red" if cell.marked else "black"
-        ax.set_title(cell.title, fontsize=7, color=colour, pad=2)
+        ax.set_title(cell.title, fontsize=7, color=colour, pad=2, **PLAIN)
         for spine in ax.spines.values():
             spine.set_edgecolor(colour)
             spine.set_linewidth(2.5 if cell.marked else 0.5)
     if row_labels:
         for ax, label in zip(axes[:, 0], row_labels):
-            ax.set_ylabel(label, fontsize=7)
+            ax.set_ylabel(label, fontsize=7, **PLAIN)
     if title:
-        fig.suptitle(title, fontsize=9, y=1 - 0.08 / height)
+        fig.suptitle(title, fontsize=9, y=1 - 0.08 / height, **PLAIN)
     fig.subplots_adjust(left=0.02 if not row_labels else 0.06, right=0.98, bottom=0.02,
                         top=1 - (title_in + TITLE_IN) / height, wspace=0.08, hspace=TITLE_IN / (CELL_H - TITLE_IN) + 0.05)
     return save(fig, path)
@@ -99,14 +102,15 @@ def confusion_figure(matrix: np.ndarray, names: list[str], path: Path, title: st
     image = ax.imshow(matrix, cmap="Blues", vmin=0.0, vmax=1.0)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
     if len(names) <= 40:
-        ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
-        ax.set_yticks(range(len(names)), names, fontsize=7)
+        ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7, **PLAIN)
+        ax.set_yticks(range(len(names)), names, fontsize=7, **PLAIN)
     if len(names) <= 12:
         for (t, p), value in np.ndenumerate(matrix):
             if value >= 0.005:
                 ax.text(p, t, f"{value:.2f}", ha="center", va="center", fontsize=6,
                         color="white" if value > 0.5 else "black")
-    ax.set(xlabel="predicted", ylabel="true", title=title)
+    ax.set(xlabel="predicted", ylabel="true")
+    ax.set_title(title, **PLAIN)
     fig.subplots_adjust(left=0.15, right=0.9, bottom=0.15, top=0.93)
     return save(fig, path)
 
@@ -117,7 +121,8 @@ def robustness_figure(epsilons: list[float], accuracy: list[float], path: Path, 
     ax.plot([e * 255 for e in epsilons], accuracy, marker="o")
     for e, a in zip(epsilons, accuracy):
         ax.annotate(f"{a:.1f}", (e * 255, a), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
-    ax.set(xlabel="epsilon (x 1/255 of the pixel range)", ylabel="accuracy (%)", title=title, ylim=(0, 105))
+    ax.set(xlabel="epsilon (x 1/255 of the pixel range)", ylabel="accuracy (%)", ylim=(0, 105))
+    ax.set_title(title, **PLAIN)
     ax.grid(alpha=0.3)
     fig.subplots_adjust(left=0.13, right=0.97, bottom=0.14, top=0.9)
     return save(fig, path)

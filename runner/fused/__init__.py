@@ -1,4 +1,4 @@
-"""Fused sweeps (issue 10): K trials of one model trained as one step with torch.func.
+"""Fused sweeps: K trials of one model trained as one step with torch.func.
 
 `stack.py` holds the K models' parameters (and batch-norm buffers) as stacked tensors; `rng.py`
 gives each trial its own random stream; `loop.py` is the fused epoch loop; `prefix.py` lets
