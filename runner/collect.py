@@ -47,7 +47,7 @@ log = logging.getLogger("runner.collect")
 OUTCOME_COLUMNS = ["best_val_acc", "best_epoch", "epochs_done", "status", "train_s", "val_s", "wall_s", "params_m"]
 SEARCH_DEPTH = 4  # how deep below a DIR run folders are looked for (outputs/multirun/<date>/<job>)
 # Keys that differ between runs without being an experimental choice.
-IGNORED_KEYS = {"resume", "rerun", "progress", "tensorboard", "dataset.root"}
+IGNORED_KEYS = {"resume", "rerun", "progress", "tensorboard", "dataset.root", "logger"}  # logger: a whole group
 RESERVED = {"job", "origin", "error", "run_dir", *OUTCOME_COLUMNS}  # a config key named so becomes config.<key>
 OUTPUTS = ("results.txt", "results.csv", "best.json", "report.html", "accuracy_by_param.png", "val_acc_curves.png")
 SHARED_OUTPUTS = {"best.json": 60.0}  # also written by an Optuna study's report, outside our lock: only older temps
@@ -92,7 +92,8 @@ def varying_columns(configs: list[dict[str, Any]], choices: list[dict[str, str]]
     """Keys whose value differs between runs. A group swept by name (model=lenet,cnn5) shows as
     its name; a key inside it is kept too where it differs between runs of the same choice
     (model.activation among the cnn5 runs), so no two rows that differ read alike."""
-    swept_groups = {g for g in set().union(*choices) if len({c.get(g) for c in choices}) > 1} if choices else set()
+    swept_groups = {g for g in set().union(*choices)
+                    if g not in IGNORED_KEYS and len({c.get(g) for c in choices}) > 1} if choices else set()
     # Shallow keys first, so `lr` is kept and its interpolated copy `optimizer.lr` dropped.
     keys = sorted(set().union(*configs), key=lambda k: (k.count("."), k)) if configs else []
     varying, seen_series = [], set()
@@ -106,7 +107,7 @@ def varying_columns(configs: list[dict[str, Any]], choices: list[dict[str, str]]
             varies = any(len(values) > 1 for values in by_choice.values())
         else:
             varies = len(set(series)) > 1
-        if key in IGNORED_KEYS or not varies or series in seen_series:
+        if key in IGNORED_KEYS or group in IGNORED_KEYS or not varies or series in seen_series:
             continue
         seen_series.add(series)
         varying.append(key)

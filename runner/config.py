@@ -44,6 +44,7 @@ class RunConfig:
     augmentation: Any = MISSING
     dataset: Any = MISSING
     adversary: Any = None
+    logger: Any = None  # conf/logger/: trackers (runner/trackers.py)
 
 
 ConfigStore.instance().store(name="run_schema", node=RunConfig)

@@ -32,7 +32,7 @@ from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from common.errors import ConfigError
-from runner.trust import check_config_trust
+from runner.trust import COMMAND_LINE_ONLY, check_config_trust
 
 REFUSED_KEY = "_refused_"  # set on a refused sweep job's config: the reason, for the job to record
 # Settings a refused sweep job takes from its sweep instead: everything Hydra acts on before the job runs.
@@ -78,14 +78,16 @@ class CheckedConfigLoader(ConfigLoaderImpl):
 
 
 def _check_same_sweep_dir(cfg: DictConfig, master: DictConfig) -> None:
-    """A job's folder is made under its own config's sweep dir: that must be the sweep's."""
-    try:
-        job_dir, sweep_dir = str(cfg.hydra.sweep.dir), str(master.hydra.sweep.dir)
-    except Exception:  # not resolvable here: the sweep and its jobs fail alike, in Hydra's words
-        return
-    if job_dir != sweep_dir:
-        raise ConfigError(f"hydra.sweep.dir={job_dir} is not allowed in one job: its folder belongs in the "
-                          f"sweep's dir, {sweep_dir}")
+    """A job's folder is made under its own config's sweep dir: that must be the sweep's. And what only
+    the command line may choose (runner/trust.py COMMAND_LINE_ONLY) was checked for the sweep: a job keeps it."""
+    for key in ("hydra.sweep.dir", *COMMAND_LINE_ONLY):
+        try:
+            job_value, sweep_value = OmegaConf.select(cfg, key), OmegaConf.select(master, key)
+        except Exception:  # not resolvable here: the sweep and its jobs fail alike, in Hydra's words
+            continue
+        if job_value != sweep_value:
+            raise ConfigError(f"{key}={job_value} is not allowed in one job of a sweep: it stays the sweep's "
+                              f"({sweep_value}); set it for the whole sweep on the command line")
 
 
 def _refused(cfg: DictConfig, master: DictConfig, reason: str) -> DictConfig:

@@ -23,7 +23,7 @@ WHOLE_NUMBERS = {
     "grace_period": (1, True, "seconds without a heartbeat before a trial is run again; null: two intervals"),
 }
 # Overrides that change no result, so they may differ between the runs of one study.
-RESULT_NEUTRAL = ("progress", "tensorboard", "num_workers", "device", "compute.")
+RESULT_NEUTRAL = ("progress", "tensorboard", "logger", "num_workers", "device", "compute.")
 
 
 def check_fixed_overrides(study: Any, fixed_params: dict, fixed_overrides: list, storage: Any) -> None:

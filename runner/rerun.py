@@ -42,6 +42,7 @@ FINISHED = ("completed", "diverged")
 RESULT_NEUTRAL = {"progress", "tensorboard", "num_workers", "resume", "rerun", "compute.threads",
                   "compute.compile", "compute.channels_last", "compute.cudnn_benchmark", "compute.data_path",
                   "compute.data_on_device", "compute.cuda_graph"}
+RESULT_NEUTRAL_GROUPS = {"logger"}  # the trackers a run also logs to (conf/logger/)
 # What a run writes (runner/run_folder.py). Only these are removed: a folder given as
 # hydra.run.dir may hold other things (`hydra.run.dir=.` is the project itself), and Hydra's
 # `.hydra/` and the log are this attempt's.
@@ -63,7 +64,7 @@ def _same_run(requested: dict[str, Any], stored: dict[str, Any] | None) -> list[
     requested = dict(requested)
     if requested.get("dataset", {}).get("num_classes") is None:  # filled in by the run from the data
         requested["dataset"] = {**requested["dataset"], "num_classes": stored.get("dataset", {}).get("num_classes")}
-    changed = differences(requested, stored, RESULT_NEUTRAL, set())
+    changed = differences(requested, stored, RESULT_NEUTRAL, RESULT_NEUTRAL_GROUPS)
     return changed or None
 
 

@@ -51,6 +51,13 @@ def may_change() -> set[str]:
     return {*RESULT_NEUTRAL, *ALSO_MAY_CHANGE}
 
 
+def may_change_groups() -> set[str]:
+    """The groups a resumed run may take whole from the command line (the trackers it logs to)."""
+    from runner.rerun import RESULT_NEUTRAL_GROUPS
+
+    return set(RESULT_NEUTRAL_GROUPS)
+
+
 def differences(now: dict[str, Any], then: dict[str, Any], ignore: set[str], ignore_groups: set[str]) -> list[str]:
     """`key (then -> now)` for every flattened key whose value differs, outside `ignore`."""
     flat_now, flat_then = flatten(now), flatten(then)
@@ -67,7 +74,7 @@ def differences(now: dict[str, Any], then: dict[str, Any], ignore: set[str], ign
 def _changed(key: str, now: Any, then: Any, allowed: set[str]) -> list[str]:
     """Differences under `key` outside `allowed`; a class count asked as null (filled from the data) is no change."""
     out = differences({key: now} if now is not _ABSENT else {}, {key: then} if then is not _ABSENT else {},
-                      allowed, set())
+                      allowed, may_change_groups())
     out = [d for d in out if not (d.split(" ")[0].endswith("num_classes") and d.endswith("-> None)"))]
     return sorted(out, key=lambda d: not d.split(" ")[0].endswith("_target_"))  # another class says most
 
@@ -177,7 +184,7 @@ def _recipe(cfg: DictConfig, stored: dict[str, Any], typed: list[tuple[str, str]
         asked = copy.deepcopy(mixed)
         _put(asked, key, _raw(cfg, key))
         now, then = _at(_resolved(asked, text), key), _at(stored, key)
-        if key in allowed:
+        if key in allowed or key.split(".")[0] in may_change_groups():
             if now != then:
                 _put(mixed, key, _raw(cfg, key))
             continue
@@ -258,7 +265,7 @@ def _check_rules(now: dict[str, Any], then: dict[str, Any], state: dict[str, Any
         scheduler = str(now["scheduler"].get("_target_")).rsplit(".", 1)[-1]
         raise ConfigError(f"lr={new_lr} differs from the {old_lr} resume={path} was trained with, and the "
                           f"scheduler ({scheduler}) sets the lr from its saved state; resume with lr={old_lr}")
-    changed = differences(now, then, may_change(), set())
+    changed = differences(now, then, may_change(), may_change_groups())
     if changed:
         raise ConfigError(f"resume={path} was trained with other settings: {', '.join(changed[:3])}; they follow "
                           f"a key you changed: drop it, or start a new run without resume=")

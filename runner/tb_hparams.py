@@ -14,7 +14,7 @@ import math
 from typing import Any
 
 # Keys that say how a run was started or shown, not what it trains.
-NOT_HPARAMS = {"resume", "progress", "tensorboard"}
+NOT_HPARAMS = {"resume", "progress", "tensorboard", "logger"}
 # Final numbers written as scalars beside the per-epoch ones, so they are metric columns.
 FINAL_METRICS = ("best_val_acc", "best_epoch", "epochs_done", "wall_s", "params_m")
 
@@ -26,7 +26,7 @@ def hparams_of(config: dict[str, Any], choices: dict[str, str] | None = None) ->
 
     values: dict[str, int | float | str] = {k: v for k, v in (choices or {}).items() if isinstance(v, str)}
     for key, value in flatten(config).items():
-        if key in NOT_HPARAMS or value is None:
+        if key in NOT_HPARAMS or key.split(".")[0] in NOT_HPARAMS or value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             value = str(value)

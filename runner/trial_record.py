@@ -21,6 +21,7 @@ from runner.attacks import best_robust_acc
 from runner.checkpoint import save_checkpoint
 from runner.job_records import launched_as
 from runner.run_folder import RunFolder
+from runner.trackers import Trackers, tensorboard_wanted
 
 log = logging.getLogger("runner")
 
@@ -32,7 +33,8 @@ class TrialRecord:
         self.cfg = cfg
         self.label = label  # before each log line: which of a fused group's trials it is about
         self.started = time.perf_counter()
-        self.folder = RunFolder(run_dir, tensorboard=bool(cfg.get("tensorboard", True)))
+        self.folder = RunFolder(run_dir, tensorboard=tensorboard_wanted(cfg))
+        self.trackers = Trackers(cfg, run_dir, label)  # MLflow, W&B: copies of what the folder holds
         self.history: list[dict[str, float]] = []
         self.summary: dict[str, Any] = {
             "status": "running", "best_val_acc": None, "best_epoch": None, "epochs_done": 0, "params_m": None,
@@ -51,6 +53,8 @@ class TrialRecord:
         self.plain_cfg = plain_cfg
         self.summary.update(launched_as(self.folder.path))  # the repeat command's source (runner/best_run.py)
         self.folder.write_config(plain_cfg)
+        self.trackers.start(plain_cfg)
+        self.trackers.log_history(self.history)  # a resumed run's earlier epochs
 
     def end_epoch(self, epoch: int, row: dict[str, float], lr: float, train_s: float, val_s: float,
                   model: torch.nn.Module, optimizer: Any, scheduler: Any, rng: dict[str, Any],
@@ -69,6 +73,7 @@ class TrialRecord:
             log.info("%sepoch %d/%d  val robust acc %.2f (epsilon %g)", self.label, epoch, cfg.epochs,
                      row["val_robust_acc"], adversary.epsilon)
         self.folder.write_metrics(history)
+        self.trackers.log_history(history)
         if not math.isfinite(row["train_loss"]):
             summary["status"] = "diverged"
             log.warning("%straining loss is %s at epoch %d: stopping this run as diverged", self.label,
@@ -97,6 +102,7 @@ class TrialRecord:
             self.summary.update(best_val_acc=self.best_acc, best_epoch=self.best_epoch)
         self.summary["wall_s"] = time.perf_counter() - self.started
         self.folder.write_summary(self.summary)
+        self.trackers.end(self.summary, self.folder.best_checkpoint)  # after the run's own files
         try:
             self.folder.plot_curves(self.history)
         finally:

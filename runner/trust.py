@@ -52,10 +52,12 @@ AUGMENTATION_TARGETS = (
     "torchvision.transforms.v2.RandomRotation", "torchvision.transforms.v2.ColorJitter",
 )
 ADVERSARY_TARGETS = ("runner.attacks.Adversary",)
+LOGGER_TARGETS = ("runner.trackers.MLflowTracker", "runner.trackers.WandbTracker")
 # Config group -> the classes a `_target_` anywhere inside it may name.
 RUN_TARGETS: dict[str, tuple[str, ...]] = {
     "model": MODEL_TARGETS, "dataset": DATASET_TARGETS, "optimizer": OPTIMIZER_TARGETS,
     "scheduler": SCHEDULER_TARGETS, "augmentation": AUGMENTATION_TARGETS, "adversary": ADVERSARY_TARGETS,
+    "logger": LOGGER_TARGETS,
 }
 # `runner.eval` and anything else that rebuilds a run from a config read out of a file.
 EVAL_TARGETS: dict[str, tuple[str, ...]] = {"model": MODEL_TARGETS, "dataset": DATASET_TARGETS}
@@ -99,10 +101,13 @@ LOG_FORMATTER_KEYS = {"format", "datefmt", "style"}
 OPTUNA_TRIAL_ENV, OPTUNA_STUDY_ENV = "RUNNER_OPTUNA_TRIAL", "RUNNER_OPTUNA_STUDY"
 ALLOWED_ENV = ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                "OPENBLAS_NUM_THREADS", "CUBLAS_WORKSPACE_CONFIG", OPTUNA_TRIAL_ENV, OPTUNA_STUDY_ENV)
-# Launcher settings that put shell lines or a program into a cluster job's script: only a `hydra.*`
-# override typed on the command line may set them (runner/preflight.py checks where each came from).
-COMMAND_LINE_ONLY = ("hydra.launcher.setup", "hydra.launcher.srun_args", "hydra.launcher.python",
-                     "hydra.launcher.additional_parameters")
+# Settings only an override typed on the command line may set (runner/preflight.py checks where each
+# came from; a sweep job may not change them): shell lines or a program in a cluster job's script, and
+# where a tracker sends or writes a run's data (by default, a store inside the sweep dir).
+_SCRIPT = "it puts commands into the job's script"
+COMMAND_LINE_ONLY = {"hydra.launcher.setup": _SCRIPT, "hydra.launcher.srun_args": _SCRIPT,
+                     "hydra.launcher.python": _SCRIPT, "hydra.launcher.additional_parameters": _SCRIPT,
+                     "logger.mlflow.tracking_uri": "it chooses where the runs' data is sent or written"}
 
 
 # ---------------------------------------------------------------- walking a config
@@ -290,13 +295,13 @@ def check_command_line_only(cfg: Any, typed_keys: Iterable[str]) -> None:
     def was_typed(key: str) -> bool:
         return any(key == t or key.startswith(f"{t}.") or t.startswith(f"{key}.") for t in typed)
 
-    for key in COMMAND_LINE_ONLY:
-        value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+    for key, why in COMMAND_LINE_ONLY.items():
+        value = _resolved_or_written(cfg, key)
         if value in (None, "", [], {}) or (isinstance(value, (DictConfig, ListConfig)) and len(value) == 0):
             continue
         if not was_typed(key):
-            raise ConfigError(f"{key} is not allowed from a config file: it puts commands into the job's "
-                              f"script; if you mean it, type it on the command line ({key}=...)")
+            raise ConfigError(f"{key} is not allowed from a config file: {why}; if you mean it, type it on "
+                              f"the command line ({key}=...)")
     for key in ("hydra.run.dir", "hydra.sweep.dir"):
         value = _resolved_or_written(cfg, key)
         if value is not None and not was_typed(key) and not _inside(str(value)):

@@ -27,7 +27,7 @@ from runner.trust import (EVAL_TARGETS, HYDRA_TARGETS, RUN_TARGETS, check_config
 from tests.conftest import CONF_DIR, ROOT, run_cli
 
 GROUPS = ["model", "optimizer", "scheduler", "augmentation", "adversary", "dataset", "compute", "course", "experiment",
-          "hparams_search"]
+          "hparams_search", "logger"]
 SAMPLERS = ["tpe", "random", "grid", "cmaes", "gp", "qmc", "nsgaii"]
 
 

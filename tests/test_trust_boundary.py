@@ -209,3 +209,16 @@ def test_a_trial_may_not_move_its_folder_out_of_the_sweep(tmp_path):
     assert not (tmp_path / "outside").exists()
     summary = json.loads((tmp_path / "auto" / "0" / "summary.json").read_text())  # the sweep's own dir
     assert summary["status"] == "refused" and "hydra.sweep.dir=" in summary["error"]
+
+
+def test_where_a_tracker_sends_runs_comes_only_from_the_command_line(tmp_path):
+    conf = tmp_path / "conf" / "experiment"
+    conf.mkdir(parents=True)
+    (conf / "tracked.yaml").write_text("# @package _global_\ndefaults:\n  - override /logger: mlflow\n"
+                                       f"logger:\n  mlflow:\n    tracking_uri: sqlite:///{tmp_path}/elsewhere.db\n")
+    proc = run_cli("--config-dir", str(tmp_path / "conf"), "experiment=tracked", *FAST, f"hydra.run.dir={tmp_path / 'r'}",
+                   cwd=tmp_path)
+    assert_refused(proc, "logger.mlflow.tracking_uri is not allowed from a config file", "type it on the command line")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["conf"]
+    typed = compose_full("logger=mlflow", f"logger.mlflow.tracking_uri=sqlite:///{tmp_path}/mine.db")
+    check_command_line_only(typed, ["logger", "logger.mlflow.tracking_uri"])
