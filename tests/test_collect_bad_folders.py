@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from runner.collect import collect, collect_and_report
+from runner.collect import collect_and_report
 from tests.conftest import ROOT, run_cli
 from tests.fake_runs import write_fake_run
 

@@ -5,7 +5,6 @@ at run time records `refused` in its own folder while the sweep goes on."""
 from __future__ import annotations
 
 import json
-import os
 import stat
 from pathlib import Path
 
