@@ -49,8 +49,10 @@ def test_crashed_and_diverged_runs_are_recorded_and_the_sweep_goes_on(tmp_path):
                    f"hydra.sweep.dir={tmp_path}")
     # every job ran; the two that could not train make the command fail, in one line saying where to look
     assert proc.returncode == 1, proc.stderr[-2000:]
-    assert proc.stderr.splitlines()[-1].startswith("error: 2 of 4 jobs failed or were refused (2 failed); the "
-                                                   f"reasons are in {tmp_path}/.jobs/<job>.json and {tmp_path}/results.csv")
+    last = proc.stderr.splitlines()[-1]
+    assert last.startswith("error: 2 of 4 jobs failed or were refused (2 failed); first, job 1: ConfigError: "
+                           "dataset.image_size=8 is too small"), last
+    assert f"the reasons are in {tmp_path}/.jobs/<job>.json and {tmp_path}/results.csv" in last
     assert "4 jobs: 1 completed, 1 diverged, 2 failed" in proc.stdout
     table = pd.read_csv(tmp_path / "results.csv")
     assert list(table["status"]) == ["completed", "failed", "diverged", "failed"]

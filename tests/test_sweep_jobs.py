@@ -30,8 +30,10 @@ def test_a_changed_grid_into_a_finished_sweep_dir_is_refused_counted_and_fails(t
     proc = run_cli("-m", "lr=0.02,1e12", *FAST, f"hydra.sweep.dir={sweep}")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "2 jobs: 0 completed, 1 diverged, 1 refused" in proc.stdout
-    assert last_line(proc) == (f"error: 1 of 2 jobs failed or were refused (1 refused); the reasons are in "
-                               f"{sweep}/.jobs/<job>.json")
+    assert last_line(proc) == (f"error: 1 of 2 jobs failed or were refused (1 refused); first, job 0: {sweep}/0 "
+                               f"holds a completed run of another config (lr (0.01 -> 0.02), optimizer.lr (0.01 -> "
+                               f"0.02)); use a new hydra.sweep.dir (or hydra.run.dir), or rerun=true to replace it; "
+                               f"the reasons are in {sweep}/.jobs/<job>.json")
     record = json.loads((sweep / ".jobs" / "0.json").read_text())
     assert record["status"] == "refused" and "holds a completed run of another config" in record["reason"]
     assert record["overrides"][0] == "lr=0.02" and record["run_dir"] == str((sweep / "0").resolve())

@@ -124,13 +124,15 @@ def test_trackers_change_no_result(make_cfg):
 
     from runner.collect import flatten, varying_columns
     from runner.rerun import _same_run
-    from runner.resume import check_resume
+    from runner.resume import _recipe, _typed_keys
     from runner.tb_hparams import hparams_of
 
     with_trackers = OmegaConf.to_container(make_cfg("logger=[mlflow,wandb]"), resolve=True)
     before = OmegaConf.to_container(make_cfg(), resolve=True)
     before.pop("logger")  # a run stored before the logger group existed
-    check_resume(make_cfg("logger=[mlflow,wandb]", "resume=x"), {"config": before, "epoch": 1})
+    typed = ["logger=[mlflow,wandb]", "resume=x"]
+    resumed = make_cfg(*typed)
+    _recipe(resumed, before, _typed_keys(resumed, typed), "x")  # raises if resume refused the trackers
     assert _same_run(with_trackers, before) is None
     assert _same_run(with_trackers, {**before, "lr": 0.5}) == [f"lr (0.5 -> {before['lr']})"]
     assert varying_columns([flatten(with_trackers), flatten(before)], [{"logger": "[mlflow, wandb]"}, {}]) == []
