@@ -145,10 +145,11 @@ def objective_metric(table: pd.DataFrame) -> str:
     """The summary column the runs were judged by: best_<objective> when every run has the same
     `objective` (val_acc | val_robust_acc, what each returned to its sweeper), else best_val_acc."""
     from runner.collect import read_config
+    from runner.objective import DEFAULT_OBJECTIVE, objective_of, summary_column
 
-    objectives = {str(read_config(Path(d)).get("objective", "val_acc")) for d in table["run_dir"]}
-    metric = f"best_{objectives.pop()}" if len(objectives) == 1 else "best_val_acc"
-    return metric if metric in table.columns else "best_val_acc"
+    objectives = {objective_of(read_config(Path(d))) for d in table["run_dir"]}
+    metric = summary_column(objectives.pop() if len(objectives) == 1 else DEFAULT_OBJECTIVE)
+    return metric if metric in table.columns else summary_column(DEFAULT_OBJECTIVE)
 
 
 def ranked(table: pd.DataFrame, metric: str = "best_val_acc") -> pd.DataFrame:
