@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check: is the captured step right, and how fast are the runner and the fused launcher,
-# in one command that finishes in under 7 minutes on one H100 (bench/gpu_session.md runs it).
+# in one command meant to finish in under 7 minutes on one H100 (bench/gpu_session.md runs it).
 #
 #   bash bench/gpu_check.sh OUT [--tiny] [--data DIR]
 #
