@@ -103,7 +103,7 @@ class Bench:
 def add_ratios(rows: list[dict[str, Any]]) -> None:
     """vs_course: last-epoch images/s over the course loop's (workers 0, same batch); ratio: over the
     row's baseline (images/s), or for sweeps the baseline's wall time over this row's; acc_diff: best
-    validation accuracy minus the baseline's (points: captured against eager should be noise)."""
+    validation accuracy minus the baseline's, in points (not yet measured on a GPU)."""
     by_label = {(r["label"], r["batch"]): r for r in rows if r.get("error") is None}
     for row in rows:
         if row.get("error") is not None:
@@ -115,7 +115,7 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
         if base is None:
             continue
         if row.get("best_val_acc") is not None and base.get("best_val_acc") is not None:
-            row["acc_diff"] = row["best_val_acc"] - base["best_val_acc"]  # captured against eager: noise only
+            row["acc_diff"] = row["best_val_acc"] - base["best_val_acc"]
         if row["piece"] in ("study", "grid"):
             row["ratio"] = base["wall_s"] / row["wall_s"]
         elif row.get("last_epoch_img_s") and base.get("last_epoch_img_s"):

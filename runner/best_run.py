@@ -32,13 +32,14 @@ from typing import Any
 import pandas as pd
 from common.io import atomic_write_json
 from runner.collect_read import printable, read_json_object, read_yaml
+from runner.job_records import NOT_TRAINED, ORDER
 
 log = logging.getLogger("runner.collect")
 
 # Overrides that say how a run was started, not what it trains.
 NOT_REPEATED = ("resume", "rerun")
-# Runs whose value may make them the best; completed ones come first.
-MAY_BE_BEST = ("completed", "diverged", "pruned", "interrupted", "running")
+# Runs whose value may make them the best (every status but the untrained); completed ones come first.
+MAY_BE_BEST = tuple(status for status in ORDER if status not in NOT_TRAINED)
 RESUME_DEPTH = 8  # a chain of runs each resumed from the one before
 
 
@@ -85,7 +86,7 @@ def _hydra_copy_differs(run_dir: Path) -> str | None:
     """The first key where `.hydra/config.yaml` (Hydra's, of the last job sent here) differs from
     the run's own config.yaml, ignoring keys that never change a result; None if they agree or either is missing."""
     from runner.collect_read import MAX_KEYS, flatten, hydra_config
-    from runner.rerun import RESULT_NEUTRAL
+    from runner.rerun import RESULT_NEUTRAL, RESULT_NEUTRAL_GROUPS
 
     own_path, hydra_path = run_dir / "config.yaml", run_dir / ".hydra" / "config.yaml"
     if not own_path.is_file() or not hydra_path.is_file():
@@ -99,7 +100,7 @@ def _hydra_copy_differs(run_dir: Path) -> str | None:
     except (ValueError, RecursionError):
         return None
     for key in sorted(set(own_flat) | set(hydra_flat)):
-        if key in RESULT_NEUTRAL or key.split(".")[0] in RESULT_NEUTRAL or key == "dataset.num_classes":
+        if key in RESULT_NEUTRAL or key.split(".")[0] in RESULT_NEUTRAL_GROUPS or key == "dataset.num_classes":
             continue
         mine, theirs = own_flat.get(key), hydra_flat.get(key)
         if isinstance(theirs, str) and "${" in theirs:  # left unresolved: nothing to compare
@@ -210,7 +211,7 @@ def write_best(record: dict[str, Any], table: pd.DataFrame, out: Path) -> dict[s
         study = existing if "study_name" in existing else existing.get("study")
     if isinstance(study, dict) and "study_name" in study:
         inside = all(_resolved(d).is_relative_to(out.resolve()) for d in table["run_dir"])
-        if inside and _same_run(study.get("best_run_dir"), record.get("best_run_dir")):
+        if inside and same_folder(study.get("best_run_dir"), record.get("best_run_dir")):
             if study is not existing:
                 atomic_write_json(path, study)
             log.info("%s is the Optuna study's: kept", path)
@@ -224,7 +225,8 @@ def _resolved(path: Any) -> Path:
     return Path(str(path)).resolve()
 
 
-def _same_run(a: Any, b: Any) -> bool:
+def same_folder(a: Any, b: Any) -> bool:
+    """Whether two run-folder paths name the same folder (None only equals None)."""
     if a is None or b is None:
         return a is None and b is None
     return printable(_resolved(a)) == printable(_resolved(b))

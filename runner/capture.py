@@ -36,7 +36,7 @@ from data.splits import ResidentSplit
 from runner.compute import to_model_input
 from runner.config import switch
 from runner.cuda_graph import torch_too_old
-from runner.graphed_step import GraphedStep
+from runner.graphed_step import GraphedStep, check_fields
 from runner.step import SingleLearner, Totals, train_step
 
 log = logging.getLogger("runner")
@@ -180,7 +180,7 @@ def plan_step(cfg: DictConfig, device: torch.device, split: Any, model: nn.Modul
     learner = SingleLearner(model, loss_fn, optimizer, scheduler if interval == "step" else None, cfg.grad_clip)
     reason = why_not_captured(cfg, device, split, learner.optimizer, scheduler, augment, adversary, graph)
     summary.update(step_path="eager" if reason else "captured", capture_s=None, step_fallback=reason,
-                   step_check=None, step_check_loss=None, step_check_update=None)
+                   **check_fields(None, 0))
     if reason is not None:
         log.info("eager step: %s", reason)
         return None

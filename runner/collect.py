@@ -247,7 +247,7 @@ def collect_and_report(sweep_dirs: list[str | Path], out_dir: str | Path | None 
         atomic_write_text(out / "results.txt", lines)
         atomic_write_text(out / "results.csv", shown.to_csv(index=False))
         best = write_best(record, table, out)
-        plots = write_plots(table, keys, out)
+        plots = write_plots(table, keys, out, metric)
         write_report(table, out, plots, best)
     print(printed)
     print(f"\n{len(table)} runs; results.txt, results.csv, best.json and report.html in {printable(out)}")

@@ -16,17 +16,7 @@ import sys
 from pathlib import Path
 
 from common.errors import ConfigError, entry_point
-from runner.optuna_db import display_url, open_existing, sqlite_url
-
-
-def storage_url(sweep_dir: Path, storage: str | None) -> str:
-    """The storage to show: --storage, else the sweep dir's sqlite file (the sweeper's default)."""
-    if storage:
-        return storage
-    db = sweep_dir / "optuna.db"
-    if not db.exists():
-        raise ConfigError(f"no {db}; give the study's storage with --storage URL")
-    return sqlite_url(db)
+from runner.optuna_db import display_url, open_existing, storage_url
 
 
 def check_port(text: str) -> int:

@@ -140,7 +140,7 @@ class GraphedStep:
         for k, summaries in enumerate(self.summaries):
             for summary in summaries:  # a fused group recaptures when a trial leaves: the costs add up
                 summary.update(capture_s=round((summary.get("capture_s") or 0.0) + capture_s, 3),
-                               **_check_fields(result, k))
+                               **check_fields(result, k))
         log.info("captured the training step as a CUDA graph in %.2f s; its replay equals the eager step "
                  "(loss %.2g, update %.2g apart)", capture_s, max(result.loss_diff), max(result.update_diff))
 
@@ -149,7 +149,7 @@ class GraphedStep:
         for k, summaries in enumerate(self.summaries):
             for summary in summaries:
                 summary.update(step_path=self.path.replace("captured", "eager"), capture_s=None,
-                               step_fallback=reason, **_check_fields(result, k))
+                               step_fallback=reason, **check_fields(result, k))
         if self.strict:
             raise CaptureFailed(f"compute.cuda_graph=true: {reason}; use compute.cuda_graph=auto "
                                 "(falls back to the eager step) or false")
@@ -160,7 +160,7 @@ class CaptureFailed(ConfigError):
     """compute.cuda_graph=true and the captured step failed (capture or check): the run fails."""
 
 
-def _check_fields(result: StepCheck | None, member: int) -> dict[str, Any]:
+def check_fields(result: StepCheck | None, member: int) -> dict[str, Any]:
     """summary.json's record of the self-check: passed/failed and the relative differences (None: no check ran)."""
     if result is None:
         return {"step_check": None, "step_check_loss": None, "step_check_update": None}

@@ -32,7 +32,7 @@ from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from common.errors import ConfigError
-from runner.trust import COMMAND_LINE_ONLY, check_config_trust
+from runner.trust import COMMAND_LINE_ONLY, check_config_trust, resolved_or_written
 
 REFUSED_KEY = "_refused_"  # set on a refused sweep job's config: the reason, for the job to record
 # Settings a refused sweep job takes from its sweep instead: everything Hydra acts on before the job runs.
@@ -42,10 +42,6 @@ SWEEP_SETTINGS = ("job_logging", "hydra_logging", "output_subdir", "sweep.dir", 
 
 class RefusedConfig(ConfigError, CompactHydraException):
     """A command's own config refused at the boundary: one line, through the entry point or Hydra alike."""
-
-    @property
-    def reason(self) -> str:
-        return str(self)
 
 
 _composing = threading.local()  # launchers may load several jobs' configs at once, from threads
@@ -105,14 +101,13 @@ def _refused(cfg: DictConfig, master: DictConfig, reason: str) -> DictConfig:
 
 def _sweep_setting(master: DictConfig, key: str) -> Any:
     """The sweep's value as resolved for the sweep itself, or as written where only a job can resolve it."""
+    value = resolved_or_written(master.hydra, key)
+    if not isinstance(value, DictConfig):
+        return copy.deepcopy(value)
     try:
-        value = OmegaConf.select(master.hydra, key)
-        return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
-    except Exception:  # ${hydra.job.num} and the like: the launcher sets them per job
-        node: Any = OmegaConf.to_container(master.hydra, resolve=False)
-        for part in key.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        return copy.deepcopy(node)
+        return OmegaConf.to_container(value, resolve=True)
+    except Exception:  # a logging file name in ${hydra.runtime.output_dir}: the job's own, as written
+        return OmegaConf.to_container(value, resolve=False)
 
 
 def refusal(task_cfg: Any) -> str | None:

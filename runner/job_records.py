@@ -25,11 +25,12 @@ from typing import Any
 from omegaconf import DictConfig
 
 from common.io import atomic_write_json
+from runner.objective import NO_VALUE_STATUSES
 
 log = logging.getLogger("runner")
 
 JOBS_DIR = ".jobs"
-NOT_TRAINED = ("failed", "refused")  # a sweep with a job in either state exits non-zero
+NOT_TRAINED = NO_VALUE_STATUSES  # runs that never gave a value: a sweep with one exits non-zero
 ORDER = ("completed", "diverged", "pruned", "interrupted", "running", "failed", "refused")
 
 

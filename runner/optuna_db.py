@@ -266,3 +266,13 @@ def _named(key: str, url: str) -> str:
 def _first_line(error: BaseException) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return lines[0] if lines else type(error).__name__
+
+
+def storage_url(sweep_dir: Path, storage: str | None) -> str:
+    """The storage a command reads a sweep's study from: --storage, else the sweep dir's sqlite file (the sweeper's default)."""
+    if storage:
+        return storage
+    db = sweep_dir / "optuna.db"
+    if not db.exists():
+        raise ConfigError(f"no {db}; give the study's storage with --storage URL")
+    return sqlite_url(db)

@@ -32,7 +32,7 @@ from omegaconf import OmegaConf
 
 from common.errors import ConfigError, entry_point
 from common.io import atomic_save_figure, atomic_write_text
-from runner.optuna_db import display_url, one_line_errors, open_existing, sqlite_url
+from runner.optuna_db import display_url, one_line_errors, open_existing, storage_url
 
 log = logging.getLogger(__name__)
 
@@ -177,15 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = args.storage
-    if storage is None:
-        db = args.sweep_dir / "optuna.db"
-        if not db.exists():
-            print(f"error: no {db}; give the study's storage with --storage URL", file=sys.stderr)
-            return 2
-        storage = sqlite_url(db)
     key = "--storage" if args.storage else ""
     try:
+        storage = storage_url(args.sweep_dir, args.storage)
         opened = open_existing(storage, key)
         name = args.study_name
         if name is None:

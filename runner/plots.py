@@ -51,26 +51,30 @@ def uses_log_axis(numbers: pd.Series) -> bool:
     return bool(low > 0 and high / low >= LOG_SPAN)
 
 
+PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False}  # labels as they are written
+
+
 def plain_text(draw):
     """Draw with every label as plain text: a `$` in a folder, key or value name is a dollar sign,
     not matplotlib math (an unbalanced `$\\frac{x$` would raise), and no LaTeX runs."""
     @functools.wraps(draw)
     def drawn(*args, **kwargs):
-        with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+        with matplotlib.rc_context(PLAIN_TEXT):
             return draw(*args, **kwargs)
     return drawn
 
 
-def _best_index(table: pd.DataFrame):
-    """best.json's run (runner/best_run.py), so the pictures mark the run the report names."""
+def _best_index(table: pd.DataFrame, metric: str | None = None):
+    """best.json's run (runner/best_run.py), so the pictures mark the run the report names;
+    `metric`: the objective's column, when the caller knows it (else read from the runs' configs)."""
     from runner.best_run import best_row, objective_metric
 
-    row = best_row(table, objective_metric(table)) if len(table) else None
+    row = best_row(table, metric or objective_metric(table)) if len(table) else None
     return row.name if row is not None else None
 
 
 @plain_text
-def accuracy_by_param_figure(table: pd.DataFrame, columns: list[str]) -> Figure | None:
+def accuracy_by_param_figure(table: pd.DataFrame, columns: list[str], metric: str | None = None) -> Figure | None:
     """Best val accuracy against each varying key, one panel per key; None when there is nothing to draw."""
     done = table[table["best_val_acc"].notna()]
     if not columns or done.empty:
@@ -79,7 +83,7 @@ def accuracy_by_param_figure(table: pd.DataFrame, columns: list[str]) -> Figure 
     cols = min(len(columns), PANELS_PER_ROW)
     fig = Figure(figsize=(4.2 * cols, 3.4 * rows))
     axes = np.ravel(fig.subplots(rows, cols, squeeze=False))
-    best = _best_index(done)
+    best = _best_index(done, metric)
     for ax, key in zip(axes, columns):
         if is_numeric(done[key]):
             _numeric_panel(ax, done, key, best)
@@ -142,7 +146,7 @@ def _category_panel(ax, done: pd.DataFrame, key: str, best) -> None:
 
 
 @plain_text
-def curves_figure(table: pd.DataFrame, key_columns: list[str]) -> Figure | None:
+def curves_figure(table: pd.DataFrame, key_columns: list[str], metric: str | None = None) -> Figure | None:
     """Validation accuracy per epoch, one line per run (from its metrics.csv), a panel per sweep."""
     from runner.collect_read import read_metrics
 
@@ -158,7 +162,7 @@ def curves_figure(table: pd.DataFrame, key_columns: list[str]) -> Figure | None:
     axes = np.ravel(fig.subplots(1, len(groups), squeeze=False, sharey=True))
     for ax, (origin, runs) in zip(axes, groups):
         runs = runs[runs.index.isin(curves.keys())]
-        best = _best_index(runs)
+        best = _best_index(runs, metric)
         best = best if best is not None and pd.notna(runs.loc[best, "best_val_acc"]) else None
         named = len(runs) <= MAX_LABELLED_CURVES
         # Name runs by what differs within this panel (a merged table's other keys are noise here).
@@ -207,17 +211,17 @@ def _short(path: str) -> str:
 
 
 
-def write_plots(table: pd.DataFrame, key_columns: list[str], out: Path) -> list[str]:
+def write_plots(table: pd.DataFrame, key_columns: list[str], out: Path, metric: str | None = None) -> list[str]:
     """Write the pictures there is something to draw for; returns their file names."""
     import matplotlib.style
 
     written = []
     # matplotlib's default look, whatever style an earlier plot set (Optuna's plots switch to ggplot).
-    with matplotlib.style.context("default"), matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+    with matplotlib.style.context("default"), matplotlib.rc_context(PLAIN_TEXT):
         for name, draw in (("accuracy_by_param.png", accuracy_by_param_figure),
                            ("val_acc_curves.png", curves_figure)):
             try:
-                fig = draw(table, key_columns)
+                fig = draw(table, key_columns, metric)
                 if fig is not None:
                     atomic_save_figure(fig, out / name, dpi=DPI)
                     written.append(name)

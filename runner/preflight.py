@@ -5,7 +5,7 @@ the log file and writes `.hydra/` all before it calls the task function, so a ch
 the task function is too late for "nothing ran, no folder". Here the config is composed first,
 exactly as Hydra is about to compose it (same search path, `--config-dir`, `--config-path`,
 `--config-name`, overrides, and for `--experimental-rerun DIR` the overrides saved in DIR), through
-the same checked loader every job passes (runner/job_boundary.py), so a refusal is one line and
+the same checked loader every job passes (runner/job_boundary.py; runner/__main__.py installs it), so a refusal is one line and
 exit 2 before anything exists. What it checks, besides the command's own config:
 
 * every job of a grid (Hydra's basic sweeper), and that no two jobs share one folder;
@@ -33,7 +33,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from common.errors import ConfigError
 from runner.config import check_hydra_settings
-from runner.job_boundary import RefusedConfig, install as install_job_check, refusal
+from runner.job_boundary import refusal
 from runner.trust import check_command_line_only
 from runner.fused.launcher import check_fuse_option
 from runner.locks import RUN_LOCK_NAME
@@ -226,7 +226,6 @@ def _compose(argv: list[str], task_function: Callable, config_path: str, config_
             return None
         search_path.prepend(provider="command-line", path=f"file://{os.path.abspath(args.config_dir)}",
                             anchor=SearchPathQuery(provider="schema"))
-    install_job_check()  # the loader Hydra will use: preflight composes through the same check
     try:
         hydra = Hydra.create_main_hydra2(task_name=detect_task_name(calling_file, calling_module),
                                          config_search_path=search_path)
@@ -243,8 +242,8 @@ def _compose(argv: list[str], task_function: Callable, config_path: str, config_
         if multirun:  # every job Hydra is about to run, and every hydra.* value a search space can give
             _check_sweep_jobs(hydra.config_loader, cfg, _grid_jobs(hydra, cfg) + _search_space_jobs(hydra, cfg))
         return cfg, multirun, typed_keys
-    except RefusedConfig as e:
-        raise ConfigError(e.reason) from None
+    except ConfigError:  # refused by the checked loader (a HydraException too): as it is
+        raise
     except MissingConfigException as e:  # an unknown group option (model=lenett), in a grid's jobs too
         raise ConfigError(_missing_option(str(e))) from None
     except (HydraException, OmegaConfBaseException):  # doesn't compose: Hydra reports it in its own words

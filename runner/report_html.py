@@ -86,13 +86,11 @@ def _text(value: Any) -> str:
 
 
 def _table(table: pd.DataFrame, out: Path, best: dict[str, Any] | None) -> str:
-    from runner.best_run import ranked
+    from runner.best_run import ranked, same_folder
 
     metric = (best or {}).get("metric")
     shown = ranked(table, metric if isinstance(metric, str) and metric in table.columns else "best_val_acc")
     columns = [c for c in shown.columns if c not in HIDDEN_COLUMNS and not (c == "error" and shown[c].isna().all())]
-    best_dir = (best or {}).get("best_run_dir")
-    best_dir = printable(Path(str(best_dir)).resolve()) if best_dir else None
     head = "".join(f"<th>{_text(c)}</th>" for c in [*columns, "run folder"])
     rows = []
     for _, row in shown.iterrows():
@@ -102,7 +100,7 @@ def _table(table: pd.DataFrame, out: Path, best: dict[str, Any] | None) -> str:
         # the link as the file system spells it (bytes that are not UTF-8 percent-encoded)
         href = quote(os.fsencode(link))
         cells += f'<td><a href="{html.escape(href)}/">{_text(link)}</a></td>'
-        is_best = best_dir is not None and printable(run_dir) == best_dir
+        is_best = bool((best or {}).get("best_run_dir")) and same_folder(run_dir, best["best_run_dir"])
         rows.append(f'<tr{" class=best" if is_best else ""}>{cells}</tr>')
     return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody></table>"
 

@@ -22,6 +22,7 @@ the model, optimizer and scheduler restored once on the CPU, all before the run 
 from __future__ import annotations
 
 import copy
+import os
 from typing import Any
 
 import torch
@@ -89,6 +90,11 @@ def resume_from_checkpoint(cfg: DictConfig, typed: list[str] | None = None) -> d
     """
     path = str(cfg.resume)
     where = f"resume={path}"
+    key = _checked_key(path, typed)
+    if key is not None and key in _CHECKED:  # the command-line check before Hydra acted did it all, here
+        recipe, state = _CHECKED.pop(key)  # taken once: the run holds the state from here
+        _install(cfg, recipe, path)
+        return state
     state = load_checkpoint(path, key="resume")
     check_resume_state(state, where)
     stored = {k: v for k, v in state["config"].items() if k != "hydra"}  # Hydra's settings are the command's own
@@ -101,16 +107,25 @@ def resume_from_checkpoint(cfg: DictConfig, typed: list[str] | None = None) -> d
     _check_rules(recipe, stored, state, path)
     _install(cfg, recipe, path)
     check_config(cfg)
-    try:  # a device or switch this machine can't give
-        configure_compute(cfg.compute, pick_device(str(cfg.device)))
-    except ConfigError:
-        raise
-    except (TypeError, ValueError) as e:  # e.g. compute.threads=abc
-        raise ConfigError(f"the compute settings can't be used ({e}); use the values in conf/compute/default.yaml, "
-                          f"e.g. compute.threads=auto") from None
+    configure_compute(cfg.compute, pick_device(str(cfg.device)))  # a device or switch this machine can't give
     with execution_whitelist(run_whitelist(cfg), reset=True):
         restore_on_cpu(cfg, state, where)
+    if key is not None:
+        _CHECKED[key] = (recipe, state)
     return state
+
+
+# What resume_from_checkpoint found for a checkpoint file and command line, so that the run's own
+# call after the command-line check (runner/preflight.py) does not load and restore it again.
+_CHECKED: dict[tuple, tuple[dict[str, Any], dict[str, Any]]] = {}
+
+
+def _checked_key(path: str, typed: list[str] | None) -> tuple | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None  # load_checkpoint says what is wrong
+    return os.path.realpath(path), stat.st_mtime_ns, stat.st_size, None if typed is None else tuple(typed)
 
 
 def check_resume_command(cfg: DictConfig) -> None:

@@ -44,18 +44,12 @@ def sweep_home(run_dir: Path) -> Path:
     return Path(run_dir).resolve()
 
 
-def flat_params(plain_cfg: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    """`{"model": {"_target_": "x"}}` -> `{"model._target_": "x"}`: a nested config as flat key/value strings."""
-    out: dict[str, str] = {}
-    for key, value in plain_cfg.items():
-        name = f"{prefix}{key}"
-        if not prefix and key in SKIPPED_PARAMS:
-            continue
-        if isinstance(value, dict) and value:
-            out.update(flat_params(value, f"{name}."))
-        else:
-            out[name] = str(value)
-    return out
+def flat_params(plain_cfg: dict[str, Any]) -> dict[str, str]:
+    """`{"model": {"_target_": "x"}}` -> `{"model._target_": "x"}`: the config as flat key/value strings."""
+    from runner.collect_read import flatten
+
+    return {key: str(list(value) if isinstance(value, tuple) else value)
+            for key, value in flatten({k: v for k, v in plain_cfg.items() if k not in SKIPPED_PARAMS}).items()}
 
 
 def numbers(row: dict[str, Any]) -> dict[str, float]:

@@ -264,7 +264,7 @@ def check_job_settings(hydra: Any) -> None:
     def setting(key: str) -> Any:  # unset (`???`) or absent reads as None: Hydra fills it in itself
         if not isinstance(hydra, DictConfig):
             return None
-        return _resolved_or_written(hydra, key)  # ${hydra.job.num} is the launcher's to set: as written
+        return resolved_or_written(hydra, key)  # ${hydra.job.num} is the launcher's to set: as written
 
     name = setting("job.name")
     if name is not None and (not re.fullmatch(r"[\w.-]+", str(name)) or str(name) in (".", "..")):
@@ -296,25 +296,26 @@ def check_command_line_only(cfg: Any, typed_keys: Iterable[str]) -> None:
         return any(key == t or key.startswith(f"{t}.") or t.startswith(f"{key}.") for t in typed)
 
     for key, why in COMMAND_LINE_ONLY.items():
-        value = _resolved_or_written(cfg, key)
-        if value in (None, "", [], {}) or (isinstance(value, (DictConfig, ListConfig)) and len(value) == 0):
+        value = resolved_or_written(cfg, key)
+        if value in (None, "", [], {}):  # an empty DictConfig or ListConfig equals {} or []
             continue
         if not was_typed(key):
             raise ConfigError(f"{key} is not allowed from a config file: {why}; if you mean it, type it on "
                               f"the command line ({key}=...)")
     for key in ("hydra.run.dir", "hydra.sweep.dir"):
-        value = _resolved_or_written(cfg, key)
+        value = resolved_or_written(cfg, key)
         if value is not None and not was_typed(key) and not _inside(str(value)):
             raise ConfigError(f"{key}={value} is not allowed from a config file: it leaves the working "
                               f"folder; if you mean it, type it on the command line ({key}=...)")
-    folder = _resolved_or_written(cfg, "hydra.launcher.submitit_folder")
-    sweep_dir = _resolved_or_written(cfg, "hydra.sweep.dir")
+    folder = resolved_or_written(cfg, "hydra.launcher.submitit_folder")
+    sweep_dir = resolved_or_written(cfg, "hydra.sweep.dir")
     if folder is not None and not was_typed("hydra.launcher.submitit_folder") and not _within(folder, sweep_dir):
         raise ConfigError(f"hydra.launcher.submitit_folder={folder} is not allowed from a config file: it "
                           f"leaves the sweep dir; if you mean it, type it on the command line")
 
 
-def _resolved_or_written(cfg: Any, key: str) -> Any:
+def resolved_or_written(cfg: Any, key: str) -> Any:
+    """The value at `key` resolved, or as written where it refers to what only a job has (${hydra.job.num})."""
     try:
         return OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
     except Exception:  # ${hydra.job.num} and other values only a job has: the text as written

@@ -21,7 +21,7 @@ from torch import nn
 
 from data.splits import ResidentSplit
 from runner.capture import optimizer_tensors, use_tensor_lr, why_not_captured
-from runner.graphed_step import GraphedStep
+from runner.graphed_step import GraphedStep, check_fields
 from runner.config import switch
 from runner.compute import to_model_input
 from runner.fused.learner import FusedLearner
@@ -112,8 +112,7 @@ def plan_fused_step(stack: StackedModels, trials: list[Any], split: Any, augment
             break
     for trial in [*trials, *(f for t in trials for f in t.followers)]:
         trial.record.summary.update(step_path="fused-eager" if reason else "fused-captured", capture_s=None,
-                                    step_fallback=reason, step_check=None, step_check_loss=None,
-                                    step_check_update=None)
+                                    step_fallback=reason, **check_fields(None, 0))
     if reason is not None:
         log.info("fused group, eager step: %s", reason)
         return None
