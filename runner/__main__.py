@@ -21,6 +21,7 @@ from runner.run_names import register_resolvers
 from common.errors import ConfigError, entry_point, error_line, os_failure
 from runner.optuna_sweeper import register as register_optuna_sweeper
 from runner.fused.launcher import register as register_fused_launcher
+from runner.gpu_lease import lease_folder
 from runner.objective import objective_of, objective_value
 from runner.job_boundary import install as check_every_job_config, refusal
 from runner.preflight import preflight, remove_refused_run_folder
@@ -62,8 +63,10 @@ def main(cfg: DictConfig) -> float | None:
     try:
         epoch_end = trial_pruner(hydra_cfg.sweeper, objective_of(cfg)) if in_sweep else None
         with claimed_run_folder(cfg, run_dir, shared=locks.is_shared_sweep(hydra_cfg)) as reused:
-            summary = reused if reused is not None else train(cfg, run_dir, parallel_jobs=parallel_jobs(hydra_cfg),
-                                                             epoch_end=epoch_end, typed=list(hydra_cfg.overrides.task))
+            jobs = parallel_jobs(hydra_cfg)
+            summary = reused if reused is not None else train(
+                cfg, run_dir, parallel_jobs=jobs, epoch_end=epoch_end, typed=list(hydra_cfg.overrides.task),
+                gpu_leases=lease_folder(hydra_cfg, jobs) if in_sweep else None)  # a GPU per parallel trial
     except ConfigError as e:
         if in_sweep:  # one bad combination must not end the sweep: it is recorded as failed
             log.error("run %s failed: %s", run_dir, e)

@@ -169,6 +169,9 @@ def _compute_and_size_checks(cfg: DictConfig) -> list[tuple[bool, str, object, s
     threads = compute.get("threads", "auto")
     checks = [(str(threads) == "auto" or _positive_int(threads), "compute.threads", threads,
                "use compute.threads=auto or a number of threads, 1 or more")]
+    per_gpu = compute.get("trials_per_gpu", 1)
+    checks.append((_positive_int(per_gpu), "compute.trials_per_gpu", per_gpu,
+                   "use how many trials of a parallel sweep may share one GPU, 1 or more, e.g. compute.trials_per_gpu=2"))
     for key in ("channels_last", "compile", "cudnn_benchmark"):
         if key in compute:
             checks.append((isinstance(compute[key], bool), f"compute.{key}", compute[key],

@@ -38,10 +38,11 @@ FINISHED = ("completed", "diverged")
 # in them is the same run: progress bar, TensorBoard files, DataLoader workers (loading only;
 # augmentation runs in the training process), resume/rerun themselves, and the compute switches
 # that change at most float rounding (threads, compile, channels_last, cudnn autotuning, where
-# the data set is kept, the captured step). amp and device change the arithmetic, so they count.
+# the data set is kept, the captured step, how many trials share a GPU). amp and device change the
+# arithmetic, so they count.
 RESULT_NEUTRAL = {"progress", "tensorboard", "num_workers", "resume", "rerun", "compute.threads",
                   "compute.compile", "compute.channels_last", "compute.cudnn_benchmark", "compute.data_path",
-                  "compute.data_on_device", "compute.cuda_graph"}
+                  "compute.data_on_device", "compute.cuda_graph", "compute.trials_per_gpu"}
 RESULT_NEUTRAL_GROUPS = {"logger"}  # the trackers a run also logs to (conf/logger/)
 # What a run writes (runner/run_folder.py). Only these are removed: a folder given as
 # hydra.run.dir may hold other things (`hydra.run.dir=.` is the project itself), and Hydra's

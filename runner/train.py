@@ -29,11 +29,12 @@ from models import count_model_params
 from models.shape_check import check_image_size
 from runner.attacks import build_adversary
 from runner.checkpoint import for_weights, load_model_state
-from runner.compute import compile_model, configure_compute, pick_device, to_model_input
+from runner.compute import compile_model, configure_compute, to_model_input
 from runner.build import build
 from runner.capture import plan_step
 from runner.config import check_config, switch
 from common.errors import ConfigError
+from runner.gpu_lease import JobGpu, gpu_fields
 from runner.resume import apply_new_lr, resume_from_checkpoint
 from runner.step import SingleLearner, Totals, train_step
 from runner.trial_record import TrialRecord
@@ -127,7 +128,7 @@ def progress_bar(cfg: DictConfig, total: int, epoch: int):
 
 def train(cfg: DictConfig, run_dir: Path, parallel_jobs: int = 1,
           epoch_end: Callable[[int, dict[str, float]], str | None] | None = None,
-          typed: list[str] | None = None) -> dict[str, Any]:
+          typed: list[str] | None = None, gpu_leases: Path | None = None) -> dict[str, Any]:
     """Train one model as `cfg` says, writing everything into `run_dir`; return the summary.
 
     `parallel_jobs`: how many trials share this machine right now (a joblib launcher's n_jobs),
@@ -136,25 +137,28 @@ def train(cfg: DictConfig, run_dir: Path, parallel_jobs: int = 1,
     `pruned` (an Optuna trial's pruner, runner/pruning.py).
     `typed`: the overrides the user typed (Hydra's task overrides); with `resume=` they are laid
     over the checkpoint's recipe, which becomes `cfg` (runner/resume.py). None: `cfg` is the request.
+    `gpu_leases`: in a sweep whose trials run side by side, the folder where a device=auto run
+    leases a GPU slot of its own for as long as it trains (runner/gpu_lease.py). None: a run alone.
     """
     # A resume is checked whole (checkpoint, recipe, restored state) before the run writes anything:
     # a refused resume= into the checkpoint's own folder must leave it as it was.
     state = resume_from_checkpoint(cfg, typed) if cfg.get("resume") else None
     # Every _target_ is checked against runner/trust.py before anything is built (a ConfigError here
     # leaves no run folder contents); Hydra then allows exactly those classes, nothing inherited.
-    with execution_whitelist(run_whitelist(cfg), reset=True):
-        return _train(cfg, run_dir, parallel_jobs, epoch_end, state)
+    # The GPU lease, if one is taken, is released after _train returns: its tensors are gone by then.
+    with execution_whitelist(run_whitelist(cfg), reset=True), JobGpu(gpu_leases) as gpu:
+        return _train(cfg, run_dir, parallel_jobs, epoch_end, state, gpu)
 
 
 def _train(cfg: DictConfig, run_dir: Path, parallel_jobs: int, epoch_end: Any = None,
-           state: dict[str, Any] | None = None) -> dict[str, Any]:
+           state: dict[str, Any] | None = None, gpu: JobGpu | None = None) -> dict[str, Any]:
     record = TrialRecord(cfg, run_dir)  # history, summary, checkpoints: shared with runner/fused/
     summary = record.summary
     try:
         # config -> device -> data set -> model -> optimiser
         check_config(cfg)
         seed_everything(cfg.seed)
-        device = pick_device(str(cfg.device))
+        device = (gpu or JobGpu(None)).pick(cfg)  # device=auto in a parallel sweep: a GPU slot of its own
         amp_dtype = configure_compute(cfg.compute, device, parallel_jobs)
         check_image_size(cfg.model, cfg.dataset.channels, cfg.dataset.image_size)  # before any data is decoded
         channels_last = bool(cfg.compute.channels_last)
@@ -162,7 +166,7 @@ def _train(cfg: DictConfig, run_dir: Path, parallel_jobs: int, epoch_end: Any = 
         model = build(for_weights(cfg.model) if state else cfg.model, "model").to(device)  # weights: the checkpoint's
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
-        summary.update(params_m=count_model_params(model), device=str(device))
+        summary.update(params_m=count_model_params(model), device=str(device), **gpu_fields(device))
         optimizer = build(cfg.optimizer, "optimizer", params=[p for p in model.parameters() if p.requires_grad])
         steps_per_epoch = math.ceil(len(splits["train"].labels) / cfg.batch_size)
         scheduler, interval = build_scheduler(cfg.scheduler, optimizer, steps_per_epoch)

@@ -39,7 +39,7 @@ class TrialRecord:
         self.summary: dict[str, Any] = {
             "status": "running", "best_val_acc": None, "best_epoch": None, "epochs_done": 0, "params_m": None,
             "train_s": 0.0, "val_s": 0.0, "wall_s": None, "compile_s": 0.0, "device": None,
-            "resumed_from": cfg.get("resume"), "error": None, "started_at": time.time()}
+            "gpu": None, "gpu_physical": None, "resumed_from": cfg.get("resume"), "error": None, "started_at": time.time()}
         self.best_acc, self.best_epoch = -math.inf, None
         self.plain_cfg: dict[str, Any] | None = None
 

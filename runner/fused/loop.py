@@ -27,6 +27,7 @@ from models.shape_check import check_image_size
 from runner.build import build
 from runner.compute import configure_compute, pick_device, to_model_input
 from runner.config import check_config
+from runner.gpu_lease import gpu_fields
 from runner.fused.prefix import prefix_leaders
 from runner.fused.capture import plan_fused_step
 from runner.fused.learner import FusedLearner
@@ -118,7 +119,7 @@ def _set_up(cfgs: list[DictConfig], records: list[TrialRecord], epoch_ends: list
     stack = StackedModels([t.model for t in trials], channels_last=bool(first.compute.channels_last))
     for trial in all_trials:
         trial.record.summary.update(params_m=count_model_params(trial.model), device=str(device),
-                                    step_path="fused-eager", capture_s=None)
+                                    step_path="fused-eager", capture_s=None, **gpu_fields(device))
         trial.record.start(OmegaConf.to_container(trial.cfg, resolve=True))
     augment = build(first.augmentation, "augmentation").to(device)
     normalize = Normalize(dataset.mean, dataset.std).to(device)
