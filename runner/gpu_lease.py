@@ -20,7 +20,6 @@ list as arguments, so they run and are tested without a GPU; `JobGpu` is what a 
 
 from __future__ import annotations
 
-import fcntl
 import gc
 import logging
 import os
@@ -32,6 +31,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from omegaconf import DictConfig
+
+from runner.locks import try_flock
 
 log = logging.getLogger("runner")
 
@@ -79,11 +80,12 @@ class GpuPool:
 
     def busy(self) -> list[int]:
         """Slots held per GPU, as seen now (a glance: only taking a slot is exclusive)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
         counts = []
         for index in range(len(self.ids)):
             held = 0
             for slot in range(self.trials_per_gpu):
-                fd = _lock(self._path(index, slot))
+                fd = try_flock(self._path(index, slot))
                 if fd is None:
                     held += 1
                 else:
@@ -93,10 +95,9 @@ class GpuPool:
 
     def try_take(self) -> GpuLease | None:
         """A free slot on the least busy GPU, held until released; None if every slot is held."""
-        self.folder.mkdir(parents=True, exist_ok=True)
         for index in preference(self.busy()):
             for slot in range(self.trials_per_gpu):
-                fd = _lock(self._path(index, slot))
+                fd = try_flock(self._path(index, slot))
                 if fd is not None:
                     os.ftruncate(fd, 0)
                     os.write(fd, f"pid {os.getpid()}\n".encode())  # who holds it, for a person looking
@@ -114,17 +115,6 @@ class GpuPool:
             time.sleep(poll_s)
             lease = self.try_take()
         return lease
-
-
-def _lock(path: Path) -> int | None:
-    """An exclusive lock on `path` through a new descriptor, or None if another descriptor holds it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
 
 
 def _file_name(text: str) -> str:

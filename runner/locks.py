@@ -33,16 +33,28 @@ def is_shared_sweep(hydra_cfg: DictConfig) -> bool:
     return "optuna" in str(hydra_cfg.sweeper.get("_target_", "")).lower()
 
 
-def _lock(path: Path) -> tuple[int | None, str]:
-    """Try to take an exclusive lock on `path`: (its descriptor, "") or (None, who holds it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def try_flock(path: Path) -> int | None:
+    """An exclusive lock on `path` through a descriptor of its own (so it also excludes other threads
+    of this process), or None if it is held; closing the descriptor releases it."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
         os.close(fd)
-        return None, holder
+        return None
+    return fd
+
+
+def _lock(path: Path) -> tuple[int | None, str]:
+    """Try to take an exclusive lock on `path`: (its descriptor, "") or (None, who holds it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = try_flock(path)
+    if fd is None:
+        try:
+            holder = path.read_text(errors="replace")[:200].strip()
+        except OSError:
+            holder = ""
+        return None, holder or "another process"
     os.ftruncate(fd, 0)
     os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
     return fd, ""
