@@ -203,7 +203,7 @@ def _overlapping(spans):
 
 
 def _gpu_sweep(sweep_dir: Path, jobs: int, env: dict[str, str] | None = None) -> list[dict]:
-    lrs = ",".join(str(0.01 * (i + 1)) for i in range(jobs))
+    lrs = ",".join(f"{0.01 * (i + 1):g}" for i in range(jobs))
     argv = ["-m", f"hydra.sweep.dir={sweep_dir}", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
             f"lr={lrs}", "epochs=3", "tensorboard=false", "progress=false"]
     proc = subprocess.run([sys.executable, "-m", "runner", *argv], cwd=ROOT, capture_output=True, text=True,
