@@ -36,6 +36,7 @@ from runner.config import check_hydra_settings
 from runner.job_boundary import refusal
 from runner.trust import check_command_line_only
 from runner.fused.launcher import check_fuse_option
+from runner.ray_launcher import check_installed as check_ray_installed
 from runner.locks import RUN_LOCK_NAME
 
 HYDRA_BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
@@ -52,6 +53,7 @@ def preflight(argv: list[str], task_function: Callable, config_path: str, config
         cfg, multirun, typed_keys = composed
         check_command_line_only(cfg, typed_keys)
         check_fuse_option(cfg.hydra.launcher)  # hydra/launcher=fused's one option
+        check_ray_installed(cfg.hydra.launcher)  # hydra/launcher=ray without its plugin
         check_hydra_settings(cfg.hydra)  # logging values, n_jobs: Hydra acts on them before the job starts
         if multirun:
             _check_one_folder_per_job(cfg)
