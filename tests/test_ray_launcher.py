@@ -41,8 +41,9 @@ step begin
 cd nodes
 ray start --head --node-ip-address=127.0.0.1 --port=6379 --num-cpus=1 --num-gpus=0 --include-dashboard=false \
     --disable-usage-stats --temp-dir="$RAY_TMP" > ../ray-head.log 2>&1 || exit 10
+# Both nodes write into the one session folder here: the head's log monitor forwards every worker's lines.
 ray start --address=127.0.0.1:6379 --node-ip-address=127.0.0.1 --num-cpus=1 --num-gpus=0 \
-    --disable-usage-stats > ../ray-node.log 2>&1 || exit 11
+    --include-log-monitor=false --disable-usage-stats > ../ray-node.log 2>&1 || exit 11
 ps -e -o comm= | grep -c raylet > ../raylets
 cd ..
 step cluster
