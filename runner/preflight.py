@@ -10,8 +10,9 @@ exit 2 before anything exists. What it checks, besides the command's own config:
 
 * every job of a grid (Hydra's basic sweeper), and that no two jobs share one folder;
 * every value a search space (`hydra.sweeper.params`) gives a `hydra.*` key, exactly as if typed;
-* settings that put commands into a cluster job's script (runner/trust.py COMMAND_LINE_ONLY):
-  only an override typed on this command line may set them, never a config file or a rerun folder;
+* settings that put commands into a cluster job's script, or choose where a Ray sweep's jobs run
+  (runner/trust.py COMMAND_LINE_ONLY, COMMAND_LINE_ONLY_NODES): only an override typed on this
+  command line may set them, never a config file or a rerun folder;
 * for a single run, the values (runner/config.py check_config).
 
 What only the job knows (a data set's files, a device, a resume checkpoint, an Optuna suggestion
