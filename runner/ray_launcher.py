@@ -11,6 +11,9 @@ here instead of at the plugin's class), with the differences a sweep of this pro
   and the Optuna storage URL that names it, under that folder instead of the sweep dir the
   collector reads. The nodes must see the sweep dir at the same path (one machine, or a shared
   file system).
+* A job whose Ray task ends without a result (its worker or node died and Ray's retries ran out,
+  its runtime_env could not be set up) is recorded `failed` with Ray's reason
+  (runner/job_records.py) and returns no value, as a failed job does; the sweep goes on.
 * A job whose run trains on a GPU (its own `device` is cuda or cuda:N) asks Ray for one
   (`num_gpus: 1`), so that Ray runs it on a node with a GPU free and lets it see that GPU only;
   `hydra.launcher.ray.remote.num_gpus=...` sets the request for every job instead (0.5: two
@@ -33,7 +36,7 @@ from typing import Any, Sequence
 
 from hydra.core.plugins import Plugins
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, configure_log, filter_overrides, setup_globals
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -106,7 +109,7 @@ class RayLauncher(Launcher):
         with _joining:
             start_ray(OmegaConf.create(OmegaConf.to_container(self.ray_cfg.init, resolve=True)))
         log.info("Ray: launching %d job(s) into %s", len(job_overrides), sweep_dir)
-        runs = []
+        runs, jobs = [], []
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
             log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
             job_cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
@@ -116,4 +119,26 @@ class RayLauncher(Launcher):
                 job_cfg.hydra.sweep.dir = str(sweep_dir)
             runs.append(launch_job_on_ray(self.hydra_context, job_resources(self.ray_cfg.remote, job_cfg), job_cfg,
                                           self.task_function, Singleton.get_state()))
-        return [ray.get(run) for run in runs]
+            jobs.append((list(overrides), job_cfg))
+        returns = []
+        for run, (overrides, job_cfg) in zip(runs, jobs):
+            try:
+                returns.append(ray.get(run))
+            except ray.exceptions.RayError as e:
+                returns.append(_lost(overrides, job_cfg, e))
+        return returns
+
+
+def _lost(overrides: list[str], job_cfg: DictConfig, error: Exception) -> JobReturn:
+    """A job whose Ray task gave no result: its job record says `failed` and why."""
+    from runner.job_records import write_job_record
+
+    with open_dict(job_cfg):
+        job_cfg.hydra.runtime.output_dir = str(Path(job_cfg.hydra.sweep.dir) / str(job_cfg.hydra.sweep.subdir))
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reason = f"its Ray task gave no result: {type(error).__name__}: {lines[0] if lines else ''}"
+    log.error("job %s failed: %s", job_cfg.hydra.job.num, reason)
+    write_job_record(job_cfg.hydra, "failed", reason)
+    # As the task itself returns a job that failed (runner/__main__.py): no value, the record says why.
+    return JobReturn(overrides=overrides, cfg=job_cfg, hydra_cfg=job_cfg, working_dir=job_cfg.hydra.runtime.output_dir,
+                     task_name=job_cfg.hydra.job.name, status=JobStatus.COMPLETED, _return_value=None)

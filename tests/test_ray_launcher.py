@@ -27,15 +27,15 @@ from runner.trust import check_command_line_only
 from tests.conftest import ROOT, run_cli
 from tests.test_trust import assert_refused, compose_full
 
-RAY_ADDRESS = "127.0.0.1:6379"  # the namespace has ports of its own: a fixed one can't collide
-# Both nodes offer one CPU: the two jobs of a sweep run at once, one on each node.
+# The namespace has ports of its own, so a fixed one (6379) can't collide. Both nodes offer one CPU:
+# the two jobs of a sweep run at once, one on each node.
 SCENARIO = r"""
 set -u
 ip link set lo up
 readlink /proc/self/ns/pid > pidns
 HERE=$PWD
 step() { echo "$1 $(date +%s.%N)" >> "$HERE/steps"; }
-trap 'step search; ray stop --force > "$HERE/ray-stop.log" 2>&1; step stop' EXIT
+trap 'step lost; ray stop --force > "$HERE/ray-stop.log" 2>&1; step stop' EXIT
 step begin
 # The nodes start from a folder of their own: a job's folder must not depend on where its worker runs.
 cd nodes
@@ -54,6 +54,11 @@ echo $? > grid.rc
 step grid
 python -m runner --config-dir conf -m hparams_search=ray_search $RAY $FAST hydra.sweep.dir=search > search.log 2>&1
 echo $? > search.rc
+step search
+# A job whose Ray task can't even start (its runtime_env names a conda env that doesn't exist).
+python -m runner -m $RAY $FAST hydra.sweep.dir=lost lr=0.05 '+hydra.launcher.ray.remote.runtime_env={conda: no_such_env}' \
+    > lost.log 2>&1
+echo $? > lost.rc
 """
 # A search whose trials are known in advance (grid sampler), two of which are refused by the trust check
 # in the sweep's process: their `hydra.output_subdir` would leave the run folder, which only the trial's
@@ -114,8 +119,11 @@ def test_a_grid_and_a_search_run_through_a_two_node_ray_cluster(tmp_path):
     (tmp_path / "conf" / "hparams_search").mkdir(parents=True)
     (tmp_path / "conf" / "hparams_search" / "ray_search.yaml").write_text(SEARCH.format(outside=outside))
     ray_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths live under it
+    # No token authentication (Ray 2.60 turns it on where ~/.ray/auth_token exists): only loopback reaches the cluster.
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_TMP": ray_tmp, "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_AUTH_MODE": "disabled",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop("RAY_ADDRESS", None)  # the cluster is named on the command line, never taken from the caller's shell
     started = time.monotonic()
     proc = subprocess.Popen([*command, "bash", "-c", SCENARIO], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -164,6 +172,13 @@ def test_a_grid_and_a_search_run_through_a_two_node_ray_cluster(tmp_path):
     study = optuna.load_study(study_name="optuna", storage=f"sqlite:///{tmp_path / 'search' / 'optuna.db'}")
     done = sorted(t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE)
     assert done == sorted(float(v) for v in trained.values())
+
+    # The job Ray could not run is recorded failed, with Ray's reason, and the sweep says so.
+    lost_log = (tmp_path / "lost.log").read_text()
+    assert (tmp_path / "lost.rc").read_text().strip() == "1", lost_log[-3000:]
+    assert "1 jobs: 0 completed, 1 failed" in lost_log, lost_log[-3000:]
+    record = json.loads((tmp_path / "lost" / ".jobs" / "0.json").read_text())
+    assert record["status"] == "failed" and "RuntimeEnvSetupError" in record["reason"]
 
 
 # ---------------------------------------------------------------- no cluster needed
