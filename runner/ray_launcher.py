@@ -80,7 +80,7 @@ def trials_per_node() -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     try:
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
-    except Exception:  # not inside a Ray task (the job was run some other way): one trial per core set
+    except Exception:  # not inside a Ray task: as the basic launcher, one trial at a time
         return 1
     return max(1, cores // max(1, int(cpus)))
 
