@@ -14,6 +14,9 @@ here instead of at the plugin's class), with the differences a sweep of this pro
 * A job whose Ray task ends without a result (its worker or node died and Ray's retries ran out,
   its runtime_env could not be set up) is recorded `failed` with Ray's reason
   (runner/job_records.py) and returns no value, as a failed job does; the sweep goes on.
+* Ctrl-C or SIGTERM to the sweep cancels its running jobs' tasks (Ray raises KeyboardInterrupt in
+  them) and waits for them to record `interrupted`; ray.init's own SIGTERM handler, a plain exit,
+  is replaced by the sweep's again.
 * A job whose run trains on a GPU (its own `device` is cuda or cuda:N) asks Ray for one
   (`num_gpus: 1`), so that Ray runs it on a node with a GPU free and lets it see that GPU only;
   `hydra.launcher.ray.remote.num_gpus=...` sets the request for every job instead (0.5: two
@@ -30,6 +33,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import signal
 import threading
 from pathlib import Path
 from typing import Any, Sequence
@@ -46,6 +50,7 @@ from common.errors import ConfigError
 log = logging.getLogger("runner")
 _joining = threading.Lock()
 TARGET = "runner.ray_launcher.RayLauncher"
+INTERRUPT_GRACE_S = 30  # how long an interrupted sweep waits for its running jobs to record that they were
 
 
 def register() -> None:
@@ -106,8 +111,9 @@ class RayLauncher(Launcher):
                       **({"execution_whitelist": whitelist} if whitelist is not None else {}))
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).absolute()
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        init = OmegaConf.create(OmegaConf.to_container(self.ray_cfg.init, resolve=True))
         with _joining:
-            start_ray(OmegaConf.create(OmegaConf.to_container(self.ray_cfg.init, resolve=True)))
+            _start_ray_keeping_sigterm(start_ray, init)
         log.info("Ray: launching %d job(s) into %s", len(job_overrides), sweep_dir)
         runs, jobs = [], []
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
@@ -121,12 +127,42 @@ class RayLauncher(Launcher):
                                           self.task_function, Singleton.get_state()))
             jobs.append((list(overrides), job_cfg))
         returns = []
-        for run, (overrides, job_cfg) in zip(runs, jobs):
-            try:
-                returns.append(ray.get(run))
-            except ray.exceptions.RayError as e:
-                returns.append(_lost(overrides, job_cfg, e))
+        try:
+            for run, (overrides, job_cfg) in zip(runs, jobs):
+                try:
+                    returns.append(ray.get(run))
+                except ray.exceptions.RayError as e:
+                    returns.append(_lost(overrides, job_cfg, e))
+        except BaseException:  # Ctrl-C or SIGTERM here: the jobs still running stop, and record it, first
+            _interrupt(runs)
+            raise
         return returns
+
+
+def _interrupt(runs: list[Any]) -> None:
+    """Cancel the jobs' tasks: Ray raises KeyboardInterrupt in each, as Ctrl-C would in a local run, so that
+    its run records itself `interrupted` before the sweep ends (Ray would otherwise kill it with the sweep)."""
+    import ray
+
+    for run in runs:
+        try:
+            ray.cancel(run)
+        except Exception:  # already done, or Ray itself is going down
+            pass
+    try:
+        ray.wait(runs, num_returns=len(runs), timeout=INTERRUPT_GRACE_S)
+    except Exception:
+        pass
+
+
+def _start_ray_keeping_sigterm(start_ray: Any, init: DictConfig) -> None:
+    """ray.init replaces the main thread's SIGTERM handler with a plain exit: put back the sweep's own
+    (runner/interrupts.py), which reports the interruption and lets the Optuna sweeper re-queue its trials."""
+    main = threading.current_thread() is threading.main_thread()
+    handler = signal.getsignal(signal.SIGTERM) if main else None
+    start_ray(init)
+    if handler is not None:
+        signal.signal(signal.SIGTERM, handler)
 
 
 def _lost(overrides: list[str], job_cfg: DictConfig, error: Exception) -> JobReturn:

@@ -56,8 +56,8 @@ python -m runner --config-dir conf -m hparams_search=ray_search $RAY $FAST hydra
 echo $? > search.rc
 step search
 # A job whose Ray task can't even start (its runtime_env names a conda env that doesn't exist).
-python -m runner -m $RAY $FAST hydra.sweep.dir=lost lr=0.05 '+hydra.launcher.ray.remote.runtime_env={conda: no_such_env}' \
-    > lost.log 2>&1
+python -m runner -m $RAY $FAST hydra.sweep.dir=lost lr=0.05 \
+    '+hydra.launcher.ray.remote.runtime_env={conda: no_such_env}' > lost.log 2>&1
 echo $? > lost.rc
 """
 # A search whose trials are known in advance (grid sampler), two of which are refused by the trust check
