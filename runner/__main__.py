@@ -22,6 +22,7 @@ from common.errors import ConfigError, entry_point, error_line, os_failure
 from runner.optuna_sweeper import register as register_optuna_sweeper
 from runner.fused.launcher import register as register_fused_launcher
 from runner.gpu_lease import lease_folder
+from runner.ray_launcher import register as register_ray_launcher
 from runner.objective import objective_of, objective_value
 from runner.job_boundary import install as check_every_job_config, refusal
 from runner.preflight import preflight, remove_refused_run_folder
@@ -31,13 +32,19 @@ from runner.run_folder import record_refused
 log = logging.getLogger("runner")
 register_optuna_sweeper()  # hydra/sweeper=optuna (conf/hydra/sweeper/optuna.yaml) points at our resumable class
 register_fused_launcher()  # hydra/launcher=fused (runner/fused/launcher.py)
+register_ray_launcher()  # hydra/launcher=ray (conf/hydra/launcher/ray.yaml) points at runner/ray_launcher.py
 register_resolvers()  # ${run_suffix:} in conf/config.yaml's run and sweep dirs
 check_every_job_config()  # Hydra's config loader checks each job's final config (runner/job_boundary.py)
 
 
 def parallel_jobs(hydra_cfg: DictConfig) -> int:
-    """How many trials the launcher runs at once on this machine (joblib's n_jobs; -1 means all cores)."""
+    """How many trials the launcher runs at once on this machine (joblib's n_jobs; -1 means all cores;
+    on Ray, as many as the CPUs it gave this trial allow)."""
     launcher = hydra_cfg.launcher
+    if hydra_cfg.mode == RunMode.MULTIRUN and "ray_launcher" in str(launcher.get("_target_", "")):
+        from runner.ray_launcher import trials_per_node
+
+        return trials_per_node()
     if hydra_cfg.mode != RunMode.MULTIRUN or "joblib" not in str(launcher.get("_target_", "")):
         return 1
     n_jobs = int(launcher.get("n_jobs") or 1)

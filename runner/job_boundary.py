@@ -3,7 +3,8 @@
 Every way a job comes to exist composes its config through Hydra's config loader before Hydra
 creates anything for it: a single run and `--experimental-rerun` (`Hydra.compose_config`), and
 each job of a grid, an Optuna trial, a fused group's member and a joblib, submitit or ray worker's
-job (`load_sweep_config`, called by every launcher, in the process that then runs the job). So the
+job (`load_sweep_config`, called by every launcher: in the process that then runs the job, or for
+Ray in the sweep's process, which sends the checked config to the worker). So the
 loader is where runner/trust.py's check runs, on the job's final config however it was made:
 typed overrides, config files, a search space's suggestion, a rerun folder's saved overrides.
 
@@ -32,7 +33,7 @@ from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from common.errors import ConfigError
-from runner.trust import COMMAND_LINE_ONLY, check_config_trust, resolved_or_written
+from runner.trust import COMMAND_LINE_ONLY, COMMAND_LINE_ONLY_NODES, check_config_trust, resolved_or_written
 
 REFUSED_KEY = "_refused_"  # set on a refused sweep job's config: the reason, for the job to record
 # Settings a refused sweep job takes from its sweep instead: everything Hydra acts on before the job runs.
@@ -76,7 +77,7 @@ class CheckedConfigLoader(ConfigLoaderImpl):
 def _check_same_sweep_dir(cfg: DictConfig, master: DictConfig) -> None:
     """A job's folder is made under its own config's sweep dir: that must be the sweep's. And what only
     the command line may choose (runner/trust.py COMMAND_LINE_ONLY) was checked for the sweep: a job keeps it."""
-    for key in ("hydra.sweep.dir", *COMMAND_LINE_ONLY):
+    for key in ("hydra.sweep.dir", *COMMAND_LINE_ONLY, *COMMAND_LINE_ONLY_NODES):
         try:
             job_value, sweep_value = OmegaConf.select(cfg, key), OmegaConf.select(master, key)
         except Exception:  # not resolvable here: the sweep and its jobs fail alike, in Hydra's words

@@ -10,8 +10,9 @@ exit 2 before anything exists. What it checks, besides the command's own config:
 
 * every job of a grid (Hydra's basic sweeper), and that no two jobs share one folder;
 * every value a search space (`hydra.sweeper.params`) gives a `hydra.*` key, exactly as if typed;
-* settings that put commands into a cluster job's script (runner/trust.py COMMAND_LINE_ONLY):
-  only an override typed on this command line may set them, never a config file or a rerun folder;
+* settings that put commands into a cluster job's script, or choose where a Ray sweep's jobs run
+  (runner/trust.py COMMAND_LINE_ONLY, COMMAND_LINE_ONLY_NODES): only an override typed on this
+  command line may set them, never a config file or a rerun folder;
 * for a single run, the values (runner/config.py check_config).
 
 What only the job knows (a data set's files, a device, a resume checkpoint, an Optuna suggestion
@@ -36,6 +37,7 @@ from runner.config import check_hydra_settings
 from runner.job_boundary import refusal
 from runner.trust import check_command_line_only
 from runner.fused.launcher import check_fuse_option
+from runner.ray_launcher import check_installed as check_ray_installed
 from runner.locks import RUN_LOCK_NAME
 
 HYDRA_BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
@@ -52,6 +54,7 @@ def preflight(argv: list[str], task_function: Callable, config_path: str, config
         cfg, multirun, typed_keys = composed
         check_command_line_only(cfg, typed_keys)
         check_fuse_option(cfg.hydra.launcher)  # hydra/launcher=fused's one option
+        check_ray_installed(cfg.hydra.launcher)  # hydra/launcher=ray without its plugin
         check_hydra_settings(cfg.hydra)  # logging values, n_jobs: Hydra acts on them before the job starts
         if multirun:
             _check_one_folder_per_job(cfg)

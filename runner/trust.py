@@ -82,6 +82,7 @@ HYDRA_TARGETS: dict[str, tuple[str, ...]] = {
         "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",
         "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
         "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher",
+        "runner.ray_launcher.RayLauncher",
         "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher",
         "hydra_plugins.hydra_ray_launcher.ray_aws_launcher.RayAWSLauncher"),
     "hydra.callbacks.*": ("runner.callbacks.LockSweepDir", "runner.callbacks.CollectOnMultirunEnd"),
@@ -108,6 +109,13 @@ _SCRIPT = "it puts commands into the job's script"
 COMMAND_LINE_ONLY = {"hydra.launcher.setup": _SCRIPT, "hydra.launcher.srun_args": _SCRIPT,
                      "hydra.launcher.python": _SCRIPT, "hydra.launcher.additional_parameters": _SCRIPT,
                      "logger.mlflow.tracking_uri": "it chooses where the runs' data is sent or written"}
+# Nodes each of whose settings only the command line may set, but for the keys named: where a Ray
+# sweep's jobs run and the environment they get (ray.init's address, runtime_env, temp dir...; a
+# task's runtime_env, scheduling strategy, or custom resources that pin it to a node). How much CPU,
+# GPU and memory a job asks for may come from a config file.
+_RAY = "it chooses where the sweep's jobs run or what they run with"
+COMMAND_LINE_ONLY_NODES = {"hydra.launcher.ray.init": (_RAY, ()),
+                           "hydra.launcher.ray.remote": (_RAY, ("num_cpus", "num_gpus", "memory"))}
 
 
 # ---------------------------------------------------------------- walking a config
@@ -302,6 +310,12 @@ def check_command_line_only(cfg: Any, typed_keys: Iterable[str]) -> None:
         if not was_typed(key):
             raise ConfigError(f"{key} is not allowed from a config file: {why}; if you mean it, type it on "
                               f"the command line ({key}=...)")
+    for node, (why, from_files) in COMMAND_LINE_ONLY_NODES.items():
+        for key, value in _leaves(resolved_or_written(cfg, node), node):
+            if value not in (None, "", [], {}) and key[len(node) + 1:].split(".")[0] not in from_files \
+                    and not was_typed(key):
+                raise ConfigError(f"{key} is not allowed from a config file: {why}; if you mean it, type it on "
+                                  f"the command line ({key}=...)")
     for key in ("hydra.run.dir", "hydra.sweep.dir"):
         value = resolved_or_written(cfg, key)
         if value is not None and not was_typed(key) and not _inside(str(value)):
@@ -312,6 +326,20 @@ def check_command_line_only(cfg: Any, typed_keys: Iterable[str]) -> None:
     if folder is not None and not was_typed("hydra.launcher.submitit_folder") and not _within(folder, sweep_dir):
         raise ConfigError(f"hydra.launcher.submitit_folder={folder} is not allowed from a config file: it "
                           f"leaves the sweep dir; if you mean it, type it on the command line")
+
+
+def _leaves(node: Any, path: str) -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of each setting under a mapping, a list counting as one value."""
+    if isinstance(node, DictConfig):
+        try:
+            node = OmegaConf.to_container(node, resolve=True)
+        except Exception:  # what only a job can resolve: as written
+            node = OmegaConf.to_container(node, resolve=False)
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _leaves(value, f"{path}.{key}")
+    elif node is not None:
+        yield path, node
 
 
 def resolved_or_written(cfg: Any, key: str) -> Any:
