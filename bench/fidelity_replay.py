@@ -3,14 +3,15 @@
 
     python bench/fidelity_replay.py ROOT [--epochs 10] [--seed 0] [--threads 1]
 
-Runs bench/course_loop.py's `train()` unchanged (CPU) while recording the order it drew: which
-training image came in each batch and whether its flip fired. Then it trains the runner's own
-pieces on exactly those batches: the model, optimizer, scheduler and loss built from the
+Runs bench/course_loop.py's `train()` unchanged (CPU) while recording the order it drew (which
+training image came in each batch and whether its flip fired) and each batch's loss. Then it
+trains the runner's own pieces on exactly those batches: the model, optimizer, scheduler and loss built from the
 runner's config (`dataset=miniplaces`, the course defaults), its uint8 `Normalize`, its
 channels-last layout and CPU settings, its `train_one_epoch` and `evaluate`. Only the source of
 randomness is swapped (the runner draws its shuffle and flips from the same generator in
 another order). Prints one JSON line: {"seed", "epochs", "course_best_val_acc",
-"runner_best_val_acc", "runner_val_acc", "runner_train_loss"} (the last two per epoch).
+"runner_best_val_acc", "course_train_loss", "runner_train_loss", "runner_val_acc"} (the last
+three per epoch).
 
 If the two pipelines computed the same thing, the two best accuracies differ only by float
 rounding amplified over training; bench/fidelity.py --replay runs this over many seeds.
@@ -54,16 +55,41 @@ class RecordingMiniPlaces(course_loop.MiniPlaces):
         return x, y
 
 
-def course_order(root: Path, epochs: int, seed: int) -> tuple[float, list[tuple[int, bool]]]:
-    """The course loop's best val acc and the (image index, flipped) sequence its training drew."""
+class RecordingLoss(nn.CrossEntropyLoss):
+    """The course loop's loss, noting each training batch's mean loss and size."""
+
+    seen: list[tuple[float, int]] = []
+
+    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss = super().forward(logits, y)
+        RecordingLoss.seen.append((loss.item(), len(y)))
+        return loss
+
+
+class _RecordingNn:
+    """torch.nn as course_loop.py sees it, with the recording loss: its train() is run unchanged."""
+
+    CrossEntropyLoss = RecordingLoss
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(nn, name)
+
+
+def course_order(root: Path, epochs: int, seed: int) -> tuple[dict, list[tuple[int, bool]], list[float]]:
+    """The course loop's result, the (image index, flipped) sequence its training drew, its train loss per epoch."""
     RecordingMiniPlaces.made.clear()
-    original, course_loop.MiniPlaces = course_loop.MiniPlaces, RecordingMiniPlaces
+    RecordingLoss.seen.clear()
+    saved = course_loop.MiniPlaces, course_loop.nn
+    course_loop.MiniPlaces, course_loop.nn = RecordingMiniPlaces, _RecordingNn()
     try:
         result = course_loop.train(root, epochs, 32, 0.001, 0, seed, "cpu")
     finally:
-        course_loop.MiniPlaces = original
+        course_loop.MiniPlaces, course_loop.nn = saved
     train_set = RecordingMiniPlaces.made[0]  # train() builds the training set first, then validation
-    return result["best_val_acc"], train_set.served
+    per_epoch = len(RecordingLoss.seen) // epochs
+    losses = [sum(loss * n for loss, n in part) / sum(n for _, n in part)
+              for part in (RecordingLoss.seen[e * per_epoch:(e + 1) * per_epoch] for e in range(epochs))]
+    return result, train_set.served, losses
 
 
 def runner_on_order(root: Path, epochs: int, seed: int, threads: int,
@@ -132,10 +158,11 @@ class _NoBar:
 
 def replay(root: Path, epochs: int, seed: int, threads: int) -> dict:
     torch.set_num_threads(threads)
-    course_best, order = course_order(root, epochs, seed)
+    course, order, course_losses = course_order(root, epochs, seed)
     accs, losses = runner_on_order(root, epochs, seed, threads, order)
-    return {"seed": seed, "epochs": epochs, "course_best_val_acc": course_best,
-            "runner_best_val_acc": round(max(accs), 2), "runner_val_acc": accs, "runner_train_loss": losses}
+    return {"seed": seed, "epochs": epochs, "course_best_val_acc": course["best_val_acc"],
+            "runner_best_val_acc": round(max(accs), 2), "course_train_loss": course_losses,
+            "runner_train_loss": losses, "runner_val_acc": accs}
 
 
 def main() -> None:
