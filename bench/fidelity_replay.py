@@ -110,6 +110,7 @@ def runner_on_order(root: Path, epochs: int, seed: int, threads: int,
 
 
 def _train_on_order(cfg: DictConfig, epochs: int, order: list[tuple[int, bool]]) -> tuple[list[float], list[float]]:
+    """runner/train.py's set-up and epochs (seed, compute, data, model, optimizer...), batches from `order`."""
     from data.augment import Normalize
     from data.splits import ResidentSplit
     from runner.build import build
