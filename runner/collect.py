@@ -188,7 +188,9 @@ def markdown_table(table: pd.DataFrame, metric: str | None = None) -> str:
     shown = for_output(ranked(table, metric or objective_metric(table)).drop(columns=["run_dir", "error"]))
     shown = shown.astype(object).where(shown.notna(), None)
     # Two decimals for accuracies and seconds; swept values (lr=0.001...) as they are.
-    formats = [".2f" if c in OUTCOME_COLUMNS or c.startswith("best_") else "g" for c in shown.columns]
+    # params_m to four digits: small models differ in the third decimal (an objective with objective=[...,params_m]).
+    formats = [".4g" if c == "params_m" else ".2f" if c in OUTCOME_COLUMNS or c.startswith("best_") else "g"
+               for c in shown.columns]
     return shown.to_markdown(index=False, floatfmt=formats, missingval="")
 
 

@@ -114,7 +114,8 @@ def _cell(column: str, value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
         return "<td></td>"
     if isinstance(value, float):
-        text = f"{value:.2f}" if column.startswith("best_") or column.endswith("_s") or column == "params_m" else f"{value:g}"
+        text = (f"{value:.4g}" if column == "params_m" else f"{value:.2f}" if column.startswith("best_")
+                or column.endswith("_s") else f"{value:g}")  # params_m: small models differ in the third decimal
         return f'<td class="num">{text}</td>'
     if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
         return f'<td class="num">{value}</td>'
