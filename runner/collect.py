@@ -44,7 +44,8 @@ from common.io import atomic_write_text, temp_files_of
 from runner.collect_read import flatten, printable, read_choices, read_config, read_outcome, reset_warnings, warn  # noqa
 
 from runner.job_records import with_job_records
-from runner.pareto import FRONT, in_table_order, with_front, write_front_plot
+from runner.pareto import FRONT, in_table_order, with_front
+from runner.pareto_report import write_front_plot
 
 log = logging.getLogger("runner.collect")
 

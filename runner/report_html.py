@@ -69,7 +69,7 @@ def write_report(table: pd.DataFrame, out: Path, plots: list[str], best: dict[st
 
 def _best_section(best: dict[str, Any] | None) -> str:
     if best and "pareto_front" in best:  # several objectives: the front, not one best (runner/pareto.py)
-        from runner.pareto import front_html
+        from runner.pareto_report import front_html
 
         return front_html(best)
     if not best or best.get("best_value") is None:
