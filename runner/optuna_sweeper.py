@@ -16,6 +16,10 @@ the same config keys as the plugin's sweeper, and adds:
   and the search goes on (max_failure_rate defaults to 1.0 in our config; lower it to stop early).
 * best.json (and the plugin's optimization_results.yaml) and Optuna's plots in the sweep dir at the
   end (runner/optuna_report.py), and the best parameters and value in the log.
+* Several objectives (`objective=[val_acc,params_m]` with `hydra.sweeper.direction=[maximize,minimize]`):
+  a multi-objective study, its objectives' names stored as the study's metric names; best.json then
+  holds its Pareto front (runner/pareto.py). Directions that don't fit the objectives, a pruner or
+  a single-objective sampler are refused in one line; so is resuming a study with other directions.
 * Pruning (`hydra/sweeper/pruner=...`): each job reports to its own trial and stops when told
   (runner/pruning.py); the trial is told PRUNED. A trial starts as soon as one of n_jobs slots is
   free: each job is a launcher call of its own, from a pool of n_jobs threads (one slot, in this
