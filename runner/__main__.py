@@ -23,7 +23,7 @@ from runner.optuna_sweeper import register as register_optuna_sweeper
 from runner.fused.launcher import register as register_fused_launcher
 from runner.gpu_lease import lease_folder
 from runner.ray_launcher import register as register_ray_launcher
-from runner.objective import objective_of, objective_value
+from runner.objective import objective_of, objective_value, objectives_of
 from runner.job_boundary import install as check_every_job_config, refusal
 from runner.preflight import preflight, remove_refused_run_folder
 from runner.pruning import trial_pruner
@@ -54,7 +54,7 @@ def parallel_jobs(hydra_cfg: DictConfig) -> int:
 # Hydra instantiates only these (sweeper, sampler, launcher, callbacks); the run's own classes are
 # allowed inside train() and runner.eval, each with its own list (runner/trust.py).
 @hydra.main(config_path="../conf", config_name="config", execution_whitelist=flat(HYDRA_TARGETS))
-def main(cfg: DictConfig) -> float | None:
+def main(cfg: DictConfig) -> float | tuple[float, ...] | None:
     from runner.train import train  # torch and friends load after Hydra has parsed the command line
 
     hydra_cfg = HydraConfig.get()
@@ -95,7 +95,7 @@ def main(cfg: DictConfig) -> float | None:
     log.info("run folder: %s", run_dir)
     log.info("status: %s, best val acc: %s (epoch %s)", summary["status"],
              "n/a" if summary["best_val_acc"] is None else f"{summary['best_val_acc']:.2f}", summary["best_epoch"])
-    return objective_value(objective_of(cfg), summary)
+    return objective_value(objectives_of(cfg), summary)  # a tuple with several objectives
 
 
 if __name__ == "__main__":

@@ -155,15 +155,21 @@ def objective_metric(table: pd.DataFrame) -> str:
 
 def ranked(table: pd.DataFrame, metric: str = "best_val_acc") -> pd.DataFrame:
     """The table best first: completed runs by `metric`, then other runs that may be the best, then
-    the rest (failed, refused: by value, then without one); launch order on a tie."""
+    the rest (failed, refused: by value, then without one); launch order on a tie. A table with a
+    `front` column (several objectives, runner/pareto.py) is ranked by front first."""
+    from runner.objective import column_direction
+    from runner.pareto import front_rank_keys
+
     values = pd.to_numeric(table[metric], errors="coerce").astype(float).tolist()
     statuses = table["status"].tolist()
+    fronts = front_rank_keys(table)
+    sign = -1.0 if column_direction(metric) == "minimize" else 1.0  # params_m, wall_s: the lowest first
 
     def order(i: int) -> tuple:
         value = values[i]
         has = not math.isnan(value)
         tier = 0 if has and statuses[i] == "completed" else 1 if has and statuses[i] in MAY_BE_BEST else 2
-        return (tier, not has, -value if has else 0.0, i)
+        return (fronts[i], tier, not has, -sign * value if has else 0.0, i)
 
     return table.iloc[sorted(range(len(table)), key=order)]
 
@@ -179,7 +185,12 @@ def best_row(table: pd.DataFrame, metric: str = "best_val_acc") -> pd.Series | N
 
 def best_record(table: pd.DataFrame, key_columns: list[str], metric: str | None = None) -> dict[str, Any]:
     """best.json's content for a collected table (a grid, a search, or several merged)."""
+    from runner.pareto import FRONT, front_record
+
     metric = metric or objective_metric(table)
+    if FRONT in table.columns:  # several objectives: the Pareto front instead of one best run
+        return {**front_record(table, key_columns), "runs": len(table),
+                "statuses": dict(Counter(printable(s) for s in table["status"]))}
     row = best_row(table, metric)
     record: dict[str, Any] = {"metric": metric, "direction": "maximize", "best_value": None,
                               "best_params": None, "best_job_num": None, "best_run_dir": None, "best_status": None,
@@ -204,6 +215,8 @@ def write_best(record: dict[str, Any], table: pd.DataFrame, out: Path) -> dict[s
     the same best run and the table is that study's sweep alone; otherwise the collector's record
     replaces it, with the study's under "study", so best.json always names the table's first run.
     """
+    from runner.pareto import same_best  # the same best run, or the same Pareto front
+
     path = out / "best.json"
     existing = read_json_object(path) if path.is_file() else None
     study = None
@@ -211,7 +224,7 @@ def write_best(record: dict[str, Any], table: pd.DataFrame, out: Path) -> dict[s
         study = existing if "study_name" in existing else existing.get("study")
     if isinstance(study, dict) and "study_name" in study:
         inside = all(_resolved(d).is_relative_to(out.resolve()) for d in table["run_dir"])
-        if inside and same_folder(study.get("best_run_dir"), record.get("best_run_dir")):
+        if inside and same_best(study, record):
             if study is not existing:
                 atomic_write_json(path, study)
             log.info("%s is the Optuna study's: kept", path)

@@ -12,6 +12,9 @@ first DIR; created if missing):
                summary.json holds, best_epoch, epochs_done, status, train_s, val_s, wall_s,
                params_m, error, run_dir;
   best.json    the best run, its overrides and the command that repeats it (runner/best_run.py);
+               with several objectives (`objective=[val_acc,params_m]`) the Pareto front instead,
+               results.csv gains a `front` column (0: on the front) and is sorted by it, and
+               pareto_front.png shows it (runner/pareto.py);
   accuracy_by_param.png, val_acc_curves.png  (runner/plots.py);
   report.html  all of the above in one self-contained page (runner/report_html.py);
 and prints a Markdown table, best run first (runner/best_run.py's order). Safe to run while a
@@ -41,6 +44,8 @@ from common.io import atomic_write_text, temp_files_of
 from runner.collect_read import flatten, printable, read_choices, read_config, read_outcome, reset_warnings, warn  # noqa
 
 from runner.job_records import with_job_records
+from runner.pareto import FRONT, in_table_order, with_front
+from runner.pareto_report import write_front_plot
 
 log = logging.getLogger("runner.collect")
 
@@ -48,8 +53,9 @@ OUTCOME_COLUMNS = ["best_val_acc", "best_epoch", "epochs_done", "status", "train
 SEARCH_DEPTH = 4  # how deep below a DIR run folders are looked for (outputs/multirun/<date>/<job>)
 # Keys that differ between runs without being an experimental choice.
 IGNORED_KEYS = {"resume", "rerun", "progress", "tensorboard", "dataset.root", "logger"}  # logger: a whole group
-RESERVED = {"job", "origin", "error", "run_dir", *OUTCOME_COLUMNS}  # a config key named so becomes config.<key>
-OUTPUTS = ("results.txt", "results.csv", "best.json", "report.html", "accuracy_by_param.png", "val_acc_curves.png")
+RESERVED = {"job", "origin", "error", "run_dir", FRONT, *OUTCOME_COLUMNS}  # a config key named so becomes config.<key>
+OUTPUTS = ("results.txt", "results.csv", "best.json", "report.html", "accuracy_by_param.png", "val_acc_curves.png",
+           "pareto_front.png")
 SHARED_OUTPUTS = {"best.json": 60.0}  # also written by an Optuna study's report, outside our lock: only older temps
 LOCK_NAME = ".collect.lock"
 
@@ -154,7 +160,7 @@ def collect(sweep_dirs: list[Path]) -> pd.DataFrame:
 
 def key_columns(table: pd.DataFrame) -> list[str]:
     """The config keys that tell the table's runs apart."""
-    outcome = {"job", "origin", "error", "run_dir", *OUTCOME_COLUMNS}
+    outcome = {"job", "origin", "error", "run_dir", FRONT, *OUTCOME_COLUMNS}
     return [c for c in table.columns if c not in outcome and not c.startswith("best_")]
 
 
@@ -183,7 +189,9 @@ def markdown_table(table: pd.DataFrame, metric: str | None = None) -> str:
     shown = for_output(ranked(table, metric or objective_metric(table)).drop(columns=["run_dir", "error"]))
     shown = shown.astype(object).where(shown.notna(), None)
     # Two decimals for accuracies and seconds; swept values (lr=0.001...) as they are.
-    formats = [".2f" if c in OUTCOME_COLUMNS or c.startswith("best_") else "g" for c in shown.columns]
+    # params_m to four digits: small models differ in the third decimal (an objective with objective=[...,params_m]).
+    formats = [".4g" if c == "params_m" else ".2f" if c in OUTCOME_COLUMNS or c.startswith("best_") else "g"
+               for c in shown.columns]
     return shown.to_markdown(index=False, floatfmt=formats, missingval="")
 
 
@@ -233,13 +241,13 @@ def collect_and_report(sweep_dirs: list[str | Path], out_dir: str | Path | None 
     out = Path(out_dir) if out_dir is not None else dirs[0]
     if out.exists() and not out.is_dir():
         output_folder(out)  # refused before reading anything
-    table = collect(dirs)
+    table = with_front(collect(dirs))  # several objectives: each run's Pareto front (runner/pareto.py)
     if table.empty:
         raise ConfigError(f"no run folders under {', '.join(printable(d) for d in dirs)}: nothing collected, no files "
                           "written; pass a sweep dir (outputs/multirun/<date_time>) or a folder of run folders")
     metric = objective_metric(table)
     keys = key_columns(table)
-    shown = for_output(table)
+    shown = for_output(in_table_order(table, metric))  # by front with several objectives, else launch order
     lines = "".join(results_line(r) + "\n" for _, r in table.iterrows())
     record = best_record(table, keys, metric)
     printed = markdown_table(table, metric)
@@ -247,7 +255,7 @@ def collect_and_report(sweep_dirs: list[str | Path], out_dir: str | Path | None 
         atomic_write_text(out / "results.txt", lines)
         atomic_write_text(out / "results.csv", shown.to_csv(index=False))
         best = write_best(record, table, out)
-        plots = write_plots(table, keys, out, metric)
+        plots = write_plots(table, keys, out, metric) + write_front_plot(table, out, best)
         write_report(table, out, plots, best)
     print(printed)
     print(f"\n{len(table)} runs; results.txt, results.csv, best.json and report.html in {printable(out)}")

@@ -14,6 +14,11 @@ optuna_parallel_coordinate.png  parallel coordinates          } plotly needed); 
                                 (Optuna's Blues colour map without its near-white end, so the
                                 worst trial's line stays visible)
 optuna_param_importances.png    parameter importance (fANOVA) } be made is skipped with a log line
+
+A study of several objectives (`objective=[val_acc,params_m]`, runner/pareto.py) has no one best
+trial: best.json holds its Pareto front (`pareto_front`: each of `study.best_trials` with its
+values, parameters, job folder and repeat command), optimization_results.yaml the plugin's
+`solutions`, and the plots are optuna_pareto_front.png and each objective's importances.
 """
 
 from __future__ import annotations
@@ -41,6 +46,11 @@ PLOTS = {
     "optuna_parallel_coordinate.png": "plot_parallel_coordinate",
     "optuna_param_importances.png": "plot_param_importances",
 }
+# A study of several objectives (runner/pareto.py): the Pareto front, and each objective's importances.
+FRONT_PLOTS = {
+    "optuna_pareto_front.png": "plot_pareto_front",
+    "optuna_param_importances.png": "plot_param_importances",
+}
 
 
 def best_summary(study: Any, storage: Any = None) -> dict[str, Any]:
@@ -48,16 +58,20 @@ def best_summary(study: Any, storage: Any = None) -> dict[str, Any]:
 
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    counts = {"trials": dict(Counter(t.state.name for t in trials)),
+              "statuses": dict(Counter(str(t.user_attrs.get("status", "n/a")) for t in trials
+                                       if t.state != TrialState.WAITING and "duplicate_of" not in t.user_attrs))}
+    if len(study.directions) > 1:  # several objectives: the Pareto front instead of one best trial
+        from runner.pareto import study_front
+
+        return {"study_name": study.study_name, "storage": display_url(storage), **study_front(study), **counts}
     out: dict[str, Any] = {
         "study_name": study.study_name,
         "storage": display_url(storage),
         "metric": "best_val_acc",
         "direction": study.direction.name.lower(),
         "best_value": None, "best_params": None, "best_trial": None, "best_job_num": None,
-        "best_run_dir": None, "best_status": None, "best_overrides": None, "command": None,
-        "trials": dict(Counter(t.state.name for t in trials)),
-        "statuses": dict(Counter(str(t.user_attrs.get("status", "n/a")) for t in trials
-                                 if t.state != TrialState.WAITING and "duplicate_of" not in t.user_attrs)),
+        "best_run_dir": None, "best_status": None, "best_overrides": None, "command": None, **counts,
     }
     if complete:
         best = study.best_trial
@@ -76,7 +90,9 @@ def write_report(study: Any, out_dir: str | os.PathLike, storage: Any = None, pl
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = best_summary(study, storage)
-    if summary["best_trial"] is None:
+    if "pareto_front" in summary:
+        _log_front(summary, out_dir)
+    elif summary["best_trial"] is None:
         log.warning("Optuna study '%s': no completed trial yet, so no best parameters (trials: %s)",
                     summary["study_name"], summary["trials"])
     else:
@@ -92,13 +108,26 @@ def write_report(study: Any, out_dir: str | os.PathLike, storage: Any = None, pl
     return summary
 
 
+def _log_front(summary: dict[str, Any], out_dir: Path) -> None:
+    """Log a study's Pareto front and write it to optimization_results.yaml in the plugin's form."""
+    front = summary["pareto_front"]
+    log.info("Pareto front of %s: %d trial(s)", ", ".join(summary["objectives"]), len(front))
+    for m in front:
+        log.info("    trial %d (job %s): %s; %s", m["trial"], m["job_num"],
+                 " ".join(f"{k}={v:.4g}" for k, v in m["values"].items()),
+                 " ".join(f"{k}={v}" for k, v in m["params"].items()))
+    atomic_write_text(out_dir / "optimization_results.yaml", OmegaConf.to_yaml(OmegaConf.create(
+        {"name": "optuna", "solutions": [{"params": m["params"], "values": list(m["values"].values())}
+                                          for m in front]})))
+
+
 def write_plots(study: Any, out_dir: Path) -> list[str]:
     """Optuna's matplotlib plots as PNG files; returns the files written, skips (and logs) the rest."""
     from optuna.trial import TrialState
 
     n_complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     written = []
-    for name, function in PLOTS.items():
+    for name, function in (PLOTS if len(study.directions) == 1 else FRONT_PLOTS).items():
         # Each needs completed trials: none to draw a history, two to fit an importance model.
         needed = 2 if function == "plot_param_importances" else 1
         if n_complete < needed:

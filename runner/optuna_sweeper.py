@@ -16,6 +16,10 @@ the same config keys as the plugin's sweeper, and adds:
   and the search goes on (max_failure_rate defaults to 1.0 in our config; lower it to stop early).
 * best.json (and the plugin's optimization_results.yaml) and Optuna's plots in the sweep dir at the
   end (runner/optuna_report.py), and the best parameters and value in the log.
+* Several objectives (`objective=[val_acc,params_m]` with `hydra.sweeper.direction=[maximize,minimize]`):
+  a multi-objective study, its objectives' names stored as the study's metric names; best.json then
+  holds its Pareto front (runner/pareto.py). Directions that don't fit the objectives, a pruner or
+  a single-objective sampler are refused in one line; so is resuming a study with other directions.
 * Pruning (`hydra/sweeper/pruner=...`): each job reports to its own trial and stops when told
   (runner/pruning.py); the trial is told PRUNED. A trial starts as soon as one of n_jobs slots is
   free: each job is a launcher call of its own, from a pool of n_jobs threads (one slot, in this
@@ -72,6 +76,8 @@ from runner.optuna_study_rules import check_fixed_overrides, check_options, resu
 from runner.optuna_db import study_url
 from runner.optuna_storage import heartbeat_enabled, study_setup
 from runner.optuna_trials import record_result
+from runner.objective import objectives_of
+from runner.pareto import check_sweep_objectives
 from runner.pruning import build_pruner, wants_pruning
 
 log = logging.getLogger(__name__)
@@ -118,7 +124,6 @@ class ResumableOptunaSweeper(TrialAsking, OptunaSweeper):
 
     # ------------------------------------------------------------------ the loop
     def sweep(self, arguments: list[str]) -> None:
-        import optuna
         from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
 
         from runner.optuna_db import display_url
@@ -136,9 +141,12 @@ class ResumableOptunaSweeper(TrialAsking, OptunaSweeper):
         for name in fixed_params:
             space.pop(name, None)
         directions = impl._get_directions()
-        if len(directions) != 1:
-            raise ValueError(f"hydra.sweeper.direction={directions}: a run returns one value (best val acc), "
-                             "so use a single direction, e.g. maximize")
+        try:  # as many directions as objectives (runner/pareto.py; checked before Hydra acted, too)
+            check_sweep_objectives(config)
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        objectives = objectives_of(config)
 
         sampler = impl.sampler
         n_trials = impl.n_trials
@@ -157,10 +165,13 @@ class ResumableOptunaSweeper(TrialAsking, OptunaSweeper):
         url = study_url(impl.storage, sweep_dir) if isinstance(impl.storage, str) else impl.storage
         try:
             with study_setup(url, self.heartbeat_interval, self.grace_period) as storage:
-                study = optuna.create_study(study_name=impl.study_name, storage=storage, sampler=sampler,
-                                            pruner=pruner, directions=directions, load_if_exists=True)
+                study = create_study(impl.study_name, storage, sampler, pruner, directions, url)
                 url = url if isinstance(url, str) else storage  # shown in logs and best.json
                 check_fixed_overrides(study, fixed_params, fixed_overrides, url)  # may store them: a write
+                if len(objectives) > 1:  # the front's names in best.json and Optuna's plots
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")  # ExperimentalWarning
+                        study.set_metric_names(list(objectives))
         except ConfigError as e:  # one line and exit 2, as for a bad run config
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
@@ -178,7 +189,8 @@ class ResumableOptunaSweeper(TrialAsking, OptunaSweeper):
                  study.study_name, display_url(url), counted, n_trials,
                  f", {running_elsewhere} running elsewhere" if running_elsewhere else "", sweep_dir, self._next_job)
         log.info("Sampler: %s, pruner: %s, direction: %s", type(study.sampler).__name__,
-                 self.pruner_cfg._target_.split(".")[-1] if wants_pruning(self.pruner_cfg) else "none", directions[0])
+                 self.pruner_cfg._target_.split(".")[-1] if wants_pruning(self.pruner_cfg) else "none",
+                 ", ".join(f"{d} {o}" if len(objectives) > 1 else d for d, o in zip(directions, objectives)))
         if counted + running_elsewhere < n_trials and storage is not None:
             log.info("If this stops early, resume with: %s", resume_command(config))
 
@@ -310,6 +322,24 @@ class ResumableOptunaSweeper(TrialAsking, OptunaSweeper):
 
 
 # ---------------------------------------------------------------------- plain functions
+def create_study(name: str | None, storage: Any, sampler: Any, pruner: Any, directions: list[str], url: Any) -> Any:
+    """The study, new or resumed; ConfigError in one line when it was started with other directions
+    (a study of one objective resumed with several, say)."""
+    import optuna
+
+    from runner.optuna_db import display_url
+
+    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
+                                directions=directions, load_if_exists=True)
+    started = [d.name.lower() for d in study.directions]  # Optuna resumes a study with its own directions
+    if started != [str(d).lower() for d in directions]:
+        shown = started[0] if len(started) == 1 else f"[{','.join(started)}]"
+        raise ConfigError(f"Optuna study '{name}' ({display_url(url)}) was started with hydra.sweeper.direction="
+                          f"{shown}: repeat its objective and direction to extend it, or start a separate study "
+                          f"with hydra.sweeper.study_name=<new name>")
+    return study
+
+
 def _is_grid(sampler: Any) -> bool:
     import optuna
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime
 import json
 import logging
-import math
 import os
 import socket
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
 
-from runner.objective import objective_value, recorded_objective
+from runner.objective import as_values, objective_value, recorded_objectives
 from runner.optuna_storage import mark_interrupted
 
 log = logging.getLogger("runner.optuna_sweeper")
@@ -46,7 +45,7 @@ def record_result(study: Any, trial: Any, ret: JobReturn) -> bool:
         trial.set_user_attr("run_dir", str(Path(run_dir).resolve()))
     summary = _read_summary(run_dir) or {}
     if ret.status == JobStatus.COMPLETED:
-        value, error = _finite(ret._return_value), summary.get("error")
+        value, error = as_values(ret._return_value), summary.get("error")  # [v], or one per objective
         status = summary.get("status", "completed" if value is not None else "failed")
     else:  # the task raised (main() catches its own errors in a sweep, so rarely)
         value, error = None, f"{type(ret._return_value).__name__}: {ret._return_value}"
@@ -59,14 +58,17 @@ def record_result(study: Any, trial: Any, ret: JobReturn) -> bool:
         log.info("Trial %d (job %s): pruned after %s epochs, params %s", trial.number,
                  trial.user_attrs.get("job_num"), summary.get("epochs_done"), dict(trial.params))
         return True
+    if value is not None and len(value) != len(study.directions):  # the study's objectives are not the run's
+        value, error = None, f"the run returned {len(value)} value(s) for a study of {len(study.directions)} objectives"
+        trial.set_user_attr("error", error)
     if value is None:
         _tell(study, trial.number, state=TrialState.FAIL)
         log.warning("Trial %d (job %s) %s: recorded as failed, the search goes on%s", trial.number,
                     trial.user_attrs.get("job_num"), status, f" ({error})" if error else "")
         return False
-    _tell(study, trial.number, state=TrialState.COMPLETE, values=[value])
-    log.info("Trial %d (job %s): %s, value %.4g, params %s", trial.number, trial.user_attrs.get("job_num"),
-             status, value, dict(trial.params))
+    _tell(study, trial.number, state=TrialState.COMPLETE, values=value)
+    log.info("Trial %d (job %s): %s, value %s, params %s", trial.number, trial.user_attrs.get("job_num"),
+             status, ", ".join(f"{v:.4g}" for v in value), dict(trial.params))
     return True
 
 
@@ -78,15 +80,14 @@ def recover_trial(study: Any, t: Any) -> None:
     summary = _read_summary(run_dir)
     storage = study._storage  # user attributes of a trial we don't hold a Trial object for
     if summary is not None and summary.get("status") in ENDED_STATUSES:
-        value = objective_value(recorded_objective(run_dir), summary)  # what the run itself would have returned
+        value = as_values(objective_value(recorded_objectives(run_dir), summary))  # what the run would have returned
         storage.set_trial_user_attr(t._trial_id, "status", summary["status"])
         if summary.get("error"):
             storage.set_trial_user_attr(t._trial_id, "error", str(summary["error"]))
         if summary["status"] == "pruned":
             study.tell(t.number, state=TrialState.PRUNED)
         else:
-            _tell(study, t.number, values=None if value is None else [value],
-                  state=TrialState.FAIL if value is None else TrialState.COMPLETE)
+            _tell(study, t.number, values=value, state=TrialState.FAIL if value is None else TrialState.COMPLETE)
         log.info("Trial %d (job %s) had ended (%s) but was left RUNNING: recorded", t.number,
                  t.user_attrs.get("job_num"), summary["status"])
         return
@@ -149,11 +150,3 @@ def _read_summary(run_dir: str | os.PathLike | None) -> dict[str, Any] | None:
         return json.loads((Path(run_dir) / "summary.json").read_text())
     except (OSError, ValueError):
         return None
-
-
-def _finite(value: Any) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None

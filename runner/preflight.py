@@ -13,7 +13,8 @@ exit 2 before anything exists. What it checks, besides the command's own config:
 * settings that put commands into a cluster job's script, or choose where a Ray sweep's jobs run
   (runner/trust.py COMMAND_LINE_ONLY, COMMAND_LINE_ONLY_NODES): only an override typed on this
   command line may set them, never a config file or a rerun folder;
-* for a single run, the values (runner/config.py check_config).
+* for a single run, the values (runner/config.py check_config); for a sweep, its objectives and an
+  Optuna search's directions for them (runner/pareto.py check_sweep_objectives).
 
 What only the job knows (a data set's files, a device, a resume checkpoint, an Optuna suggestion
 for a run key) is checked by the job itself before anything is built. An unknown group option
@@ -39,6 +40,7 @@ from runner.trust import check_command_line_only
 from runner.fused.launcher import check_fuse_option
 from runner.ray_launcher import check_installed as check_ray_installed
 from runner.locks import RUN_LOCK_NAME
+from runner.pareto import check_sweep_objectives
 
 HYDRA_BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 # A sweep's jobs need folders of their own: its subdir must name something that differs per job.
@@ -58,6 +60,7 @@ def preflight(argv: list[str], task_function: Callable, config_path: str, config
         check_hydra_settings(cfg.hydra)  # logging values, n_jobs: Hydra acts on them before the job starts
         if multirun:
             _check_one_folder_per_job(cfg)
+            check_sweep_objectives(cfg)  # objectives, and Optuna's directions for them (runner/pareto.py)
         shown_only = any(arg in ("--cfg", "-c") or arg.startswith("--cfg=") for arg in argv)
         if not multirun and not shown_only:  # a grid's bad combination is its job's failure, not the sweep's
             _check_values(cfg)

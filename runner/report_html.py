@@ -26,7 +26,7 @@ from common.io import atomic_write_text
 from runner.collect_read import printable
 
 # Pictures shown when present in the folder, in this order; the collector's come first.
-PICTURES = ["accuracy_by_param.png", "val_acc_curves.png", "optuna_history.png",
+PICTURES = ["pareto_front.png", "optuna_pareto_front.png", "accuracy_by_param.png", "val_acc_curves.png", "optuna_history.png",
             "optuna_parallel_coordinate.png", "optuna_param_importances.png"]
 HIDDEN_COLUMNS = {"run_dir", "train_s", "val_s"}
 
@@ -68,6 +68,10 @@ def write_report(table: pd.DataFrame, out: Path, plots: list[str], best: dict[st
 
 
 def _best_section(best: dict[str, Any] | None) -> str:
+    if best and "pareto_front" in best:  # several objectives: the front, not one best (runner/pareto.py)
+        from runner.pareto_report import front_html
+
+        return front_html(best)
     if not best or best.get("best_value") is None:
         return "<p>No run has a validation accuracy yet.</p>"
     value = best["best_value"]
@@ -87,6 +91,7 @@ def _text(value: Any) -> str:
 
 def _table(table: pd.DataFrame, out: Path, best: dict[str, Any] | None) -> str:
     from runner.best_run import ranked, same_folder
+    from runner.pareto import front_run_dirs
 
     metric = (best or {}).get("metric")
     shown = ranked(table, metric if isinstance(metric, str) and metric in table.columns else "best_val_acc")
@@ -100,7 +105,7 @@ def _table(table: pd.DataFrame, out: Path, best: dict[str, Any] | None) -> str:
         # the link as the file system spells it (bytes that are not UTF-8 percent-encoded)
         href = quote(os.fsencode(link))
         cells += f'<td><a href="{html.escape(href)}/">{_text(link)}</a></td>'
-        is_best = bool((best or {}).get("best_run_dir")) and same_folder(run_dir, best["best_run_dir"])
+        is_best = any(same_folder(run_dir, d) for d in front_run_dirs(best))  # the best run, or the front
         rows.append(f'<tr{" class=best" if is_best else ""}>{cells}</tr>')
     return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody></table>"
 
@@ -109,7 +114,8 @@ def _cell(column: str, value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
         return "<td></td>"
     if isinstance(value, float):
-        text = f"{value:.2f}" if column.startswith("best_") or column.endswith("_s") or column == "params_m" else f"{value:g}"
+        text = (f"{value:.4g}" if column == "params_m" else f"{value:.2f}" if column.startswith("best_")
+                or column.endswith("_s") else f"{value:g}")  # params_m: small models differ in the third decimal
         return f'<td class="num">{text}</td>'
     if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
         return f'<td class="num">{value}</td>'

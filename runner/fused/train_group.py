@@ -17,16 +17,16 @@ from omegaconf import DictConfig
 from common.errors import ConfigError
 from runner.fused.stack import NotFusible
 from runner.locks import holding_run_folder
-from runner.objective import objective_of, objective_value as run_value
+from runner.objective import objective_value as run_value, objectives_of
 from runner.pruning import EpochEnd
 from runner.rerun import clear_run_folder, prepare_run_folder
 
 log = logging.getLogger("runner")
 
 
-def objective_value(cfg: DictConfig, summary: dict[str, Any]) -> float | None:
+def objective_value(cfg: DictConfig, summary: dict[str, Any]) -> float | tuple[float, ...] | None:
     """What runner/__main__.py returns to the sweeper for a run (runner/objective.py)."""
-    return run_value(objective_of(cfg), summary)
+    return run_value(objectives_of(cfg), summary)
 
 
 def train_group(jobs: dict[int, tuple[DictConfig, Path]],
