@@ -27,7 +27,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullLocator
+from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator
 
 from common.io import atomic_save_figure
 from runner.collect_read import printable
@@ -132,6 +132,10 @@ def _numeric_panel(ax, done: pd.DataFrame, key: str, best) -> None:
         ax.scatter([x[best]], [acc[best]], marker="*", s=160, color=BEST_COLOUR, zorder=3, label="best run")
     if log:
         ax.set_xscale("log")
+        # Plain decade labels (0.001): matplotlib's own are math text ($10^{-3}$), which the
+        # plain-text drawing prints as it is written.
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
     if len(values) <= MAX_TICKED_VALUES and len(values) < len(x):  # a grid's values, each labelled
         ax.set_xticks(values, [f"{v:g}" for v in values])
         ax.xaxis.set_minor_locator(NullLocator())

@@ -38,6 +38,11 @@ def test_a_log_scale_parameter_is_on_a_log_axis_not_categories():
     low, high = ax.get_xlim()
     ticks = [t for t in ax.get_xticks() if low <= t <= high]
     assert 2 <= len(ticks) <= 5 and all(float(np.log10(t)).is_integer() for t in ticks)
+    # readable as drawn: "0.001", not the math text "$\\mathdefault{10^{-3}}$" printed as it is written
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_xticklabels() + ax.get_xticklabels(minor=True) if t.get_text()]
+    assert labels and all("$" not in label for label in labels), labels
+    assert "0.001" in labels
     assert "mean per bin" in [t.get_text() for t in fig.legends[0].get_texts()]
     # batch size 8..64 spans less than a decade: a linear numeric axis
     assert panel(fig, "batch_size").get_xscale() == "linear"
