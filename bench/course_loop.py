@@ -11,8 +11,8 @@ a per-sample Dataset (PIL -> ToTensor -> RandomHorizontalFlip -> Normalize with 
 statistics) behind torch.utils.data.DataLoader, LeNet-5 as the course specifies
 (conv6-conv16-256-128-classes), cross-entropy, one validation pass per epoch, best validation
 accuracy kept. It draws from the random generator in the same order as
-../shared/bench/seed_loop.py (the course loop this one was cross-checked against, README
-"Speed"), so on a CPU the same seed gives the same accuracies.
+../shared/bench/seed_loop.py (the course loop this one was cross-checked against,
+docs/benchmarks.md), so on a CPU the same seed gives the same accuracies.
 
 Prints one JSON line: {"epochs", "batch_size", "lr", "train_images_per_s", "epoch_s",
 "best_val_acc", "load_s", "last_epoch_images_per_s", "workers", "device"}. The training time

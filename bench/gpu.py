@@ -20,7 +20,8 @@ whole command. Ratios use the last epoch's images/s (steady state: epoch 1 also 
 autotuning and graph capture), against the course loop with no workers at the same batch size
 (vs_course), and against each row's `baseline` row (ratio); sweeps compare wall times against
 the basic launcher. Prints a table and writes figures.json, figures.csv and table.md to --out
-after every measurement, so a command stopped part-way still leaves what it measured.
+after every measurement, so a command stopped part-way still leaves what it measured. Exits 1
+when any run failed (one `error:` line naming the first), after writing the rest.
 bench/gpu_check.sh runs every GPU check in one command (bench/gpu_session.md).
 """
 
@@ -43,7 +44,7 @@ sys.path.insert(0, str(REPO / "bench"))  # a script's folder is on the path, but
 sys.path.insert(1, str(REPO))
 
 import course_loop  # noqa: E402
-from gpu_runs import CAPTURE_FIELDS, Deadline, course_loop as run_course_loop, runner_run, sweep  # noqa: E402
+from gpu_runs import CAPTURE_FIELDS, Deadline, course_loop as run_course_loop, failures, runner_run, sweep  # noqa: E402
 from make_data import ensure_miniplaces, fail  # noqa: E402
 
 from common.io import atomic_write_json, atomic_write_text  # noqa: E402
@@ -273,6 +274,11 @@ def main() -> None:
     bench.write()
     print(f"\n{table(bench.rows)}\n\nfigures: {args.out / 'figures.json'}, {args.out / 'figures.csv'}, "
           f"{args.out / 'table.md'}")
+    failed = failures(bench.rows)
+    if failed:  # the figures above stand; the exit status says that some are missing
+        print(f"error: {len(failed)} of {len(bench.rows)} runs failed; the first, {failed[0]['label']}: "
+              f"{failed[0]['error']}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -118,10 +119,7 @@ def sweep(overrides: list[str], launcher: str, root: Path, device: str, deadline
                        f"hydra.sweep.dir={sweep_dir}"]
         env = {"SWEEP_DIR": sweep_dir}
         if study:
-            # sweep.sh calls `python`; a machine may have only `python3` (the GPU setup, env.sh, calls
-            # python3), so the interpreter running this bench goes first on PATH under that name.
-            (Path(bin_dir) / "python").symlink_to(sys.executable)
-            env["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+            env.update(python_first_on_path(Path(bin_dir)))
         wall, error, _ = run_command(command, deadline, env=env)
         shown = command[1:] if study else command[1:-1]
         row: dict[str, Any] = {"wall_s": wall, "error": error, "command": ("bash " if study else "") + " ".join(shown)}
@@ -137,6 +135,23 @@ def sweep(overrides: list[str], launcher: str, root: Path, device: str, deadline
                 # 5- and 10-epoch runs reuse the 20-epoch run's first epochs, and their train_s with them.)
                 row.update(train_s=float(table["train_s"].sum()), img_s=images / float(table["train_s"].sum()))
     return row
+
+
+def python_first_on_path(bin_dir: Path) -> dict[str, str]:
+    """PATH with `bin_dir/python` first: a script that runs this bench's own interpreter.
+
+    sweep.sh calls `python`, and a machine may have only `python3`. A script, not a symlink: a
+    virtual environment's python linked from another folder no longer finds its pyvenv.cfg and
+    loses the environment's packages; `exec` by its own path keeps them."""
+    wrapper = bin_dir / "python"
+    wrapper.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
+    wrapper.chmod(0o755)
+    return {"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def failures(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows whose command failed; runs skipped or stopped because --budget-s was spent are not failures."""
+    return [r for r in rows if r.get("error") and not str(r["error"]).startswith(("skipped:", "timed out:"))]
 
 
 def trial_accuracies(table: pd.DataFrame) -> str:

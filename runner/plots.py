@@ -3,10 +3,14 @@
 accuracy_by_param.png  best validation accuracy against each key that varies: numbers on a
                        numeric axis (logarithmic where the values span a decade or more, as
                        Optuna's log-scale parameters do), names as categories in launch order;
-                       a line for the mean (per value in a grid, per bin in a search) and the
-                       best run marked, both in the legend;
+                       a line for the mean (per value in a grid: solid, circles; per bin in a
+                       search: dashed, squares) and the best run marked, all in the legend;
 val_acc_curves.png     validation accuracy per epoch, one line per run, the best run in bold;
-                       one panel per sweep when several are merged.
+                       one panel per sweep when several are merged. Runs that share epochs
+                       (a 5- and a 20-epoch run of one config) lie on one line: each run has
+                       its own line style and marker, markers shrink in drawing order so that
+                       shared points show as nested rings, and the thin lines are drawn over
+                       the best run's thick one.
 
 Each `*_figure` function returns the matplotlib Figure (tests read its axes back); `write_plots`
 saves them. matplotlib's object API, not pyplot: no global figure state.
@@ -23,7 +27,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullLocator
+from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator
 
 from common.io import atomic_save_figure
 from runner.collect_read import printable
@@ -37,6 +41,9 @@ LOG_SPAN = 10.0          # max/min at or above this: a log axis
 MAX_LABELLED_CURVES = 10  # more runs than this: only the best run is named in the legend
 BEST_COLOUR = "tab:red"
 OTHER_COLOURS = [f"C{i}" for i in range(10) if i != 3]  # matplotlib's cycle without its red (C3), kept for the best
+# Named curves: a colour, a line style and a marker each, so that runs lying on one line still tell apart.
+LINE_STYLES = ["-", "--", ":", "-."]
+MARKERS = ["o", "s", "^", "D", "v"]
 
 
 def is_numeric(values: pd.Series) -> bool:
@@ -119,11 +126,16 @@ def _numeric_panel(ax, done: pd.DataFrame, key: str, best) -> None:
         which = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2)
         grouped = pd.DataFrame({"x": np.log(x) if log else x, "acc": acc, "bin": which}).groupby("bin").mean()
         centres = np.exp(grouped["x"]) if log else grouped["x"]
-        ax.plot(centres, grouped["acc"], marker="o", color="black", label="mean per bin")
+        # dashed with squares: a legend beside the per-value mean (solid, circles) tells the two apart
+        ax.plot(centres, grouped["acc"], marker="s", linestyle="--", color="black", label="mean per bin")
     if best in rows.index:
         ax.scatter([x[best]], [acc[best]], marker="*", s=160, color=BEST_COLOUR, zorder=3, label="best run")
     if log:
         ax.set_xscale("log")
+        # Plain decade labels (0.001): matplotlib's own are math text ($10^{-3}$), which the
+        # plain-text drawing prints as it is written.
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
     if len(values) <= MAX_TICKED_VALUES and len(values) < len(x):  # a grid's values, each labelled
         ax.set_xticks(values, [f"{v:g}" for v in values])
         ax.xaxis.set_minor_locator(NullLocator())
@@ -171,9 +183,13 @@ def curves_figure(table: pd.DataFrame, key_columns: list[str], metric: str | Non
             frame = curves[index]
             if index == best:
                 continue
-            ax.plot(frame["epoch"], frame["val_acc"], marker=".", linewidth=1, alpha=0.7,
-                    color=OTHER_COLOURS[i % len(OTHER_COLOURS)] if named else "0.6",
-                    label=_run_label(run, keys) if named else None)
+            if named:  # above the best's thick line (zorder 3), each smaller than the one before
+                ax.plot(frame["epoch"], frame["val_acc"], linewidth=1.2, alpha=0.85, zorder=4,
+                        color=OTHER_COLOURS[i % len(OTHER_COLOURS)], linestyle=LINE_STYLES[i % len(LINE_STYLES)],
+                        marker=MARKERS[i % len(MARKERS)], markersize=max(3.0, 9.0 - 0.6 * i), markerfacecolor="none",
+                        label=_run_label(run, keys))
+            else:
+                ax.plot(frame["epoch"], frame["val_acc"], marker=".", linewidth=1, alpha=0.7, color="0.6")
         if not named:
             ax.plot([], [], color="0.6", label=f"{len(runs) - 1} other runs")
         if best is not None:

@@ -95,6 +95,8 @@ def postgres_url():
     from postgres_server import MISSING, server_bin, temporary_postgres
 
     if server_bin() is None:
-        pytest.fail(MISSING)  # not a skip: CI must install the server (.ci/run does)
+        if os.environ.get("CI"):
+            pytest.fail(MISSING)  # not a skip in CI, which installs the server (.ci/run)
+        pytest.skip(MISSING)
     with temporary_postgres() as url:
         yield url

@@ -184,3 +184,16 @@ def test_class_names_come_from_the_data_sets(tmp_path):
     assert places.class_names() == ["abbey", "bakery_shop", "canyon"]
     folder = ImageFolder(root=str(write_image_folder(tmp_path / "folder", classes=3, per_class=2)))
     assert folder.class_names() == ["class0", "class1", "class2"]
+
+
+def test_a_hundred_class_confusion_matrix_names_every_class_on_both_axes():
+    """MiniPlaces has 100 classes: the rows and columns carry their names (sorted by accuracy,
+    a rank position says nothing), however many classes there are."""
+    from runner.analyze.figures import confusion_plot
+
+    names = [f"scene_{i:03d}" for i in range(100)][::-1]
+    fig = confusion_plot(np.eye(100), names, "val")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == names
+    assert [t.get_text() for t in ax.get_xticklabels()] == names
+    assert 3.0 <= ax.get_yticklabels()[0].get_fontsize() <= 7.0

@@ -97,3 +97,32 @@ def test_gpu_check_refuses_an_unknown_option_in_one_line(tmp_path: Path) -> None
                           text=True, timeout=60)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         "error: unknown option --fast; pass OUT [--tiny] [--data DIR]"]
+
+
+def test_the_python_that_sweep_sh_runs_keeps_a_virtual_environment(tmp_path: Path) -> None:
+    """bench/gpu.py's study piece runs `bash sweep.sh`, which calls `python`: from inside a virtual
+    environment that must be the environment's python with its packages (sys.prefix the venv's),
+    not the base interpreter a symlink in a temporary folder would resolve to."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)], check=True)
+    probe = ("import subprocess, sys; from pathlib import Path; sys.path.insert(0, 'bench');"
+             "from gpu_runs import python_first_on_path;"
+             f"env = python_first_on_path(Path({str(tmp_path)!r}));"
+             "print(subprocess.run(['python', '-c', 'import sys; print(sys.prefix)'], env=env,"
+             " capture_output=True, text=True, check=True).stdout.strip())")
+    proc = subprocess.run([str(venv / "bin" / "python"), "-c", probe], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert Path(proc.stdout.strip()).resolve() == venv.resolve()
+
+
+def test_gpu_bench_exits_non_zero_when_a_run_fails(tmp_path: Path) -> None:
+    """A piece whose runs fail still writes its table, then exits 1 with one line naming the first."""
+    proc = run_script("bench/gpu.py", "--out", str(tmp_path / "out"), "--device", "cpu", "--root", str(tmp_path / "data"),
+                      "--train-per-class", "2", "--val-per-class", "1", "--only", "grid", "--grid-points", "2",
+                      "--epochs", "1", "model=nosuch")
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "error: 2 of 2 runs failed; the first, 2-point lr grid, fused launcher: exit 2: ")
+    rows = json.loads((tmp_path / "out" / "figures.json").read_text())["rows"]
+    assert len(rows) == 2 and all("model/nosuch" in row["error"] for row in rows)

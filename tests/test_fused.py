@@ -17,7 +17,7 @@ from runner.train import train
 # difference can flip a tie and the runs part by points of accuracy within an epoch or two
 # (lr 0.05 seed 2: epoch-2 val acc 77.2 single vs 80.0 fused; lr 0.03 seed 1 parts in epoch 1).
 # Below that, fused and single agree to ~1e-7 here. Both use compute.channels_last=false
-# (result-neutral, README); the fused step's channels-last layouts are checked step by step in
+# (result-neutral, docs/config.md); the fused step's channels-last layouts are checked step by step in
 # tests/test_fused_update.py.
 GROUP = [("lr=0.01", "seed=0"), ("lr=0.02", "seed=2"), ("lr=0.03", "seed=3")]
 
@@ -167,7 +167,7 @@ def test_batch_norm_model_fuses_with_per_trial_running_statistics():
     """cnn5 with batch norm, 2 trials stacked vs 2 plain copies, 5 SGD steps on the same batches.
 
     (Over a whole digits epoch the two part by rounding growth, as plain runs with another
-    kernel do, README "Fused sweeps"; step by step they agree to float rounding.)
+    kernel do, docs/fused.md; step by step they agree to float rounding.)
     """
     import copy
 

@@ -38,6 +38,11 @@ def test_a_log_scale_parameter_is_on_a_log_axis_not_categories():
     low, high = ax.get_xlim()
     ticks = [t for t in ax.get_xticks() if low <= t <= high]
     assert 2 <= len(ticks) <= 5 and all(float(np.log10(t)).is_integer() for t in ticks)
+    # readable as drawn: "0.001", not the math text "$\\mathdefault{10^{-3}}$" printed as it is written
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_xticklabels() + ax.get_xticklabels(minor=True) if t.get_text()]
+    assert labels and all("$" not in label for label in labels), labels
+    assert "0.001" in labels
     assert "mean per bin" in [t.get_text() for t in fig.legends[0].get_texts()]
     # batch size 8..64 spans less than a decade: a linear numeric axis
     assert panel(fig, "batch_size").get_xscale() == "linear"
@@ -71,6 +76,34 @@ def test_the_curves_overlay_has_a_line_per_run_and_the_best_in_bold(tmp_path):
     assert matplotlib.colors.same_color(best.get_color(), BEST_COLOUR)
     assert best.get_label().startswith("best: job 1")
     assert list(fig.axes[0].get_xticks()) == [1, 2, 3]
+
+
+def test_the_two_kinds_of_mean_line_look_different_in_one_legend():
+    """A search with a binned lr and a batch size from a choice has both a per-value and a per-bin
+    mean: two legend entries, which must not be two identical black lines."""
+    fig = accuracy_by_param_figure(search_table(), ["lr", "batch_size"])
+    handles = dict(zip([t.get_text() for t in fig.legends[0].get_texts()], fig.legends[0].legend_handles))
+    per_value, per_bin = handles["mean over the other keys"], handles["mean per bin"]
+    assert (per_value.get_linestyle(), per_value.get_marker()) != (per_bin.get_linestyle(), per_bin.get_marker())
+
+
+def test_curves_that_share_their_epochs_stay_visible(tmp_path):
+    """Runs lying on one line (a 2- and a 3-epoch run of one config, and another equal run): each
+    has its own line style or marker, markers shrink in drawing order (nested rings where points
+    coincide), and the thin lines are drawn over the best's thick one."""
+    for job, accs in enumerate([[30, 60, 80], [30, 60], [30, 60, 80], [10, 15, 12]]):
+        write_fake_run(tmp_path / str(job), {"epochs": len(accs), "lr": 0.01 if job < 3 else 0.1}, max(accs),
+                       val_accs=accs)
+    table = collect([tmp_path])
+    fig = curves_figure(table, key_columns(table))
+    lines = [line for line in fig.axes[0].get_lines() if len(line.get_xdata())]
+    best = max(lines, key=lambda line: line.get_linewidth())
+    others = [line for line in lines if line is not best]
+    assert len(others) == 3
+    assert len({(line.get_linestyle(), line.get_marker()) for line in others}) == 3
+    sizes = [line.get_markersize() for line in others]
+    assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == 3
+    assert all(line.get_zorder() > best.get_zorder() for line in others)
 
 
 def test_optuna_parallel_coordinates_draw_the_worst_trial_visibly():
