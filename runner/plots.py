@@ -4,9 +4,11 @@ accuracy_by_param.png  best validation accuracy against each key that varies: nu
                        numeric axis (logarithmic where the values span a decade or more, as
                        Optuna's log-scale parameters do), names as categories in launch order;
                        a line for the mean (per value in a grid, per bin in a search) and the
-                       best run marked, both in the legend;
+                       best run marked, both in the legend; a config with replicates is its
+                       mean with a ± std error bar (runner/replicate_stats.py);
 val_acc_curves.png     validation accuracy per epoch, one line per run, the best run in bold;
-                       one panel per sweep when several are merged.
+                       one panel per sweep when several are merged; a config with replicates
+                       is its mean curve with a ± std band.
 
 Each `*_figure` function returns the matplotlib Figure (tests read its axes back); `write_plots`
 saves them. matplotlib's object API, not pyplot: no global figure state.
@@ -110,6 +112,7 @@ def _numeric_panel(ax, done: pd.DataFrame, key: str, best) -> None:
     acc = rows["best_val_acc"].astype(float)
     log = uses_log_axis(x)
     ax.scatter(x, acc, alpha=0.6, label="run")
+    _error_bars(ax, x, acc, rows)
     values = np.sort(x.unique())
     if len(values) <= MAX_TICKED_VALUES and len(values) < len(x):  # a grid: each value ran several times
         means = acc.groupby(x).mean()
@@ -137,6 +140,7 @@ def _category_panel(ax, done: pd.DataFrame, key: str, best) -> None:
     position = labels.map({v: i for i, v in enumerate(order)})
     acc = done["best_val_acc"].astype(float)
     ax.scatter(position, acc, alpha=0.6, label="run")
+    _error_bars(ax, position, acc, done)
     means = acc.groupby(labels).mean().reindex(order)
     ax.plot(range(len(order)), means.values, marker="o", color="black", label="mean over the other keys")
     if best in position.index:
@@ -145,15 +149,30 @@ def _category_panel(ax, done: pd.DataFrame, key: str, best) -> None:
     ax.set_xlim(-0.5, len(order) - 0.5)
 
 
+def _error_bars(ax, x: pd.Series, acc: pd.Series, rows: pd.DataFrame) -> None:
+    """± std over a config's replicates, where rows are configs with several (runner/replicate_stats.py)."""
+    std = pd.to_numeric(rows.get("best_val_acc_std", pd.Series(np.nan, index=rows.index)), errors="coerce").astype(float)
+    if std.notna().any():
+        ax.errorbar(x[std.notna()], acc[std.notna()], yerr=std[std.notna()], fmt="none", ecolor="C0", alpha=0.6,
+                    capsize=3, label="mean ± std over seeds")
+
+
+def _band(ax, frame: pd.DataFrame, colour: str) -> None:
+    """A mean curve's ± std band (a config's replicates, runner/replicate_stats.py's `curve_of`)."""
+    if "val_acc_std" in frame.columns:
+        std = pd.to_numeric(frame["val_acc_std"], errors="coerce").astype(float).fillna(0.0)
+        ax.fill_between(frame["epoch"], frame["val_acc"] - std, frame["val_acc"] + std, color=colour, alpha=0.15, linewidth=0)
+
+
 @plain_text
 def curves_figure(table: pd.DataFrame, key_columns: list[str], metric: str | None = None) -> Figure | None:
     """Validation accuracy per epoch, one line per run (from its metrics.csv), a panel per sweep."""
-    from runner.collect_read import read_metrics
+    from runner.replicate_stats import curve_of
 
     groups = list(table.groupby("origin", sort=False)) if "origin" in table.columns else [(None, table)]
     curves = {}
     for _, run in table.iterrows():
-        frame = read_metrics(Path(run["run_dir"]))
+        frame = curve_of(run)  # a config's mean curve where it stands for several runs
         if frame is not None and len(frame):
             curves[run.name] = frame
     if not curves:
@@ -171,15 +190,17 @@ def curves_figure(table: pd.DataFrame, key_columns: list[str], metric: str | Non
             frame = curves[index]
             if index == best:
                 continue
-            ax.plot(frame["epoch"], frame["val_acc"], marker=".", linewidth=1, alpha=0.7,
-                    color=OTHER_COLOURS[i % len(OTHER_COLOURS)] if named else "0.6",
+            colour = OTHER_COLOURS[i % len(OTHER_COLOURS)] if named else "0.6"
+            ax.plot(frame["epoch"], frame["val_acc"], marker=".", linewidth=1, alpha=0.7, color=colour,
                     label=_run_label(run, keys) if named else None)
+            _band(ax, frame, colour)
         if not named:
             ax.plot([], [], color="0.6", label=f"{len(runs) - 1} other runs")
         if best is not None:
             frame = curves[best]
             ax.plot(frame["epoch"], frame["val_acc"], marker="o", linewidth=2.8, color=BEST_COLOUR, zorder=3,
                     label=f"best: {_run_label(runs.loc[best], keys)} ({runs.loc[best, 'best_val_acc']:.2f})")
+            _band(ax, frame, BEST_COLOUR)
         ax.set(xlabel="epoch", ylabel="val acc (%)", title=_short(origin) if origin else "validation accuracy per epoch")
         epochs = sorted({int(e) for i in runs.index for e in curves[i]["epoch"]})
         if len(epochs) <= 20:
