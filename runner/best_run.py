@@ -215,7 +215,7 @@ def write_best(record: dict[str, Any], table: pd.DataFrame, out: Path) -> dict[s
             from runner.replicate_compare import FIELDS
 
             # with the collector's word on replicates (the study knows each trial's mean only)
-            study = {**study, **{k: record[k] for k in FIELDS if k in record}}
+            study = {**study, **{k: record[k] for k in FIELDS if "comparison" in record}}
             if study != existing:
                 atomic_write_json(path, study)
             log.info("%s is the Optuna study's: kept", path)

@@ -188,10 +188,12 @@ def _group_row(table: pd.DataFrame, group: list[int], members: list[Member], met
     rows = table.iloc[group]
     out = rows.iloc[0].to_dict()
     stats = summarise(members)
-    if len(group) > 1:  # several runs: their other numbers averaged; no one best epoch stands for them all
+    if len(group) > 1:  # several runs: the counted ones' other numbers averaged; no one best epoch stands for all
+        done = rows["status"] == COUNTED
+        basis = rows[done] if done.any() else rows
         for column in table.columns:
             if column != metric and (column.startswith("best_") or column in ("train_s", "val_s", "wall_s", "params_m")):
-                numbers = pd.to_numeric(rows[column], errors="coerce").astype(float).dropna()
+                numbers = pd.to_numeric(basis[column], errors="coerce").astype(float).dropna()
                 out[column] = float(numbers.mean()) if len(numbers) else math.nan
         out["best_epoch"] = None
         out["epochs_done"] = pd.to_numeric(rows["epochs_done"], errors="coerce").max()
@@ -208,7 +210,7 @@ def curve_of(row: pd.Series) -> pd.DataFrame | None:
     counted ones with `val_acc_std` (ddof=1) for a band; None when there is nothing to draw."""
     from runner.collect_read import read_metrics
 
-    folders = [Path(d) for d in row.get("replicate_dirs", None) or []] if "replicate_dirs" in row else []
+    folders = [Path(d) for d in row["replicate_dirs"]] if isinstance(row.get("replicate_dirs"), list) else []
     if len(folders) <= 1:
         return read_metrics(Path(row["run_dir"]))
     counted = [f for f in folders if read_outcome(f).get("status") == COUNTED] or folders

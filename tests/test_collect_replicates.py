@@ -171,3 +171,16 @@ def test_the_pictures_draw_error_bars_and_bands(tmp_path):
     assert len(bands) == 2  # one ± std band per config
     best_line = max(ax.get_lines(), key=lambda line: line.get_linewidth())
     assert list(best_line.get_ydata()) == pytest.approx([statistics.mean([80.0, 78.0, 71.5]), 81.5])
+
+
+def test_an_optuna_studys_best_json_keeps_its_fields_and_gains_the_spread(tmp_path):
+    write_fake_replicate_job(tmp_path / "0", BASE, [70.0, 74.0, 72.0])
+    write_fake_replicate_job(tmp_path / "1", {**BASE, "lr": 0.05}, [60.0, 61.0, 62.5])
+    study = {"study_name": "lenet_digits", "metric": "best_val_acc", "best_value": 72.0,
+             "best_run_dir": str(tmp_path / "0"), "best_job_num": 0, "trials": {"COMPLETE": 2}}
+    (tmp_path / "best.json").write_text(json.dumps(study))
+    collect_and_report([tmp_path])
+    best = json.loads((tmp_path / "best.json").read_text())
+    assert {k: best[k] for k in study} == study  # the study's own record, as it wrote it
+    assert best["best_values"] == [70.0, 74.0, 72.0] and best["best_std"] == pytest.approx(2.0)
+    assert [e["job"] for e in best["worse"]] == [1]
