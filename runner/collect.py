@@ -53,7 +53,7 @@ OUTCOME_COLUMNS = ["best_val_acc", "best_epoch", "epochs_done", "status", "train
 SEARCH_DEPTH = 4  # how deep below a DIR run folders are looked for (outputs/multirun/<date>/<job>)
 # Keys that differ between runs without being an experimental choice.
 IGNORED_KEYS = {"resume", "rerun", "progress", "tensorboard", "dataset.root", "logger"}  # logger: a whole group
-RESERVED = {"job", "origin", "error", "run_dir", *OUTCOME_COLUMNS, *STAT_COLUMNS}  # a config key named so becomes config.<key>
+RESERVED = {"job", "origin", "error", "run_dir", *OUTCOME_COLUMNS, *STAT_COLUMNS}  # a config key so named: config.<key>
 OUTPUTS = ("results.txt", "results.csv", "best.json", "report.html", "accuracy_by_param.png", "val_acc_curves.png",
            "param_importance.csv")
 SHARED_OUTPUTS = {"best.json": 60.0}  # also written by an Optuna study's report, outside our lock: only older temps

@@ -121,7 +121,8 @@ def param_table(table: pd.DataFrame, keys: list[str], metric: str) -> tuple[pd.D
             rows += [{**common, "value": choice, "kind": "category",
                       "correlation": (values == choice).astype(float).corr(objective)} for choice in dist.choices]
         else:
-            rows.append({**common, "value": None, "kind": "number", "correlation": values.astype(float).corr(objective)})
+            rows.append({**common, "value": None, "kind": "number",
+                         "correlation": values.astype(float).corr(objective)})
     frame = pd.DataFrame(rows, columns=COLUMNS)
     frame = frame.sort_values("importance", ascending=False, kind="stable", na_position="last")
     return frame.reset_index(drop=True), None
@@ -145,7 +146,8 @@ def html_section(frame: pd.DataFrame | None, note: str | None) -> str:
         return "" if pd.isna(value) else f"{value:+.2f}" if signed else f"{value:.2f}"
 
     rows = "".join(
-        f"<tr><td>{html.escape(printable(r.key))}</td><td>{'' if r.value is None else html.escape(printable(r.value))}</td>"
+        f"<tr><td>{html.escape(printable(r.key))}</td>"
+        f"<td>{'' if r.value is None else html.escape(printable(r.value))}</td>"
         f'<td class="num">{number(r.importance)}</td><td class="num">{number(r.correlation, True)}</td></tr>\n'
         for r in frame.itertuples())
     return (f"{head}\n<p>Over {int(frame['configs'].iloc[0])} finished configs: importance is Optuna's fANOVA "

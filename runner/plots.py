@@ -151,7 +151,9 @@ def _category_panel(ax, done: pd.DataFrame, key: str, best) -> None:
 
 def _error_bars(ax, x: pd.Series, acc: pd.Series, rows: pd.DataFrame) -> None:
     """± std over a config's replicates, where rows are configs with several (runner/replicate_stats.py)."""
-    std = pd.to_numeric(rows.get("best_val_acc_std", pd.Series(np.nan, index=rows.index)), errors="coerce").astype(float)
+    if "best_val_acc_std" not in rows.columns:
+        return
+    std = pd.to_numeric(rows["best_val_acc_std"], errors="coerce").astype(float)
     if std.notna().any():
         ax.errorbar(x[std.notna()], acc[std.notna()], yerr=std[std.notna()], fmt="none", ecolor="C0", alpha=0.6,
                     capsize=3, label="mean ± std over seeds")
@@ -161,7 +163,8 @@ def _band(ax, frame: pd.DataFrame, colour: str) -> None:
     """A mean curve's ± std band (a config's replicates, runner/replicate_stats.py's `curve_of`)."""
     if "val_acc_std" in frame.columns:
         std = pd.to_numeric(frame["val_acc_std"], errors="coerce").astype(float).fillna(0.0)
-        ax.fill_between(frame["epoch"], frame["val_acc"] - std, frame["val_acc"] + std, color=colour, alpha=0.15, linewidth=0)
+        ax.fill_between(frame["epoch"], frame["val_acc"] - std, frame["val_acc"] + std, color=colour, alpha=0.15,
+                        linewidth=0)
 
 
 @plain_text
@@ -193,7 +196,8 @@ def curves_figure(table: pd.DataFrame, key_columns: list[str], metric: str | Non
             colour = OTHER_COLOURS[i % len(OTHER_COLOURS)] if named else "0.6"
             ax.plot(frame["epoch"], frame["val_acc"], marker=".", linewidth=1, alpha=0.7, color=colour,
                     label=_run_label(run, keys) if named else None)
-            _band(ax, frame, colour)
+            if named:  # many configs: a band for the best alone, or the panel is all bands
+                _band(ax, frame, colour)
         if not named:
             ax.plot([], [], color="0.6", label=f"{len(runs) - 1} other runs")
         if best is not None:

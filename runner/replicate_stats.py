@@ -39,6 +39,7 @@ COUNTED = "completed"
 FAILED = ("diverged", "failed", "refused")  # not counted: n_failed
 REPLICATE_PREFIX = "replicate_"
 TOLERANCE = 1e-6  # the job summary's mean may be rounded when written
+AVERAGED = ("train_s", "val_s", "wall_s", "params_m")  # with every best_* but the objective's, over a group's runs
 
 
 def std_column(metric: str) -> str:
@@ -192,7 +193,7 @@ def _group_row(table: pd.DataFrame, group: list[int], members: list[Member], met
         done = rows["status"] == COUNTED
         basis = rows[done] if done.any() else rows
         for column in table.columns:
-            if column != metric and (column.startswith("best_") or column in ("train_s", "val_s", "wall_s", "params_m")):
+            if column != metric and (column.startswith("best_") or column in AVERAGED):
                 numbers = pd.to_numeric(basis[column], errors="coerce").astype(float).dropna()
                 out[column] = float(numbers.mean()) if len(numbers) else math.nan
         out["best_epoch"] = None

@@ -138,8 +138,8 @@ def test_best_json_names_the_best_mean_and_welch_test_decides_the_rest(tmp_path)
     assert best["best_params"] == {"lr": 0.01} and best["best_value"] == pytest.approx(statistics.mean(configs[0.01]))
     assert best["best_values"] == configs[0.01] and best["best_n"] == 3
     assert best["best_run_dirs"] == [str(tmp_path / "0" / f"replicate_{k}") for k in range(3)]
-    verdicts = {e["params"]["lr"]: (name, e["p_value"]) for name in ("not_distinguishable", "worse", "not_enough_replicates")
-                for e in best[name]}
+    verdicts = {e["params"]["lr"]: (name, e["p_value"])
+                for name in ("not_distinguishable", "worse", "not_enough_replicates") for e in best[name]}
     assert set(verdicts) == {0.02, 0.03, 0.04, 0.05}  # the all-diverged config is not compared
     for lr in (0.02, 0.03, 0.05):
         p = ttest_ind(configs[0.01], configs[lr], equal_var=False).pvalue
