@@ -113,7 +113,11 @@ def param_table(table: pd.DataFrame, keys: list[str], metric: str) -> tuple[pd.D
     params = {key: found for key in keys if (found := swept_param(finished[key])) is not None}
     if not params:
         return None, "no parameter table: no swept key differs among the finished configs"
-    importance = importances(params, objective)
+    try:
+        importance = importances(params, objective)
+    except Exception as e:  # values no model takes (someone else's folders): the correlations stand without it
+        log.warning("parameter importance not computed (%s: %s)", type(e).__name__, printable(e).splitlines()[0])
+        importance = {}
     rows = []
     for key, (values, dist) in params.items():
         common = {"key": printable(key), "importance": importance.get(key, math.nan), "configs": len(finished)}
