@@ -116,7 +116,8 @@ def param_table(table: pd.DataFrame, keys: list[str], metric: str) -> tuple[pd.D
     try:
         importance = importances(params, objective)
     except Exception as e:  # values no model takes (someone else's folders): the correlations stand without it
-        log.warning("parameter importance not computed (%s: %s)", type(e).__name__, (printable(e).splitlines() or [""])[0])
+        log.warning("parameter importance not computed (%s: %s)", type(e).__name__,
+                    (printable(e).splitlines() or [""])[0])
         importance = {}
     rows = []
     for key, (values, dist) in params.items():
