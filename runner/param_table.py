@@ -7,7 +7,8 @@ has replicates, runner/replicate_stats.py). One row per numeric key, one per val
   importance, correlation, configs (how many finished rows the figures come from).
 
 importance  Optuna's fANOVA (`FanovaImportanceEvaluator(seed=0)`, the evaluator of the Optuna
-            report's importance plot, so a search's table and picture agree) fitted on an
+            report's importance plot, which fits the study's own search space: a key declared
+            a choice there, batch_size=choice(8,16,...), is a number here) fitted on an
             in-memory study of the finished rows: each key's share of the objective's variance
             (a named key's share is the key's, repeated on each of its values). fANOVA rather
             than PED-ANOVA: PED-ANOVA compares the top 10% of trials with the rest, and a grid
