@@ -225,7 +225,11 @@ def write_best(record: dict[str, Any], table: pd.DataFrame, out: Path) -> dict[s
     if isinstance(study, dict) and "study_name" in study:
         inside = all(_resolved(d).is_relative_to(out.resolve()) for d in table["run_dir"])
         if inside and same_best(study, record):
-            if study is not existing:
+            from runner.replicate_compare import FIELDS
+
+            # with the collector's word on replicates (the study knows each trial's mean only)
+            study = {**study, **{k: record[k] for k in FIELDS if "comparison" in record}}
+            if study != existing:
                 atomic_write_json(path, study)
             log.info("%s is the Optuna study's: kept", path)
             return study

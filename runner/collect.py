@@ -5,16 +5,20 @@ DIR is a sweep dir, a single run's folder, or any folder holding run folders at 
 first DIR; created if missing):
   results.txt  one line per run in launch order: best val accuracy with two decimals (the
                course's format), or `<acc> <status>` / a word saying why there is none;
+               runs that differ only in seed, and a replicate job, are one config: its mean
+               (runner/replicate_stats.py; every table's rows are then configs, mean ± std);
   results.csv  one row per run: job (the run folder's own name: never renumbered), origin (the
                folder the run is in, when there are several), every config key that varies
                across any of the runs (its effective value, defaults included; empty where a
                run has no such key or it is null), best_val_acc, any other best_* value a run's
                summary.json holds, best_epoch, epochs_done, status, train_s, val_s, wall_s,
                params_m, error, run_dir;
-  best.json    the best run, its overrides and the command that repeats it (runner/best_run.py);
+  best.json    the best run, its overrides and the command that repeats it (runner/best_run.py),
+               and with replicates which configs are not distinguishable from it (runner/replicate_compare.py);
                with several objectives (`objective=[val_acc,params_m]`) the Pareto front instead,
                results.csv gains a `front` column (0: on the front) and is sorted by it, and
                pareto_front.png shows it (runner/pareto.py);
+  param_importance.csv  each swept key's importance and correlation (runner/param_table.py);
   accuracy_by_param.png, val_acc_curves.png  (runner/plots.py);
   report.html  all of the above in one self-contained page (runner/report_html.py);
 and prints a Markdown table, best run first (runner/best_run.py's order). Safe to run while a
@@ -46,6 +50,7 @@ from runner.collect_read import flatten, printable, read_choices, read_config, r
 from runner.job_records import with_job_records
 from runner.pareto import FRONT, in_table_order, with_front
 from runner.pareto_report import write_front_plot
+from runner.replicate_stats import STAT_COLUMNS
 
 log = logging.getLogger("runner.collect")
 
@@ -53,15 +58,16 @@ OUTCOME_COLUMNS = ["best_val_acc", "best_epoch", "epochs_done", "status", "train
 SEARCH_DEPTH = 4  # how deep below a DIR run folders are looked for (outputs/multirun/<date>/<job>)
 # Keys that differ between runs without being an experimental choice.
 IGNORED_KEYS = {"resume", "rerun", "progress", "tensorboard", "dataset.root", "logger"}  # logger: a whole group
-RESERVED = {"job", "origin", "error", "run_dir", FRONT, *OUTCOME_COLUMNS}  # a config key named so becomes config.<key>
+RESERVED = {"job", "origin", "error", "run_dir", FRONT, *OUTCOME_COLUMNS, *STAT_COLUMNS}  # a config key so named: config.<key>
 OUTPUTS = ("results.txt", "results.csv", "best.json", "report.html", "accuracy_by_param.png", "val_acc_curves.png",
-           "pareto_front.png")
+           "pareto_front.png", "param_importance.csv")
 SHARED_OUTPUTS = {"best.json": 60.0}  # also written by an Optuna study's report, outside our lock: only older temps
 LOCK_NAME = ".collect.lock"
 
 
 def is_run_dir(path: Path) -> bool:
-    return (path / ".hydra").is_dir() or (path / "summary.json").exists()
+    """A run's folder, or a replicate job's (its replicate_<k>/ folders are its runs, never rows of their own)."""
+    return (path / ".hydra").is_dir() or (path / "summary.json").exists() or (path / "replicate_0").is_dir()
 
 
 def find_runs(folder: Path, depth: int = SEARCH_DEPTH) -> list[Path]:
@@ -160,7 +166,7 @@ def collect(sweep_dirs: list[Path]) -> pd.DataFrame:
 
 def key_columns(table: pd.DataFrame) -> list[str]:
     """The config keys that tell the table's runs apart."""
-    outcome = {"job", "origin", "error", "run_dir", FRONT, *OUTCOME_COLUMNS}
+    outcome = {"job", "origin", "error", "run_dir", FRONT, *OUTCOME_COLUMNS, *STAT_COLUMNS}
     return [c for c in table.columns if c not in outcome and not c.startswith("best_")]
 
 
@@ -186,8 +192,13 @@ def markdown_table(table: pd.DataFrame, metric: str | None = None) -> str:
     """The table best run first (runner/best_run.py's order); empty cells for missing values (never `nan`)."""
     from runner.best_run import objective_metric, ranked
 
-    shown = for_output(ranked(table, metric or objective_metric(table)).drop(columns=["run_dir", "error"]))
+    hidden = [c for c in ("run_dir", "error", "replicate_dirs") if c in table.columns]
+    shown = for_output(ranked(table, metric or objective_metric(table)).drop(columns=hidden))
     shown = shown.astype(object).where(shown.notna(), None)
+    for column in ("values", "seeds"):  # a config's replicates; their values with two decimals, as the others
+        if column in shown.columns:
+            shown[column] = shown[column].map(lambda vs: ", ".join(f"{v:.2f}" if isinstance(v, float) else str(v)
+                                                                   for v in vs))
     # Two decimals for accuracies and seconds; swept values (lr=0.001...) as they are.
     # params_m to four digits: small models differ in the third decimal (an objective with objective=[...,params_m]).
     formats = [".4g" if c == "params_m" else ".2f" if c in OUTCOME_COLUMNS or c.startswith("best_") else "g"
@@ -233,7 +244,10 @@ def collect_and_report(sweep_dirs: list[str | Path], out_dir: str | Path | None 
     `out_dir` cannot be a folder. The tables and best.json are worked out before any is written.
     """
     from runner.best_run import best_record, objective_metric, write_best
+    from runner.param_table import html_section, param_table, write_param_table
     from runner.plots import write_plots
+    from runner.replicate_compare import comparison_record
+    from runner.replicate_stats import as_json_cells, grouped
     from runner.report_html import write_report
 
     reset_warnings()
@@ -241,24 +255,31 @@ def collect_and_report(sweep_dirs: list[str | Path], out_dir: str | Path | None 
     out = Path(out_dir) if out_dir is not None else dirs[0]
     if out.exists() and not out.is_dir():
         output_folder(out)  # refused before reading anything
-    table = with_front(collect(dirs))  # several objectives: each run's Pareto front (runner/pareto.py)
-    if table.empty:
+    runs = collect(dirs)
+    if runs.empty:
         raise ConfigError(f"no run folders under {', '.join(printable(d) for d in dirs)}: nothing collected, no files "
                           "written; pass a sweep dir (outputs/multirun/<date_time>) or a folder of run folders")
-    metric = objective_metric(table)
+    metric = objective_metric(runs)
+    table = with_front(grouped(runs, metric))  # one row per config (seeds, replicates), then Pareto fronts
     keys = key_columns(table)
-    shown = for_output(in_table_order(table, metric))  # by front with several objectives, else launch order
+    shown = as_json_cells(for_output(in_table_order(table, metric)))  # by front with several objectives
     lines = "".join(results_line(r) + "\n" for _, r in table.iterrows())
-    record = best_record(table, keys, metric)
+    record = {**best_record(table, keys, metric), **comparison_record(table, keys, metric)}
     printed = markdown_table(table, metric)
+    params, note = param_table(table, keys, metric)
+    if note:
+        log.info("%s", note)
     with writing_into(output_folder(out)):
         atomic_write_text(out / "results.txt", lines)
         atomic_write_text(out / "results.csv", shown.to_csv(index=False))
         best = write_best(record, table, out)
+        write_param_table(params, out)
         plots = write_plots(table, keys, out, metric) + write_front_plot(table, out, best)
-        write_report(table, out, plots, best)
+        write_report(table, out, plots, best, [html_section(params, note)])
     print(printed)
-    print(f"\n{len(table)} runs; results.txt, results.csv, best.json and report.html in {printable(out)}")
+    counted = (f"{len(table)} configs ({sum(map(len, table['replicate_dirs']))} runs)" if "replicate_dirs" in table
+               else f"{len(table)} runs")
+    print(f"\n{counted}; results.txt, results.csv, best.json and report.html in {printable(out)}")
     return table
 
 

@@ -4,9 +4,12 @@ accuracy_by_param.png  best validation accuracy against each key that varies: nu
                        numeric axis (logarithmic where the values span a decade or more, as
                        Optuna's log-scale parameters do), names as categories in launch order;
                        a line for the mean (per value in a grid: solid, circles; per bin in a
-                       search: dashed, squares) and the best run marked, all in the legend;
+                       search: dashed, squares) and the best run marked, all in the legend; a
+                       config with replicates is its mean with a ± std error bar
+                       (runner/replicate_stats.py);
 val_acc_curves.png     validation accuracy per epoch, one line per run, the best run in bold;
-                       one panel per sweep when several are merged. Runs that share epochs
+                       one panel per sweep when several are merged; a config with replicates
+                       is its mean curve with a ± std band. Runs that share epochs
                        (a 5- and a 20-epoch run of one config) lie on one line: each run has
                        its own line style and marker, markers shrink in drawing order so that
                        shared points show as nested rings, and the thin lines are drawn over
@@ -117,6 +120,7 @@ def _numeric_panel(ax, done: pd.DataFrame, key: str, best) -> None:
     acc = rows["best_val_acc"].astype(float)
     log = uses_log_axis(x)
     ax.scatter(x, acc, alpha=0.6, label="run")
+    _error_bars(ax, x, acc, rows)
     values = np.sort(x.unique())
     if len(values) <= MAX_TICKED_VALUES and len(values) < len(x):  # a grid: each value ran several times
         means = acc.groupby(x).mean()
@@ -149,6 +153,7 @@ def _category_panel(ax, done: pd.DataFrame, key: str, best) -> None:
     position = labels.map({v: i for i, v in enumerate(order)})
     acc = done["best_val_acc"].astype(float)
     ax.scatter(position, acc, alpha=0.6, label="run")
+    _error_bars(ax, position, acc, done)
     means = acc.groupby(labels).mean().reindex(order)
     ax.plot(range(len(order)), means.values, marker="o", color="black", label="mean over the other keys")
     if best in position.index:
@@ -157,15 +162,33 @@ def _category_panel(ax, done: pd.DataFrame, key: str, best) -> None:
     ax.set_xlim(-0.5, len(order) - 0.5)
 
 
+def _error_bars(ax, x: pd.Series, acc: pd.Series, rows: pd.DataFrame) -> None:
+    """± std over a config's replicates, where rows are configs with several (runner/replicate_stats.py)."""
+    if "best_val_acc_std" not in rows.columns:
+        return
+    std = pd.to_numeric(rows["best_val_acc_std"], errors="coerce").astype(float)
+    if std.notna().any():
+        ax.errorbar(x[std.notna()], acc[std.notna()], yerr=std[std.notna()], fmt="none", ecolor="C0", alpha=0.6,
+                    capsize=3, label="mean ± std over seeds")
+
+
+def _band(ax, frame: pd.DataFrame, colour: str) -> None:
+    """A mean curve's ± std band (a config's replicates, runner/replicate_stats.py's `curve_of`)."""
+    if "val_acc_std" in frame.columns:
+        std = pd.to_numeric(frame["val_acc_std"], errors="coerce").astype(float).fillna(0.0)
+        ax.fill_between(frame["epoch"], frame["val_acc"] - std, frame["val_acc"] + std, color=colour, alpha=0.15,
+                        linewidth=0)
+
+
 @plain_text
 def curves_figure(table: pd.DataFrame, key_columns: list[str], metric: str | None = None) -> Figure | None:
     """Validation accuracy per epoch, one line per run (from its metrics.csv), a panel per sweep."""
-    from runner.collect_read import read_metrics
+    from runner.replicate_stats import curve_of
 
     groups = list(table.groupby("origin", sort=False)) if "origin" in table.columns else [(None, table)]
     curves = {}
     for _, run in table.iterrows():
-        frame = read_metrics(Path(run["run_dir"]))
+        frame = curve_of(run)  # a config's mean curve where it stands for several runs
         if frame is not None and len(frame):
             curves[run.name] = frame
     if not curves:
@@ -184,10 +207,12 @@ def curves_figure(table: pd.DataFrame, key_columns: list[str], metric: str | Non
             if index == best:
                 continue
             if named:  # above the best's thick line (zorder 3), each smaller than the one before
+                colour = OTHER_COLOURS[i % len(OTHER_COLOURS)]
                 ax.plot(frame["epoch"], frame["val_acc"], linewidth=1.2, alpha=0.85, zorder=4,
-                        color=OTHER_COLOURS[i % len(OTHER_COLOURS)], linestyle=LINE_STYLES[i % len(LINE_STYLES)],
+                        color=colour, linestyle=LINE_STYLES[i % len(LINE_STYLES)],
                         marker=MARKERS[i % len(MARKERS)], markersize=max(3.0, 9.0 - 0.6 * i), markerfacecolor="none",
                         label=_run_label(run, keys))
+                _band(ax, frame, colour)  # many configs: a band for the best alone, or the panel is all bands
             else:
                 ax.plot(frame["epoch"], frame["val_acc"], marker=".", linewidth=1, alpha=0.7, color="0.6")
         if not named:
@@ -196,6 +221,7 @@ def curves_figure(table: pd.DataFrame, key_columns: list[str], metric: str | Non
             frame = curves[best]
             ax.plot(frame["epoch"], frame["val_acc"], marker="o", linewidth=2.8, color=BEST_COLOUR, zorder=3,
                     label=f"best: {_run_label(runs.loc[best], keys)} ({runs.loc[best, 'best_val_acc']:.2f})")
+            _band(ax, frame, BEST_COLOUR)
         ax.set(xlabel="epoch", ylabel="val acc (%)", title=_short(origin) if origin else "validation accuracy per epoch")
         epochs = sorted({int(e) for i in runs.index for e in curves[i]["epoch"]})
         if len(epochs) <= 20:

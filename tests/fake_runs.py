@@ -37,3 +37,34 @@ def write_fake_run(run_dir: Path, config: dict[str, Any], best_val_acc: float | 
                "error": None, **({"overrides": recorded} if recorded is not None else {}), **summary}
     (run_dir / "summary.json").write_text(json.dumps(outcome))
     return run_dir
+
+
+def write_fake_replicate_job(job_dir: Path, config: dict[str, Any], values: list[float | None], *,
+                             statuses: list[str] | None = None, seed: int = 0, job_mean: float | None = None,
+                             choices: dict[str, str] | None = None) -> Path:
+    """A `replicates=N` job's folder: replicate_<k>/ run folders (seed + k, `replicates: 1`) reaching
+    `values` with `statuses`, and the job's own config.yaml (`replicates: N`), summary.json (the
+    objective: the mean over the completed replicates, or `job_mean`; a `replicates` block) and
+    metrics.csv of mean curves with val_acc_std."""
+    import statistics
+
+    statuses = statuses or ["completed"] * len(values)
+    counted = [v for v, s in zip(values, statuses) if s == "completed" and v is not None]
+    mean = statistics.mean(counted) if counted else None
+    std = statistics.stdev(counted) if len(counted) >= 2 else None
+    folders = [f"replicate_{k}" for k in range(len(values))]
+    block = {"n": len(counted), "requested": len(values), "mean": mean, "std": std, "values": list(values),
+             "seeds": [seed + k for k in range(len(values))], "statuses": statuses, "folders": folders}
+    write_fake_run(job_dir, {**config, "seed": seed, "replicates": len(values)},
+                   job_mean if job_mean is not None else mean, choices=choices, replicates=block)
+    curves = []
+    for k, (value, status) in enumerate(zip(values, statuses)):
+        run = write_fake_run(job_dir / folders[k], {**config, "seed": seed + k, "replicates": 1}, value,
+                             status=status, choices=choices)
+        if status == "completed" and value is not None:
+            curves.append(pd.read_csv(run / "metrics.csv"))
+    if curves:
+        stacked = pd.concat(curves).groupby("epoch")["val_acc"]
+        pd.DataFrame({"epoch": stacked.mean().index, "val_acc": stacked.mean().values,
+                      "val_acc_std": stacked.std().values, "train_s": 0.1}).to_csv(job_dir / "metrics.csv", index=False)
+    return job_dir

@@ -29,7 +29,7 @@ class Page(html.parser.HTMLParser):
     def __init__(self) -> None:
         super().__init__()
         self.body: dict[str, str | None] = {}
-        self.rows = 0
+        self.rows: list[int] = []  # per table
         self.links: list[str] = []
         self.images: list[str] = []
 
@@ -37,8 +37,10 @@ class Page(html.parser.HTMLParser):
         attrs = dict(attrs)
         if tag == "body":
             self.body = attrs
+        elif tag == "table":
+            self.rows.append(0)
         elif tag == "tr":
-            self.rows += 1
+            self.rows[-1] += 1
         elif tag == "a":
             self.links.append(attrs["href"])
         elif tag == "img":
@@ -67,7 +69,8 @@ def test_the_report_renders_with_its_table_and_every_picture(report, tmp_path):
     assert page.body.get("data-images-loaded") == "all", page.body  # set by the page once every <img> decoded
     assert page.body.get("data-image-count") == "2" and len(page.images) == 2
     assert all(src.startswith("data:image/png;base64,") for src in page.images)  # self-contained
-    assert page.rows == 6  # header + five runs
+    assert page.rows[0] == 6  # header + five runs
+    assert page.rows[1] == 4 and "Which settings matter" in proc.stdout  # header + lr + relu, gelu
     assert page.links == ["3/", "1/", "2/", "0/", "4/"]  # best first, relative links to the run folders
     assert "<script>alert" not in proc.stdout and "&lt;script&gt;alert(1)&lt;/script&gt;" in proc.stdout
     assert "<b>bold</b>" not in proc.stdout
