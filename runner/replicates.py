@@ -114,7 +114,8 @@ def train_replicates(cfg: DictConfig, run_dir: Path, parallel_jobs: int = 1, epo
     with contextlib.ExitStack() as held:
         if not shared:
             held.enter_context(holding_run_folder(run_dir))
-            reused = prepare_job_folder(cfg, run_dir, folders)
+            earlier = [p for p in sorted(Path(run_dir).glob(REPLICATE_FOLDER.format("*"))) if p not in folders]
+            reused = prepare_job_folder(cfg, run_dir, folders + earlier)  # an earlier job's extra ones too
             if reused is not None:
                 return reused
         return _train(cfg, Path(run_dir), folders, parallel_jobs, epoch_end)

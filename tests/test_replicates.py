@@ -188,3 +188,29 @@ def test_bad_replicates_is_one_line_and_leaves_nothing(tmp_path, overrides, mess
     proc = run_cli(*overrides, f"hydra.run.dir={tmp_path / 'run'}")
     assert proc.returncode == 2 and proc.stderr.strip() == message, proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_a_replicates_job_fuses_its_own_replicates_not_with_other_jobs():
+    from runner.fused.groups import group_key
+    from runner.replicates import fuses, replicate_config
+
+    job = compose("replicates=3", "seed=7")
+    assert group_key(job) is None and group_key(compose()) is not None  # the fused launcher runs it alone
+    replicate = replicate_config(job, 2)
+    assert replicate.seed == 9 and replicate.replicates == 1 and fuses(replicate)
+    assert not fuses(replicate_config(compose("replicates=3", "batch_size=32", "device=cpu"), 0))  # fuse=auto's rule
+
+
+def test_the_pruner_is_asked_once_an_epoch_with_the_replicates_mean():
+    from runner.replicates import MeanCurve, ReplicateHook
+
+    asked = []
+    curve = MeanCurve(lambda epoch, row: asked.append((epoch, row)) or ("stop" if row["val_acc"] < 50 else None),
+                      "val_acc")
+    hooks = [ReplicateHook(curve, k, decides=True) for k in range(3)]
+    for epoch, values in ((1, [40.0, 70.0, float("nan")]), (2, [30.0, 50.0, 40.0])):
+        for hook, value in zip(hooks, values):  # the fused loop shows every row before any hook decides
+            hook.observe(epoch, {"val_acc": value})
+        decisions = [hook(epoch, {"val_acc": value}) for hook, value in zip(hooks, values)]
+        assert decisions == ([None] * 3 if epoch == 1 else ["stop"] * 3)
+    assert asked == [(1, {"val_acc": 55.0}), (2, {"val_acc": 40.0})]
