@@ -112,11 +112,13 @@ def test_a_replicate_folder_is_a_run_eval_and_resume_take(job, tmp_path):
     proc = run_cli(f"checkpoint={rep / 'model_best.pth.tar'}", module="runner.eval")
     assert proc.returncode == 0, proc.stderr
     assert f"top-1 {read(rep / 'summary.json')['best_val_acc']:.2f}%" in proc.stdout
-    # resume= takes its checkpoint, recipe and history (epochs=2: it has done them all, nothing more to train)
-    proc = run_cli(f"resume={rep / 'checkpoint.pth.tar'}", "epochs=2", f"hydra.run.dir={tmp_path / 'again'}")
+    # resume= takes its checkpoint, recipe (seed s+1) and history, and trains on
+    proc = run_cli(f"resume={rep / 'checkpoint.pth.tar'}", "epochs=3", f"hydra.run.dir={tmp_path / 'more'}")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "again" / "metrics.csv"), pd.read_csv(rep / "metrics.csv"))
-    assert read(tmp_path / "again" / "config.yaml")["seed"] == SEED + 1
+    resumed = pd.read_csv(tmp_path / "more" / "metrics.csv")
+    assert list(resumed["epoch"]) == [1, 2, 3]
+    pd.testing.assert_frame_equal(resumed.iloc[:2], pd.read_csv(rep / "metrics.csv"))
+    assert read(tmp_path / "more" / "config.yaml")["seed"] == SEED + 1
 
 
 def test_the_same_command_again_reuses_the_finished_job(job):
