@@ -27,6 +27,7 @@ from runner.objective import objective_of, objective_value, objectives_of
 from runner.job_boundary import install as check_every_job_config, refusal
 from runner.preflight import preflight, remove_refused_run_folder
 from runner.pruning import trial_pruner
+from runner.replicates import replicates_of, train_replicates
 from runner.run_folder import record_refused
 
 log = logging.getLogger("runner")
@@ -69,11 +70,15 @@ def main(cfg: DictConfig) -> float | tuple[float, ...] | None:
         return None
     try:
         epoch_end = trial_pruner(hydra_cfg.sweeper, objective_of(cfg)) if in_sweep else None
-        with claimed_run_folder(cfg, run_dir, shared=locks.is_shared_sweep(hydra_cfg)) as reused:
-            jobs = parallel_jobs(hydra_cfg)
-            summary = reused if reused is not None else train(
-                cfg, run_dir, parallel_jobs=jobs, epoch_end=epoch_end, typed=list(hydra_cfg.overrides.task),
-                gpu_leases=lease_folder(hydra_cfg, jobs) if in_sweep else None)  # a GPU per parallel trial
+        jobs = parallel_jobs(hydra_cfg)
+        if replicates_of(cfg) > 1 and not cfg.get("resume"):  # resume= continues one run: its checkpoint's
+            summary = train_replicates(cfg, run_dir, parallel_jobs=jobs, epoch_end=epoch_end,
+                                       shared=locks.is_shared_sweep(hydra_cfg))
+        else:
+            with claimed_run_folder(cfg, run_dir, shared=locks.is_shared_sweep(hydra_cfg)) as reused:
+                summary = reused if reused is not None else train(
+                    cfg, run_dir, parallel_jobs=jobs, epoch_end=epoch_end, typed=list(hydra_cfg.overrides.task),
+                    gpu_leases=lease_folder(hydra_cfg, jobs) if in_sweep else None)  # a GPU per parallel trial
     except ConfigError as e:
         if in_sweep:  # one bad combination must not end the sweep: it is recorded as failed
             log.error("run %s failed: %s", run_dir, e)
@@ -93,8 +98,9 @@ def main(cfg: DictConfig) -> float | tuple[float, ...] | None:
             remove_refused_run_folder(run_dir, hydra_cfg.job.name)
         sys.exit(status)  # else the run folder stays: its summary.json records the run as failed
     log.info("run folder: %s", run_dir)
-    log.info("status: %s, best val acc: %s (epoch %s)", summary["status"],
-             "n/a" if summary["best_val_acc"] is None else f"{summary['best_val_acc']:.2f}", summary["best_epoch"])
+    if "replicates" not in summary:  # a replicates job has logged its mean (runner/replicates.py)
+        log.info("status: %s, best val acc: %s (epoch %s)", summary["status"],
+                 "n/a" if summary["best_val_acc"] is None else f"{summary['best_val_acc']:.2f}", summary["best_epoch"])
     return objective_value(objectives_of(cfg), summary)  # a tuple with several objectives
 
 

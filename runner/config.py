@@ -28,6 +28,7 @@ class RunConfig:
     lr: float = 0.001
     epochs: int = 10
     seed: Optional[int] = 0
+    replicates: int = 1  # copies of the run differing only in seed (runner/replicates.py)
     device: str = "auto"
     resume: Optional[str] = None
     num_workers: int = 0
@@ -90,6 +91,11 @@ def check_config(cfg: DictConfig) -> None:
         (cfg.grad_clip is None or cfg.grad_clip > 0, "grad_clip", cfg.grad_clip, "use a positive norm or grad_clip=null"),
         (cfg.seed is None or cfg.seed >= 0, "seed", cfg.seed, "use a seed of 0 or more, or seed=null"),
     ]
+    replicates = cfg.get("replicates", 1)
+    checks.append((_positive_int(replicates), "replicates", replicates,
+                   "use replicates=1 or more (copies of the run with seeds seed, seed+1, ...)"))
+    checks.append((replicates == 1 or cfg.seed is not None, "seed", "null",
+                   f"replicates={replicates} trains seeds seed, seed+1, ...: give a seed, e.g. seed=0"))
     checks += _compute_and_size_checks(cfg)
     for ok, key, value, fix in checks:
         if not ok:

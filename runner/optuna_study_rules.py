@@ -22,7 +22,8 @@ WHOLE_NUMBERS = {
     "heartbeat_interval": (1, True, "seconds between a running trial's heartbeats; null: none"),
     "grace_period": (1, True, "seconds without a heartbeat before a trial is run again; null: two intervals"),
 }
-# Overrides that change no result, so they may differ between the runs of one study.
+# Overrides that change no result, so they may differ between the runs of one study
+# (`replicates` does: a trial's value is then a mean over seeds, so a study keeps one replicates).
 RESULT_NEUTRAL = ("progress", "tensorboard", "logger", "num_workers", "device", "compute.")
 
 

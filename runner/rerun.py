@@ -44,6 +44,7 @@ RESULT_NEUTRAL = {"progress", "tensorboard", "num_workers", "resume", "rerun", "
                   "compute.compile", "compute.channels_last", "compute.cudnn_benchmark", "compute.data_path",
                   "compute.data_on_device", "compute.cuda_graph", "compute.trials_per_gpu"}
 RESULT_NEUTRAL_GROUPS = {"logger"}  # the trackers a run also logs to (conf/logger/)
+# `replicates` is not neutral: a job of 3 replicates reports their mean, another result than one seed's.
 # What a run writes (runner/run_folder.py). Only these are removed: a folder given as
 # hydra.run.dir may hold other things (`hydra.run.dir=.` is the project itself), and Hydra's
 # `.hydra/` and the log are this attempt's.
@@ -111,6 +112,27 @@ def prepare_run_folder(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
         return None
     log.info("%s holds an unfinished run (%s): clearing it and starting afresh", run_dir, status)
     clear_run_folder(run_dir)
+    return None
+
+
+def prepare_job_folder(cfg: DictConfig, run_dir: Path, parts: list[Path]) -> dict[str, Any] | None:
+    """`prepare_run_folder` for a job whose results are the run folders `parts` inside it (its replicates).
+
+    A finished job of the same config is reused and one of another config refused, as a run's; an
+    unfinished one of the same config keeps its parts, each then readied on its own (reused,
+    resumed or started afresh); anything else (another config, `rerun=true`) is cleared, parts too.
+    """
+    summary = _read(run_dir / "summary.json", json.loads)
+    if not cfg.get("rerun") and (summary or {}).get("status") in FINISHED:
+        return prepare_run_folder(cfg, run_dir)
+    stored = _read(run_dir / "config.yaml", yaml.safe_load)
+    if cfg.get("rerun") or _same_run(OmegaConf.to_container(cfg, resolve=True), stored):
+        log.info("%s: clearing %s and its %d run folders", "rerun=true" if cfg.get("rerun") else
+                 "another config's unfinished job", run_dir, sum(part.is_dir() for part in parts))
+        for part in parts:
+            if part.is_dir() and not part.is_symlink():
+                shutil.rmtree(part)
+    clear_run_folder(run_dir)  # the job's own files: written again from its parts
     return None
 
 

@@ -4,7 +4,8 @@ What may differ inside a group (each trial has its own optimizer, scheduler, RNG
 lr, every optimizer option but its class (momentum, weight decay, betas, ...), every scheduler
 option but its class, label smoothing, grad clip, seed and epochs. Everything else (model and its
 options, data set, batch size, augmentation, compute, device, adversary, ...) must be equal.
-A job with `resume=`, an adversary or torch.compile never fuses: it runs as a single run.
+A job with `resume=`, an adversary or torch.compile never fuses: it runs as a single run; a job with
+`replicates` above 1 runs as a job of its own, whose replicates fuse among themselves.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ def group_key(cfg: DictConfig) -> str | None:
     plain: dict[str, Any] = OmegaConf.to_container(without_hydra(cfg), resolve=True)  # type: ignore[assignment]
     adversary = (plain.get("adversary") or {}).get("_target_")
     if plain.get("resume") or adversary or plain.get("compute", {}).get("compile"):
+        return None
+    if plain.get("replicates", 1) != 1:  # such a job fuses its own replicates (runner/replicates.py)
         return None
     for key in PER_TRIAL:
         plain.pop(key, None)

@@ -46,6 +46,15 @@ CPU_FUSE_MAX_BATCH = 16
 ConfigStore.instance().store(group="hydra/launcher", name="fused", node=FusedLauncherConf, provider="runner")
 
 
+def fuse_pays(cfg: DictConfig) -> bool:
+    """`fuse=auto`'s rule for a group of this config: on a GPU always, on a CPU up to CPU_FUSE_MAX_BATCH.
+    A job's own replicates (runner/replicates.py) fuse by the same rule, whatever the launcher."""
+    import torch
+
+    on_gpu = str(cfg.device).startswith("cuda") or (str(cfg.device) == "auto" and torch.cuda.is_available())
+    return on_gpu or int(cfg.batch_size) <= CPU_FUSE_MAX_BATCH
+
+
 def register() -> None:
     Plugins.instance().register(FusedLauncher)
 
@@ -75,10 +84,7 @@ class FusedLauncher(BasicLauncher):
     def _should_fuse(self, cfg: DictConfig) -> bool:
         if self.fuse != "auto":
             return self.fuse == "true"
-        import torch
-
-        on_gpu = str(cfg.device).startswith("cuda") or (str(cfg.device) == "auto" and torch.cuda.is_available())
-        return on_gpu or int(cfg.batch_size) <= CPU_FUSE_MAX_BATCH
+        return fuse_pays(cfg)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from runner.fused.groups import fusible_groups, prefix_families

@@ -57,20 +57,23 @@ class Trial:
 
 
 def train_fused(cfgs: list[DictConfig], run_dirs: list[Path],
-                epoch_ends: list[EpochEnd | None] | None = None) -> list[dict[str, Any]]:
+                epoch_ends: list[EpochEnd | None] | None = None, parallel_jobs: int = 1) -> list[dict[str, Any]]:
     """Train the trials `cfgs` (one fusible group) together, each into its run folder; return their summaries.
 
-    `epoch_ends[k]`: trial k's pruner hook (or None), called after each of its epochs as in train().
+    `epoch_ends[k]`: trial k's pruner hook (or None), called after each of its epochs as in train();
+    a hook with an `observe(epoch, row)` method is first shown every trial's row of the epoch that
+    trained on (a job's replicates decide together on their mean, runner/replicates.py).
+    `parallel_jobs`: as train()'s (how many jobs share the machine, for compute.threads=auto).
     """
     with execution_whitelist(run_whitelist(cfgs[0]), reset=True):
-        return _train_fused(cfgs, run_dirs, epoch_ends or [None] * len(cfgs))
+        return _train_fused(cfgs, run_dirs, epoch_ends or [None] * len(cfgs), parallel_jobs)
 
 
 def _train_fused(cfgs: list[DictConfig], run_dirs: list[Path],
-                 epoch_ends: list[EpochEnd | None]) -> list[dict[str, Any]]:
+                 epoch_ends: list[EpochEnd | None], parallel_jobs: int = 1) -> list[dict[str, Any]]:
     records = [TrialRecord(cfg, run_dir, label=f"run {run_dir.name}: ") for cfg, run_dir in zip(cfgs, run_dirs)]
     try:
-        trials, splits, normalize, augment, amp_dtype, device = _set_up(cfgs, records, epoch_ends)
+        trials, splits, normalize, augment, amp_dtype, device = _set_up(cfgs, records, epoch_ends, parallel_jobs)
         _run_epochs(trials, splits, normalize, augment, amp_dtype, device)
     except KeyboardInterrupt:
         for record in records:
@@ -87,13 +90,14 @@ def _train_fused(cfgs: list[DictConfig], run_dirs: list[Path],
     return summaries
 
 
-def _set_up(cfgs: list[DictConfig], records: list[TrialRecord], epoch_ends: list[EpochEnd | None]):
+def _set_up(cfgs: list[DictConfig], records: list[TrialRecord], epoch_ends: list[EpochEnd | None],
+            parallel_jobs: int = 1):
     """The single run's set-up once for what the trials share, and per trial for what they don't."""
     first = cfgs[0]
     for cfg in cfgs:
         check_config(cfg)
     device = pick_device(str(first.device))
-    amp_dtype = configure_compute(first.compute, device)
+    amp_dtype = configure_compute(first.compute, device, parallel_jobs)
     check_image_size(first.model, first.dataset.channels, first.dataset.image_size)
     dataset, splits = load_data(first, device)  # draws nothing from torch's generator
     steps_per_epoch = math.ceil(len(splits["train"].labels) / first.batch_size)
@@ -141,7 +145,7 @@ def _run_epochs(stack_trials, splits, normalize, augment, amp_dtype, device) -> 
         rows = captured.train_epoch(active) if captured else \
             fused_epoch(stack, active, splits["train"], batch_size, augment, normalize, amp_dtype, device)
         train_s = (time.perf_counter() - t0) / len(active)  # each trial's share of the fused epoch
-        keep = []
+        recorded = []  # (trial, row) of each trial that did not diverge this epoch
         for trial, row, lr in zip(active, rows, lrs):
             t1 = time.perf_counter()
             row.update(evaluate(trial.model, splits["val"], normalize, amp_dtype))
@@ -155,8 +159,11 @@ def _run_epochs(stack_trials, splits, normalize, augment, amp_dtype, device) -> 
                 if follower.record.end_epoch(epoch, dict(row), lr, train_s, val_s, model, optimizer,
                                              trial.scheduler, trial.rng.state) is None and epoch == follower.cfg.epochs:
                     follower.record.summary["status"] = "completed"
-            if outcome is None and _trial_goes_on(trial, epoch, row):
-                keep.append(trial)
+            if outcome is None:
+                recorded.append((trial, row))
+        for trial, row in recorded:  # every row is in before any hook decides (train_fused's docstring)
+            getattr(trial.epoch_end, "observe", lambda *_: None)(epoch, row)
+        keep = [trial for trial, row in recorded if _trial_goes_on(trial, epoch, row)]
         if not keep:
             return
         if len(keep) < len(active):  # a diverged, pruned or finished trial leaves the stack; the others go on
