@@ -40,14 +40,13 @@ from common.io import atomic_write_text, temp_files_of
 # flatten, read_config and read_outcome are also imported from here (runner/resume.py, tb_hparams, optuna_storage)
 from runner.collect_read import flatten, printable, read_choices, read_config, read_outcome, reset_warnings, warn  # noqa
 
+from runner.config_keys import is_display
 from runner.job_records import with_job_records
 
 log = logging.getLogger("runner.collect")
 
 OUTCOME_COLUMNS = ["best_val_acc", "best_epoch", "epochs_done", "status", "train_s", "val_s", "wall_s", "params_m"]
 SEARCH_DEPTH = 4  # how deep below a DIR run folders are looked for (outputs/multirun/<date>/<job>)
-# Keys that differ between runs without being an experimental choice.
-IGNORED_KEYS = {"resume", "rerun", "progress", "tensorboard", "dataset.root", "logger"}  # logger: a whole group
 RESERVED = {"job", "origin", "error", "run_dir", *OUTCOME_COLUMNS}  # a config key named so becomes config.<key>
 OUTPUTS = ("results.txt", "results.csv", "best.json", "report.html", "accuracy_by_param.png", "val_acc_curves.png")
 SHARED_OUTPUTS = {"best.json": 60.0}  # also written by an Optuna study's report, outside our lock: only older temps
@@ -93,7 +92,7 @@ def varying_columns(configs: list[dict[str, Any]], choices: list[dict[str, str]]
     its name; a key inside it is kept too where it differs between runs of the same choice
     (model.activation among the cnn5 runs), so no two rows that differ read alike."""
     swept_groups = {g for g in set().union(*choices)
-                    if g not in IGNORED_KEYS and len({c.get(g) for c in choices}) > 1} if choices else set()
+                    if not is_display(g) and len({c.get(g) for c in choices}) > 1} if choices else set()
     # Shallow keys first, so `lr` is kept and its interpolated copy `optimizer.lr` dropped.
     keys = sorted(set().union(*configs), key=lambda k: (k.count("."), k)) if configs else []
     varying, seen_series = [], set()
@@ -107,7 +106,7 @@ def varying_columns(configs: list[dict[str, Any]], choices: list[dict[str, str]]
             varies = any(len(values) > 1 for values in by_choice.values())
         else:
             varies = len(set(series)) > 1
-        if key in IGNORED_KEYS or group in IGNORED_KEYS or not varies or series in seen_series:
+        if is_display(key) or not varies or series in seen_series:  # display keys are no experimental choice
             continue
         seen_series.add(series)
         varying.append(key)

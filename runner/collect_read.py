@@ -19,6 +19,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from runner.config_keys import flatten  # noqa: F401 (read here, and imported from here)
+
 log = logging.getLogger("runner.collect")
 
 MAX_KEYS = 100_000  # a config flattened past this many keys is not a run's (YAML aliases can nest exponentially)
@@ -58,21 +60,6 @@ def printable(value: Any) -> str:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
-
-
-def flatten(tree: Any, prefix: str = "", limit: int | None = None) -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1}; lists become tuples. ValueError past `limit` keys."""
-    out: dict[str, Any] = {}
-    stack = [(prefix, tree)]
-    while stack:
-        at, node = stack.pop()
-        if isinstance(node, dict):
-            stack.extend((f"{at}{key}.", value) for key, value in reversed(list(node.items())))
-        else:
-            out[at[:-1]] = tuple(node) if isinstance(node, list) else node
-            if limit is not None and len(out) > limit:
-                raise ValueError(f"more than {limit} keys")
-    return out
 
 
 def read_yaml(path: Path) -> tuple[bool, Any]:
