@@ -37,8 +37,9 @@ import pandas as pd
 
 from common.errors import ConfigError, entry_point
 from common.io import atomic_write_text, temp_files_of
-# flatten, read_config and read_outcome are also imported from here (runner/resume.py, tb_hparams, optuna_storage)
-from runner.collect_read import flatten, printable, read_choices, read_config, read_outcome, reset_warnings, warn  # noqa
+# flatten and read_outcome are also imported from here (runner/optuna_storage.py, tests)
+from runner.collect_read import find_runs, job_name, printable, read_choices, read_config, read_outcome, reset_warnings
+from runner.collect_read import flatten  # noqa: F401
 
 from runner.config_keys import is_display
 from runner.job_records import with_job_records
@@ -46,40 +47,10 @@ from runner.job_records import with_job_records
 log = logging.getLogger("runner.collect")
 
 OUTCOME_COLUMNS = ["best_val_acc", "best_epoch", "epochs_done", "status", "train_s", "val_s", "wall_s", "params_m"]
-SEARCH_DEPTH = 4  # how deep below a DIR run folders are looked for (outputs/multirun/<date>/<job>)
 RESERVED = {"job", "origin", "error", "run_dir", *OUTCOME_COLUMNS}  # a config key named so becomes config.<key>
 OUTPUTS = ("results.txt", "results.csv", "best.json", "report.html", "accuracy_by_param.png", "val_acc_curves.png")
 SHARED_OUTPUTS = {"best.json": 60.0}  # also written by an Optuna study's report, outside our lock: only older temps
 LOCK_NAME = ".collect.lock"
-
-
-def is_run_dir(path: Path) -> bool:
-    return (path / ".hydra").is_dir() or (path / "summary.json").exists()
-
-
-def find_runs(folder: Path, depth: int = SEARCH_DEPTH) -> list[Path]:
-    """Run folders at or below `folder`: a sweep's jobs in launch order (job number), other
-    folders by name (dated folders sort by date); a run folder's own subfolders are not searched."""
-    if is_run_dir(folder) and not (folder / "multirun.yaml").exists():
-        return [folder]
-    if depth <= 0:
-        return []
-    try:
-        children = sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=_launch_order)
-    except OSError as e:  # unreadable: someone else's folder
-        warn(folder, f"not readable ({e.strerror}); left out")
-        return []
-    return [run for child in children for run in find_runs(child, depth - 1)]
-
-
-def job_name(run: Path) -> int | str:
-    """A sweep job's number (its folder's name, ASCII digits), else the folder's name."""
-    return int(run.name) if run.name.isascii() and run.name.isdigit() else run.name
-
-
-def _launch_order(path: Path) -> tuple:
-    job = job_name(path)
-    return (0, job, "") if isinstance(job, int) else (1, 0, printable(job))
 
 
 def _unclashed(config: dict[str, Any]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from runner.config_keys import flatten  # noqa: F401 (read here, and imported fr
 
 log = logging.getLogger("runner.collect")
 
+SEARCH_DEPTH = 4  # how deep below a DIR run folders are looked for (outputs/multirun/<date>/<job>)
 MAX_KEYS = 100_000  # a config flattened past this many keys is not a run's (YAML aliases can nest exponentially)
 NUMBER_FIELDS = ("best_val_acc", "train_s", "val_s", "wall_s", "params_m", "compile_s")
 WHOLE_FIELDS = ("best_epoch", "epochs_done", "job_num")
@@ -60,6 +61,35 @@ def printable(value: Any) -> str:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / ".hydra").is_dir() or (path / "summary.json").exists()
+
+
+def find_runs(folder: Path, depth: int = SEARCH_DEPTH) -> list[Path]:
+    """Run folders at or below `folder`: a sweep's jobs in launch order (job number), other
+    folders by name (dated folders sort by date); a run folder's own subfolders are not searched."""
+    if is_run_dir(folder) and not (folder / "multirun.yaml").exists():
+        return [folder]
+    if depth <= 0:
+        return []
+    try:
+        children = sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=_launch_order)
+    except OSError as e:  # unreadable: someone else's folder
+        warn(folder, f"not readable ({e.strerror}); left out")
+        return []
+    return [run for child in children for run in find_runs(child, depth - 1)]
+
+
+def job_name(run: Path) -> int | str:
+    """A sweep job's number (its folder's name, ASCII digits), else the folder's name."""
+    return int(run.name) if run.name.isascii() and run.name.isdigit() else run.name
+
+
+def _launch_order(path: Path) -> tuple:
+    job = job_name(path)
+    return (0, job, "") if isinstance(job, int) else (1, 0, printable(job))
 
 
 def read_yaml(path: Path) -> tuple[bool, Any]:

@@ -40,7 +40,8 @@ from runner.trust import run_whitelist
 
 # The result keys resume applies itself (_check_rules); speed and display keys may change too.
 RESUME_CHANGES = {"epochs", "lr", "optimizer.lr", "device", "dataset.root"}
-MAY_CHANGE_TEXT = "epochs, lr, dataset.root, device and keys of speed or display (num_workers, compute.* but amp, ...)"
+MAY_CHANGE_TEXT = ("epochs, lr, dataset.root, device, and speed or display keys "
+                   "(num_workers, progress, compute.* but amp)")
 LENGTH_KEYS = ("T_max", "epochs", "total_steps")  # a scheduler option that fixes the schedule's length
 TRAIN_GROUPS = ("model", "dataset", "optimizer", "scheduler", "augmentation")
 RECIPE_KEYS = ("batch_size", "lr", "epochs", "seed", "label_smoothing", "grad_clip")  # a stored run has them all

@@ -101,7 +101,7 @@ def checkpoint(tmp_path_factory) -> Path:
     from runner.train import train
 
     run_dir = tmp_path_factory.mktemp("one_epoch")
-    train(compose_run(), run_dir)
+    train(compose_run("batch_size=256", "dataset.val_fraction=0.9"), run_dir)  # few steps: a quick epoch
     return run_dir / "checkpoint.pth.tar"
 
 
