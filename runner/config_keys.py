@@ -12,8 +12,8 @@ Every key of a run's config has one of four kinds:
   display    what a run shows or records beside its numbers, and how it was started (progress,
              tensorboard, the trackers of logger, rerun, resume). Each run folder has its own.
 
-`device` is a result key. Its kernels differ from another device's by more than rounding: the
-random draws of augmentation and dropout come from the training device's own generator, so a
+`device` is a result key: a run on another device differs by more than rounding. The random
+draws of augmentation and dropout come from the training device's own generator, so a
 seed gives other numbers on CUDA than on the CPU, and `compute.amp=auto` (the default) means
 bf16 on CUDA and float32 on the CPU. `compute.amp` is a result key for the same reason.
 
@@ -25,7 +25,7 @@ The rules derived from the kinds (each module imports them from here):
   * a resumed run may take speed and display keys from the command line, plus the few result
     keys resume applies itself (runner/resume.py);
   * jobs fuse when they differ only in per_trial and display keys (runner/fused/groups.py); a
-    shorter trial shares a longer one's epochs when they differ only in epochs
+    shorter trial shares a longer one's epochs when no result or per_trial key but epochs differs
     (runner/fused/prefix.py);
   * the collector's table and TensorBoard's HParams show every key but display keys
     (runner/collect.py, runner/tb_hparams.py): a speed key still tells apart runs' timings.
@@ -34,7 +34,7 @@ The rules derived from the kinds (each module imports them from here):
 (model, dataset, ...) is declared once by its name and may declare a few of its keys apart
 (`optimizer._target_`); every key of `compute` and every top-level key is declared on its own,
 so a new one needs a kind (tests/test_config_keys.py composes every config file to check). A key
-declared nowhere (a stored config from another version, a user's own option) counts as result:
+declared nowhere (in a stored config from another version, or added with `+`) counts as result:
 the safe side, since a changed result key only refuses or reruns.
 """
 
