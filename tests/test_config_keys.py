@@ -3,6 +3,8 @@ behaves alike in rerun, resume, the study rules, fusing, the collector and Tenso
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 from pathlib import Path
 
@@ -44,6 +46,12 @@ IDS = [override for override, _, _ in CASES]
 
 
 def compose_run(*overrides: str):
+    """The composed run config, a copy of its own (resume and rerun write into theirs)."""
+    return copy.deepcopy(_composed(overrides))
+
+
+@functools.lru_cache(maxsize=None)
+def _composed(overrides: tuple[str, ...]):
     with initialize_config_dir(config_dir=CONF_DIR):
         return compose(config_name="config", overrides=[*BASE, *overrides])
 
