@@ -86,7 +86,7 @@ def _hydra_copy_differs(run_dir: Path) -> str | None:
     """The first key where `.hydra/config.yaml` (Hydra's, of the last job sent here) differs from
     the run's own config.yaml, ignoring keys that never change a result; None if they agree or either is missing."""
     from runner.collect_read import MAX_KEYS, flatten, hydra_config
-    from runner.rerun import RESULT_NEUTRAL, RESULT_NEUTRAL_GROUPS
+    from runner.config_keys import result_neutral
 
     own_path, hydra_path = run_dir / "config.yaml", run_dir / ".hydra" / "config.yaml"
     if not own_path.is_file() or not hydra_path.is_file():
@@ -100,7 +100,7 @@ def _hydra_copy_differs(run_dir: Path) -> str | None:
     except (ValueError, RecursionError):
         return None
     for key in sorted(set(own_flat) | set(hydra_flat)):
-        if key in RESULT_NEUTRAL or key.split(".")[0] in RESULT_NEUTRAL_GROUPS or key == "dataset.num_classes":
+        if result_neutral(key) or key == "dataset.num_classes":
             continue
         mine, theirs = own_flat.get(key), hydra_flat.get(key)
         if isinstance(theirs, str) and "${" in theirs:  # left unresolved: nothing to compare
@@ -145,7 +145,7 @@ def _parallel_note(run_dir: Path) -> str | None:
 def objective_metric(table: pd.DataFrame) -> str:
     """The summary column the runs were judged by: best_<objective> when every run has the same
     `objective` (val_acc | val_robust_acc, what each returned to its sweeper), else best_val_acc."""
-    from runner.collect import read_config
+    from runner.collect_read import read_config
     from runner.objective import DEFAULT_OBJECTIVE, objective_of, summary_column
 
     objectives = {objective_of(read_config(Path(d))) for d in table["run_dir"]}

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import inspect
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from common.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 UNEXPECTED = re.compile(r"unexpected keyword argument '(\w+)'")
 
@@ -105,3 +108,14 @@ def _parses_as_number(text: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
+    """Instantiate the scheduler config; `interval` says whether it steps per epoch or per batch."""
+    options = OmegaConf.to_container(cfg, resolve=True)
+    interval = options.pop("interval", "epoch")
+    if interval not in ("epoch", "step"):
+        raise ConfigError(f"scheduler.interval={interval} is invalid: use epoch or step")
+    if options.get("steps_per_epoch", "unset") is None:  # e.g. OneCycleLR: only the loop knows it
+        options["steps_per_epoch"] = steps_per_epoch
+    return build(options, "scheduler", optimizer), interval

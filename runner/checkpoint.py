@@ -242,7 +242,7 @@ def load_model_state(model: nn.Module, state: dict[str, Any], key: str = "checkp
 def restore_on_cpu(cfg: DictConfig, state: dict[str, Any], where: str) -> None:
     """Load weights, optimizer and scheduler state into throwaway CPU objects: a damaged state fails here."""
     from runner.build import build
-    from runner.train import build_scheduler  # runner/train.py imports runner/resume.py, which imports this
+    from runner.build import build_scheduler
 
     check_model_shapes(cfg.model, cfg.dataset, state, where)
     dataset = build(cfg.dataset, "dataset")  # their constructors' checks (no data is read yet)

@@ -44,9 +44,11 @@ import pandas as pd
 
 from common.errors import ConfigError, entry_point
 from common.io import atomic_write_text, temp_files_of
-# flatten, read_config and read_outcome are also imported from here (runner/resume.py, tb_hparams, optuna_storage)
-from runner.collect_read import flatten, printable, read_choices, read_config, read_outcome, reset_warnings, warn  # noqa
+# flatten and read_outcome are also imported from here (runner/optuna_storage.py, tests)
+from runner.collect_read import find_runs, job_name, printable, read_choices, read_config, read_outcome, reset_warnings
+from runner.collect_read import flatten  # noqa: F401
 
+from runner.config_keys import is_display
 from runner.job_records import with_job_records
 from runner.pareto import FRONT, in_table_order, with_front
 from runner.pareto_report import write_front_plot
@@ -55,44 +57,11 @@ from runner.replicate_stats import STAT_COLUMNS
 log = logging.getLogger("runner.collect")
 
 OUTCOME_COLUMNS = ["best_val_acc", "best_epoch", "epochs_done", "status", "train_s", "val_s", "wall_s", "params_m"]
-SEARCH_DEPTH = 4  # how deep below a DIR run folders are looked for (outputs/multirun/<date>/<job>)
-# Keys that differ between runs without being an experimental choice.
-IGNORED_KEYS = {"resume", "rerun", "progress", "tensorboard", "dataset.root", "logger"}  # logger: a whole group
 RESERVED = {"job", "origin", "error", "run_dir", FRONT, *OUTCOME_COLUMNS, *STAT_COLUMNS}  # a config key so named: config.<key>
 OUTPUTS = ("results.txt", "results.csv", "best.json", "report.html", "accuracy_by_param.png", "val_acc_curves.png",
            "pareto_front.png", "param_importance.csv")
 SHARED_OUTPUTS = {"best.json": 60.0}  # also written by an Optuna study's report, outside our lock: only older temps
 LOCK_NAME = ".collect.lock"
-
-
-def is_run_dir(path: Path) -> bool:
-    """A run's folder, or a replicate job's (its replicate_<k>/ folders are its runs, never rows of their own)."""
-    return (path / ".hydra").is_dir() or (path / "summary.json").exists() or (path / "replicate_0").is_dir()
-
-
-def find_runs(folder: Path, depth: int = SEARCH_DEPTH) -> list[Path]:
-    """Run folders at or below `folder`: a sweep's jobs in launch order (job number), other
-    folders by name (dated folders sort by date); a run folder's own subfolders are not searched."""
-    if is_run_dir(folder) and not (folder / "multirun.yaml").exists():
-        return [folder]
-    if depth <= 0:
-        return []
-    try:
-        children = sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=_launch_order)
-    except OSError as e:  # unreadable: someone else's folder
-        warn(folder, f"not readable ({e.strerror}); left out")
-        return []
-    return [run for child in children for run in find_runs(child, depth - 1)]
-
-
-def job_name(run: Path) -> int | str:
-    """A sweep job's number (its folder's name, ASCII digits), else the folder's name."""
-    return int(run.name) if run.name.isascii() and run.name.isdigit() else run.name
-
-
-def _launch_order(path: Path) -> tuple:
-    job = job_name(path)
-    return (0, job, "") if isinstance(job, int) else (1, 0, printable(job))
 
 
 def _unclashed(config: dict[str, Any]) -> dict[str, Any]:
@@ -105,7 +74,7 @@ def varying_columns(configs: list[dict[str, Any]], choices: list[dict[str, str]]
     its name; a key inside it is kept too where it differs between runs of the same choice
     (model.activation among the cnn5 runs), so no two rows that differ read alike."""
     swept_groups = {g for g in set().union(*choices)
-                    if g not in IGNORED_KEYS and len({c.get(g) for c in choices}) > 1} if choices else set()
+                    if not is_display(g) and len({c.get(g) for c in choices}) > 1} if choices else set()
     # Shallow keys first, so `lr` is kept and its interpolated copy `optimizer.lr` dropped.
     keys = sorted(set().union(*configs), key=lambda k: (k.count("."), k)) if configs else []
     varying, seen_series = [], set()
@@ -119,7 +88,7 @@ def varying_columns(configs: list[dict[str, Any]], choices: list[dict[str, str]]
             varies = any(len(values) > 1 for values in by_choice.values())
         else:
             varies = len(set(series)) > 1
-        if key in IGNORED_KEYS or group in IGNORED_KEYS or not varies or series in seen_series:
+        if is_display(key) or not varies or series in seen_series:  # display keys are no experimental choice
             continue
         seen_series.add(series)
         varying.append(key)

@@ -19,8 +19,11 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from runner.config_keys import flatten  # noqa: F401 (read here, and imported from here)
+
 log = logging.getLogger("runner.collect")
 
+SEARCH_DEPTH = 4  # how deep below a DIR run folders are looked for (outputs/multirun/<date>/<job>)
 MAX_KEYS = 100_000  # a config flattened past this many keys is not a run's (YAML aliases can nest exponentially)
 NUMBER_FIELDS = ("best_val_acc", "train_s", "val_s", "wall_s", "params_m", "compile_s")
 WHOLE_FIELDS = ("best_epoch", "epochs_done", "job_num")
@@ -60,19 +63,34 @@ def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
-def flatten(tree: Any, prefix: str = "", limit: int | None = None) -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1}; lists become tuples. ValueError past `limit` keys."""
-    out: dict[str, Any] = {}
-    stack = [(prefix, tree)]
-    while stack:
-        at, node = stack.pop()
-        if isinstance(node, dict):
-            stack.extend((f"{at}{key}.", value) for key, value in reversed(list(node.items())))
-        else:
-            out[at[:-1]] = tuple(node) if isinstance(node, list) else node
-            if limit is not None and len(out) > limit:
-                raise ValueError(f"more than {limit} keys")
-    return out
+def is_run_dir(path: Path) -> bool:
+    """A run's folder, or a replicate job's (its replicate_<k>/ folders are its runs, never rows of their own)."""
+    return (path / ".hydra").is_dir() or (path / "summary.json").exists() or (path / "replicate_0").is_dir()
+
+
+def find_runs(folder: Path, depth: int = SEARCH_DEPTH) -> list[Path]:
+    """Run folders at or below `folder`: a sweep's jobs in launch order (job number), other
+    folders by name (dated folders sort by date); a run folder's own subfolders are not searched."""
+    if is_run_dir(folder) and not (folder / "multirun.yaml").exists():
+        return [folder]
+    if depth <= 0:
+        return []
+    try:
+        children = sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=_launch_order)
+    except OSError as e:  # unreadable: someone else's folder
+        warn(folder, f"not readable ({e.strerror}); left out")
+        return []
+    return [run for child in children for run in find_runs(child, depth - 1)]
+
+
+def job_name(run: Path) -> int | str:
+    """A sweep job's number (its folder's name, ASCII digits), else the folder's name."""
+    return int(run.name) if run.name.isascii() and run.name.isdigit() else run.name
+
+
+def _launch_order(path: Path) -> tuple:
+    job = job_name(path)
+    return (0, job, "") if isinstance(job, int) else (1, 0, printable(job))
 
 
 def read_yaml(path: Path) -> tuple[bool, Any]:

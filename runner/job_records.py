@@ -97,8 +97,7 @@ def clear_job_records(sweep_dir: str | Path) -> None:
 
 def count_jobs(sweep_dir: Path) -> Counter:
     """Each job of the sweep once, by its final state: its run folder's, unless a record says more."""
-    from runner.collect import find_runs, job_name
-    from runner.collect_read import read_outcome
+    from runner.collect_read import find_runs, job_name, read_outcome
 
     jobs: dict[Any, str] = {}
     for run in find_runs(Path(sweep_dir)):

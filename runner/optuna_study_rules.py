@@ -12,6 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from common.errors import ConfigError
+from runner.config_keys import result_neutral
 
 # Pruner settings that may be negative (ThresholdPruner's bounds on the objective); the rest are counts.
 SIGNED_PRUNER_KEYS = ("lower", "upper")
@@ -22,16 +23,13 @@ WHOLE_NUMBERS = {
     "heartbeat_interval": (1, True, "seconds between a running trial's heartbeats; null: none"),
     "grace_period": (1, True, "seconds without a heartbeat before a trial is run again; null: two intervals"),
 }
-# Overrides that change no result, so they may differ between the runs of one study
-# (`replicates` does: a trial's value is then a mean over seeds, so a study keeps one replicates).
-RESULT_NEUTRAL = ("progress", "tensorboard", "logger", "num_workers", "device", "compute.")
 
 
 def check_fixed_overrides(study: Any, fixed_params: dict, fixed_overrides: list, storage: Any) -> None:
     """Refuse to add trials run with other fixed settings to a study: one best of mixed trials misleads.
 
     The first run stores its fixed overrides (e.g. epochs=2) in the study; a later run into the
-    same study must repeat them. Settings that change no result (RESULT_NEUTRAL) may differ.
+    same study must repeat them. Speed and display settings (runner/config_keys.py) may differ.
     """
     now = sorted(f"{k}={v}" for k, v in fixed_params.items()) + sorted(fixed_overrides)
     before = study.user_attrs.get("fixed_overrides")
@@ -61,7 +59,7 @@ def differing_overrides(before: list[str], now: list[str]) -> str:
     """'epochs=2 and this run has epochs as in the config' for the first fixed override that differs; '' if none."""
     def parse(items: list[str]) -> dict[str, str]:
         pairs = (item.split("=", 1) if "=" in item else (item, "") for item in items)
-        return {k: v for k, v in pairs if not k.lstrip("+~").startswith(RESULT_NEUTRAL)}
+        return {k: v for k, v in pairs if not result_neutral(k)}
 
     old, new = parse(before), parse(now)
     for key in sorted(set(old) | set(new)):

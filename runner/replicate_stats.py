@@ -2,7 +2,7 @@
 
 The collector (runner/collect.py) lists every run folder; this groups them. Two rows are one
 config when their configs are equal once `seed`, `replicates` and the keys that never change a
-result (runner/rerun.py's RESULT_NEUTRAL, the collector's IGNORED_KEYS) are left out, and their
+result (speed and display keys, runner/config_keys.py) are left out, and their
 seeds differ: a run repeated with a seed its group already holds is the same run again, not a
 new replicate, and starts a row of its own. A run whose config cannot be read is never grouped.
 
@@ -105,14 +105,12 @@ def _check_job_summary(run_dir: Path, row: pd.Series, metric: str, members: list
 def config_key(run_dir: Path, config: dict[str, Any]) -> str | None:
     """What a run trains (its flattened `config` and choices) without its seed: equal for runs that
     differ only in seed; None if unknown."""
-    from runner.collect import IGNORED_KEYS
-    from runner.rerun import RESULT_NEUTRAL, RESULT_NEUTRAL_GROUPS
+    from runner.config_keys import result_neutral
 
     if not config:
         return None
-    skipped, skipped_groups = {*NOT_GROUPED, *IGNORED_KEYS, *RESULT_NEUTRAL}, {*IGNORED_KEYS, *RESULT_NEUTRAL_GROUPS}
-    kept = {k: repr(v) for k, v in config.items() if k not in skipped and k.split(".")[0] not in skipped_groups}
-    kept.update({f"choice {k}": repr(v) for k, v in read_choices(run_dir).items() if k not in skipped_groups})
+    kept = {k: repr(v) for k, v in config.items() if k not in NOT_GROUPED and not result_neutral(k)}
+    kept.update({f"choice {k}": repr(v) for k, v in read_choices(run_dir).items() if not result_neutral(k)})
     return repr(sorted(kept.items()))
 
 

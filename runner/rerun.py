@@ -29,22 +29,11 @@ from omegaconf import DictConfig, OmegaConf
 from common.errors import ConfigError
 from common.io import remove_stale_temp_files
 from runner.locks import holding_run_folder
-from runner.resume import differences
+from runner.config_keys import differences, result_neutral
 
 log = logging.getLogger("runner")
 
 FINISHED = ("completed", "diverged")
-# Keys that change speed, display or bookkeeping, never the result, so a run that differs only
-# in them is the same run: progress bar, TensorBoard files, DataLoader workers (loading only;
-# augmentation runs in the training process), resume/rerun themselves, and the compute switches
-# that change at most float rounding (threads, compile, channels_last, cudnn autotuning, where
-# the data set is kept, the captured step, how many trials share a GPU). amp and device change the
-# arithmetic, so they count.
-RESULT_NEUTRAL = {"progress", "tensorboard", "num_workers", "resume", "rerun", "compute.threads",
-                  "compute.compile", "compute.channels_last", "compute.cudnn_benchmark", "compute.data_path",
-                  "compute.data_on_device", "compute.cuda_graph", "compute.trials_per_gpu"}
-RESULT_NEUTRAL_GROUPS = {"logger"}  # the trackers a run also logs to (conf/logger/)
-# `replicates` is not neutral: a job of 3 replicates reports their mean, another result than one seed's.
 # What a run writes (runner/run_folder.py). Only these are removed: a folder given as
 # hydra.run.dir may hold other things (`hydra.run.dir=.` is the project itself), and Hydra's
 # `.hydra/` and the log are this attempt's.
@@ -66,7 +55,7 @@ def _same_run(requested: dict[str, Any], stored: dict[str, Any] | None) -> list[
     requested = dict(requested)
     if requested.get("dataset", {}).get("num_classes") is None:  # filled in by the run from the data
         requested["dataset"] = {**requested["dataset"], "num_classes": stored.get("dataset", {}).get("num_classes")}
-    changed = differences(requested, stored, RESULT_NEUTRAL, RESULT_NEUTRAL_GROUPS)
+    changed = differences(requested, stored, result_neutral)
     return changed or None
 
 

@@ -4,14 +4,15 @@ A resumed run continues the checkpoint's training: its stored config (model, opt
 scheduler, batch size, augmentation, data set, loss options, seed) is the run's config, so
 `resume=outputs/runs/X/checkpoint.pth.tar` alone continues run X however it was started. What
 the user typed (Hydra's task overrides, less `resume=` itself) is laid over it where resume
-allows the key (`may_change()`):
+allows the key (`may_change`):
   epochs        train on to a new total (not fewer than done); refused where the scheduler's
                 length is fixed by the old total (cosine's T_max, one-cycle's epochs);
   lr            takes effect, set on the optimizer after its state is loaded, when the learning
                 rate is constant (scheduler=none); refused under any other scheduler, which owns it;
   dataset.root  the same data set, moved (and dataset.download: the checkpoint's is not taken);
-  device, and the keys that change only speed or bookkeeping (runner/rerun.py RESULT_NEUTRAL:
-  num_workers, progress, tensorboard, compute.* but amp, ...).
+  device        continue on another device (recorded in the run's config);
+  and every key that changes only speed or display (runner/config_keys.py: num_workers,
+  progress, tensorboard, logger, compute.* but amp, dataset.download, ...).
 A typed key outside those is accepted only when it asks for what the checkpoint already has;
 otherwise it is refused with one line naming it. Values the config derives from a changed key
 (`optimizer.lr: ${lr}`) follow it. The checkpoint is data: its parts are checked
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import copy
 import os
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from hydra.utils import execution_whitelist
@@ -32,50 +33,28 @@ from omegaconf.errors import OmegaConfBaseException
 
 from common.errors import ConfigError
 from runner.checkpoint import check_resume_state, check_stored_config, load_checkpoint, restore_on_cpu
-from runner.collect import flatten
 from runner.compute import configure_compute, pick_device
 from runner.config import check_config
+from runner.config_keys import ABSENT as _ABSENT, changes_result, differences, flatten
 from runner.trust import run_whitelist
 
-ALSO_MAY_CHANGE = {"epochs", "lr", "optimizer.lr", "device", "dataset.root", "dataset.download"}
-MAY_CHANGE_TEXT = "epochs, lr, dataset.root, device, num_workers, progress, tensorboard, compute.* but amp"
+# The result keys resume applies itself (_check_rules); speed and display keys may change too.
+RESUME_CHANGES = {"epochs", "lr", "optimizer.lr", "device", "dataset.root"}
+MAY_CHANGE_TEXT = ("epochs, lr, dataset.root, device, and speed or display keys "
+                   "(num_workers, progress, compute.* but amp)")
 LENGTH_KEYS = ("T_max", "epochs", "total_steps")  # a scheduler option that fixes the schedule's length
 TRAIN_GROUPS = ("model", "dataset", "optimizer", "scheduler", "augmentation")
 RECIPE_KEYS = ("batch_size", "lr", "epochs", "seed", "label_smoothing", "grad_clip")  # a stored run has them all
-_ABSENT = "<absent>"
 
 
-def may_change() -> set[str]:
-    """The keys a resumed run may take from the command line."""
-    from runner.rerun import RESULT_NEUTRAL  # runner/rerun.py imports this module: read here, not at the top
-
-    return {*RESULT_NEUTRAL, *ALSO_MAY_CHANGE}
+def may_change(key: str) -> bool:
+    """Whether a resumed run may take the dotted `key` from the command line."""
+    return key in RESUME_CHANGES or not changes_result(key)
 
 
-def may_change_groups() -> set[str]:
-    """The groups a resumed run may take whole from the command line (the trackers it logs to)."""
-    from runner.rerun import RESULT_NEUTRAL_GROUPS
-
-    return set(RESULT_NEUTRAL_GROUPS)
-
-
-def differences(now: dict[str, Any], then: dict[str, Any], ignore: set[str], ignore_groups: set[str]) -> list[str]:
-    """`key (then -> now)` for every flattened key whose value differs, outside `ignore`."""
-    flat_now, flat_then = flatten(now), flatten(then)
-    out = []
-    for key in sorted(set(flat_now) | set(flat_then)):
-        if key in ignore or key.split(".")[0] in ignore_groups:
-            continue
-        old, new = flat_then.get(key, _ABSENT), flat_now.get(key, _ABSENT)
-        if old != new:
-            out.append(f"{key} ({old} -> {new})")
-    return out
-
-
-def _changed(key: str, now: Any, then: Any, allowed: set[str]) -> list[str]:
+def _changed(key: str, now: Any, then: Any, allowed: Callable[[str], bool]) -> list[str]:
     """Differences under `key` outside `allowed`; a class count asked as null (filled from the data) is no change."""
-    out = differences({key: now} if now is not _ABSENT else {}, {key: then} if then is not _ABSENT else {},
-                      allowed, may_change_groups())
+    out = differences({key: now} if now is not _ABSENT else {}, {key: then} if then is not _ABSENT else {}, allowed)
     out = [d for d in out if not (d.split(" ")[0].endswith("num_classes") and d.endswith("-> None)"))]
     return sorted(out, key=lambda d: not d.split(" ")[0].endswith("_target_"))  # another class says most
 
@@ -188,7 +167,6 @@ def _at(tree: Any, path: str) -> Any:
 
 def _recipe(cfg: DictConfig, stored: dict[str, Any], typed: list[tuple[str, str]], path: str) -> dict[str, Any]:
     """The stored config, its derived values tied to their sources again, and the allowed typed keys laid over."""
-    allowed = may_change()
     mixed = _with_derived_values(cfg, stored)
     if mixed.dataset.get("download"):  # only the command line may have the run download (write) a data set
         mixed.dataset.download = False
@@ -199,11 +177,11 @@ def _recipe(cfg: DictConfig, stored: dict[str, Any], typed: list[tuple[str, str]
         asked = copy.deepcopy(mixed)
         _put(asked, key, _raw(cfg, key))
         now, then = _at(_resolved(asked, text), key), _at(stored, key)
-        if key in allowed or key.split(".")[0] in may_change_groups():
+        if may_change(key):
             if now != then:
                 _put(mixed, key, _raw(cfg, key))
             continue
-        changed = _changed(key, now, then, allowed)
+        changed = _changed(key, now, then, may_change)
         if changed:
             raise ConfigError(f"resume={path} continues the checkpoint's run and keeps its recipe, but {text} "
                               f"changes it: {changed[0]}; drop {text} (resume may change only {MAY_CHANGE_TEXT}), "
@@ -280,7 +258,7 @@ def _check_rules(now: dict[str, Any], then: dict[str, Any], state: dict[str, Any
         scheduler = str(now["scheduler"].get("_target_")).rsplit(".", 1)[-1]
         raise ConfigError(f"lr={new_lr} differs from the {old_lr} resume={path} was trained with, and the "
                           f"scheduler ({scheduler}) sets the lr from its saved state; resume with lr={old_lr}")
-    changed = differences(now, then, may_change(), may_change_groups())
+    changed = differences(now, then, may_change)
     if changed:
         raise ConfigError(f"resume={path} was trained with other settings: {', '.join(changed[:3])}; they follow "
                           f"a key you changed: drop it, or start a new run without resume=")

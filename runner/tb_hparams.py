@@ -13,20 +13,19 @@ from __future__ import annotations
 import math
 from typing import Any
 
-# Keys that say how a run was started or shown, not what it trains.
-NOT_HPARAMS = {"resume", "progress", "tensorboard", "logger"}
+from runner.config_keys import flatten, is_display
+
 # Final numbers written as scalars beside the per-epoch ones, so they are metric columns.
 FINAL_METRICS = ("best_val_acc", "best_epoch", "epochs_done", "wall_s", "params_m")
 
 
 def hparams_of(config: dict[str, Any], choices: dict[str, str] | None = None) -> dict[str, int | float | str]:
     """The config's scalar leaves as TensorBoard hparam values; booleans and lists as text
-    (torch's writer would store True as 1.0), nulls left out."""
-    from runner.collect import flatten
-
-    values: dict[str, int | float | str] = {k: v for k, v in (choices or {}).items() if isinstance(v, str)}
+    (torch's writer would store True as 1.0), nulls and display keys (runner/config_keys.py) left out."""
+    values: dict[str, int | float | str] = {k: v for k, v in (choices or {}).items()
+                                            if isinstance(v, str) and not is_display(k)}
     for key, value in flatten(config).items():
-        if key in NOT_HPARAMS or key.split(".")[0] in NOT_HPARAMS or value is None:
+        if is_display(key) or value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             value = str(value)

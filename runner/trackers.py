@@ -46,7 +46,7 @@ def sweep_home(run_dir: Path) -> Path:
 
 def flat_params(plain_cfg: dict[str, Any]) -> dict[str, str]:
     """`{"model": {"_target_": "x"}}` -> `{"model._target_": "x"}`: the config as flat key/value strings."""
-    from runner.collect_read import flatten
+    from runner.config_keys import flatten
 
     return {key: str(list(value) if isinstance(value, tuple) else value)
             for key, value in flatten({k: v for k, v in plain_cfg.items() if k not in SKIPPED_PARAMS}).items()}

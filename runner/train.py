@@ -30,7 +30,7 @@ from models.shape_check import check_image_size
 from runner.attacks import build_adversary
 from runner.checkpoint import for_weights, load_model_state
 from runner.compute import compile_model, configure_compute, to_model_input
-from runner.build import build
+from runner.build import build, build_scheduler  # noqa: F401 (build_scheduler also imported from here)
 from runner.capture import plan_step
 from runner.config import check_config, switch
 from common.errors import ConfigError
@@ -53,17 +53,6 @@ def seed_everything(seed: int | None) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
-    """Instantiate the scheduler config; `interval` says whether it steps per epoch or per batch."""
-    options = OmegaConf.to_container(cfg, resolve=True)
-    interval = options.pop("interval", "epoch")
-    if interval not in ("epoch", "step"):
-        raise ConfigError(f"scheduler.interval={interval} is invalid: use epoch or step")
-    if options.get("steps_per_epoch", "unset") is None:  # e.g. OneCycleLR: only the loop knows it
-        options["steps_per_epoch"] = steps_per_epoch
-    return build(options, "scheduler", optimizer), interval
 
 
 # ---------------------------------------------------------------- one pass each way

@@ -1,8 +1,9 @@
 """Which jobs of a sweep can train as one fused run: those equal in everything but per-trial scalars.
 
 What may differ inside a group (each trial has its own optimizer, scheduler, RNG and run folder):
-lr, every optimizer option but its class (momentum, weight decay, betas, ...), every scheduler
-option but its class, label smoothing, grad clip, seed and epochs. Everything else (model and its
+the per_trial and display keys of runner/config_keys.py: lr, every optimizer option but its class
+(momentum, weight decay, betas, ...), every scheduler option but its class, label smoothing, grad
+clip, seed and epochs; progress, tensorboard, logger and rerun. Everything else (model and its
 options, data set, batch size, augmentation, compute, device, adversary, ...) must be equal.
 A job with `resume=`, an adversary or torch.compile never fuses: it runs as a single run; a job with
 `replicates` above 1 runs as a job of its own, whose replicates fuse among themselves.
@@ -15,7 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-PER_TRIAL = ("lr", "label_smoothing", "grad_clip", "seed", "epochs", "rerun")
+from runner.config_keys import fusible_apart, without
 
 
 def without_hydra(cfg: DictConfig) -> DictConfig:
@@ -58,11 +59,7 @@ def group_key(cfg: DictConfig) -> str | None:
         return None
     if plain.get("replicates", 1) != 1:  # such a job fuses its own replicates (runner/replicates.py)
         return None
-    for key in PER_TRIAL:
-        plain.pop(key, None)
-    for group in ("optimizer", "scheduler"):  # only the class must match; options are per trial
-        plain[group] = {"_target_": (plain.get(group) or {}).get("_target_")}
-    return json.dumps(plain, sort_keys=True, default=str)
+    return json.dumps(without(plain, fusible_apart), sort_keys=True, default=str)
 
 
 def fusible_groups(cfgs: list[DictConfig]) -> tuple[list[list[int]], list[int]]:

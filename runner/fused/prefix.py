@@ -12,6 +12,8 @@ import json
 
 from omegaconf import DictConfig, OmegaConf
 
+from runner.config_keys import result_neutral, without
+
 # Schedules whose lr at epoch e does not depend on the run's total epochs.
 TOTAL_FREE_SCHEDULERS = {"torch.optim.lr_scheduler.ConstantLR", "torch.optim.lr_scheduler.StepLR"}
 
@@ -20,10 +22,9 @@ def _without_epochs(cfg: DictConfig) -> str | None:
     plain = OmegaConf.to_container(cfg, resolve=True)
     if (plain.get("scheduler") or {}).get("_target_") not in TOTAL_FREE_SCHEDULERS:
         return None
-    plain.pop("epochs")
-    for neutral in ("rerun", "progress", "tensorboard"):
-        plain.pop(neutral, None)
-    return json.dumps(plain, sort_keys=True, default=str)
+    # The follower records the leader's numbers: every other key that changes them must agree.
+    shared = without(plain, lambda key: key == "epochs" or result_neutral(key))
+    return json.dumps(shared, sort_keys=True, default=str)
 
 
 def prefix_leaders(cfgs: list[DictConfig]) -> dict[int, int]:

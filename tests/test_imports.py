@@ -1,0 +1,61 @@
+"""The project's modules import in one direction: no circle, and training never loads the collector."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+PACKAGES = ("common", "data", "models", "runner")
+
+
+def module_graph() -> dict[str, set[str]]:
+    """{module: the project modules it imports}, at the top or inside a function alike."""
+    files = {}
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph: dict[str, set[str]] = {name: set() for name in files}
+    for name, path in files.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                targets = [f"{node.module}.{alias.name}" for alias in node.names] + [node.module]
+            elif isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            else:
+                continue
+            graph[name].update(next(([t] for t in targets if t in files and t != name), []))
+    return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Each group of modules that import one another, directly or round a circle."""
+    reach = {name: set() for name in graph}
+    for start in graph:
+        stack = list(graph[start])
+        while stack:
+            name = stack.pop()
+            if name not in reach[start]:
+                reach[start].add(name)
+                stack.extend(graph[name])
+    groups = {frozenset(n for n in graph if n in reach[m] and m in reach[n]) | {m} for m in graph if m in reach[m]}
+    return sorted(sorted(group) for group in groups)
+
+
+def test_no_module_imports_in_a_circle():
+    assert circles(module_graph()) == []
+
+
+def test_circles_are_found():
+    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_training_does_not_load_the_collector():
+    code = ("import sys, runner.train, runner.fused.loop; "
+            "print(sorted(m for m in sys.modules if m in ('runner.collect', 'runner.collect_read', 'runner.best_run')))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]"
