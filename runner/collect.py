@@ -50,8 +50,8 @@ from runner.collect_read import flatten  # noqa: F401
 
 from runner.config_keys import is_display
 from runner.job_records import with_job_records
-from runner.pareto import FRONT, in_table_order, with_front
-from runner.pareto_report import write_front_plot
+from runner.pareto import FRONT, with_front
+from runner.pareto_report import in_table_order, write_front_plot
 from runner.replicate_stats import STAT_COLUMNS
 
 log = logging.getLogger("runner.collect")
@@ -159,7 +159,7 @@ def for_output(table: pd.DataFrame) -> pd.DataFrame:
 
 def markdown_table(table: pd.DataFrame, metric: str | None = None) -> str:
     """The table best run first (runner/best_run.py's order); empty cells for missing values (never `nan`)."""
-    from runner.best_run import objective_metric, ranked
+    from runner.ranking import objective_metric, ranked
 
     hidden = [c for c in ("run_dir", "error", "replicate_dirs") if c in table.columns]
     shown = for_output(ranked(table, metric or objective_metric(table)).drop(columns=hidden))
@@ -212,7 +212,8 @@ def collect_and_report(sweep_dirs: list[str | Path], out_dir: str | Path | None 
     Raises ConfigError, having written nothing, when there is no run folder to collect or
     `out_dir` cannot be a folder. The tables and best.json are worked out before any is written.
     """
-    from runner.best_run import best_record, objective_metric, write_best
+    from runner.best_run import best_record, write_best
+    from runner.ranking import objective_metric
     from runner.param_table import html_section, param_table, write_param_table
     from runner.plots import write_plots
     from runner.replicate_compare import comparison_record

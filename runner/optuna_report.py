@@ -62,7 +62,7 @@ def best_summary(study: Any, storage: Any = None) -> dict[str, Any]:
               "statuses": dict(Counter(str(t.user_attrs.get("status", "n/a")) for t in trials
                                        if t.state != TrialState.WAITING and "duplicate_of" not in t.user_attrs))}
     if len(study.directions) > 1:  # several objectives: the Pareto front instead of one best trial
-        from runner.pareto import study_front
+        from runner.pareto_report import study_front
 
         return {"study_name": study.study_name, "storage": display_url(storage), **study_front(study), **counts}
     out: dict[str, Any] = {
@@ -79,7 +79,7 @@ def best_summary(study: Any, storage: Any = None) -> dict[str, Any]:
                    best_job_num=best.user_attrs.get("job_num"), best_run_dir=best.user_attrs.get("run_dir"),
                    best_status=best.user_attrs.get("status"))
         if out["best_run_dir"] and Path(out["best_run_dir"]).is_dir():
-            from runner.best_run import repeat_record
+            from runner.repeat_command import repeat_record
 
             out.update(repeat_record(out["best_run_dir"]))
     return out

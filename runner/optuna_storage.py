@@ -124,7 +124,7 @@ def mark_interrupted(run_dir: Any, note: str) -> None:
     if not run_dir or not Path(run_dir).is_dir():
         return
     from common.io import atomic_write_json  # loads torch: only here, not in every worker's start
-    from runner.collect import read_outcome
+    from runner.collect_read import read_outcome
 
     outcome = read_outcome(Path(run_dir))
     if outcome.get("status") not in (None, "running"):

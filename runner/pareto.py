@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from common.errors import ConfigError
-from runner.collect_read import printable, read_config
+from runner.collect_read import read_config
 from runner.objective import check_objective, direction, objectives_of, summary_column
 
 FRONT = "front"
@@ -100,61 +100,10 @@ def front_rank_keys(table: pd.DataFrame) -> list[float]:
     return [math.inf if pd.isna(f) else float(f) for f in table[FRONT]]
 
 
-def in_table_order(table: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """results.csv's rows: by front where there is one (runner/best_run.py's `ranked`), else launch order."""
-    from runner.best_run import ranked
-
-    return ranked(table, metric) if FRONT in table.columns else table
-
-
-# ---------------------------------------------------------------------- best.json
-def front_record(table: pd.DataFrame, key_columns: list[str]) -> dict[str, Any]:
-    """best.json's content for a table with a front: the non-dominated finished runs, best first."""
-    from runner.best_run import _plain, ranked, repeat_record
-
-    objectives = table_objectives(table)
-    front = ranked(table, summary_column(objectives[0])) if objectives else table
-    front = front[front[FRONT].notna() & (front[FRONT] == 0)] if FRONT in front.columns else front.iloc[:0]
-    members = []
-    for _, row in front.iterrows():
-        member = {"values": {o: float(row[summary_column(o)]) for o in objectives},
-                  "params": {printable(k): _plain(row[k]) for k in key_columns}, "job_num": _plain(row["job"]),
-                  "run_dir": printable(Path(row["run_dir"]).resolve()), "status": row["status"],
-                  "best_epoch": _plain(row["best_epoch"])}
-        if "origin" in row:
-            member["origin"] = printable(row["origin"])
-        repeat = repeat_record(row["run_dir"])
-        member.update(overrides=repeat.pop("best_overrides"), **repeat)
-        members.append(member)
-    return {**objective_fields(objectives), "pareto_front": members}
-
-
 def objective_fields(objectives: Sequence[str]) -> dict[str, Any]:
     """best.json's description of the objectives: their names, summary columns and directions."""
     return {"metric": summary_column(objectives[0]), "objectives": list(objectives),
             "metrics": [summary_column(o) for o in objectives], "directions": [direction(o) for o in objectives]}
-
-
-def study_front(study: Any) -> dict[str, Any]:
-    """best.json's front for an Optuna study of several objectives: its `best_trials`, each with its
-    values, parameters, job folder and the command that repeats it, best first by the first objective."""
-    from runner.best_run import repeat_record
-
-    objectives = study_objectives(study)
-    sign = -1.0 if study.directions[0].name.lower() == "maximize" else 1.0
-    members = []
-    for t in sorted(study.best_trials, key=lambda t: (sign * t.values[0], t.number)):
-        run_dir = t.user_attrs.get("run_dir")
-        member = {"values": dict(zip(objectives, t.values)), "params": t.params, "trial": t.number,
-                  "job_num": t.user_attrs.get("job_num"), "run_dir": run_dir, "status": t.user_attrs.get("status"),
-                  "overrides": None, "command": None}
-        if run_dir and Path(run_dir).is_dir():
-            repeat = repeat_record(run_dir)
-            member.update(overrides=repeat.pop("best_overrides"), **repeat)
-        members.append(member)
-    fields = objective_fields(objectives)
-    fields["directions"] = [d.name.lower() for d in study.directions]  # the study's own
-    return {**fields, "pareto_front": members}
 
 
 def study_objectives(study: Any) -> list[str]:
@@ -170,18 +119,6 @@ def front_run_dirs(best: dict[str, Any] | None) -> list[str]:
     if "pareto_front" in best:
         return [m["run_dir"] for m in best["pareto_front"] if isinstance(m, dict) and m.get("run_dir")]
     return [best["best_run_dir"]] if best.get("best_run_dir") else []
-
-
-def same_best(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Whether two best.json records name the same best run, or the same front."""
-    from runner.best_run import same_folder
-
-    if "pareto_front" not in a and "pareto_front" not in b:
-        return same_folder(a.get("best_run_dir"), b.get("best_run_dir"))
-    if ("pareto_front" in a) != ("pareto_front" in b):
-        return False
-    mine, theirs = front_run_dirs(a), front_run_dirs(b)
-    return len(mine) == len(theirs) and all(any(same_folder(x, y) for y in theirs) for x in mine)
 
 
 # ---------------------------------------------------------------------- checks before a sweep starts

@@ -1,6 +1,7 @@
-"""A Pareto front shown: report.html's head for it, and a grid's picture of it (pareto_front.png).
+"""A Pareto front shown: best.json's front, report.html's head for it, and a grid's picture of it
+(pareto_front.png).
 
-The front itself, and what best.json holds, are runner/pareto.py's; an Optuna study's picture is
+The fronts themselves (non-dominated sorting) are runner/pareto.py's; an Optuna study's picture is
 Optuna's own (runner/optuna_report.py, optuna_pareto_front.png).
 """
 
@@ -14,7 +15,9 @@ import pandas as pd
 
 from runner.collect_read import printable
 from runner.objective import direction, summary_column
-from runner.pareto import FRONT, table_objectives
+from runner.pareto import FRONT, front_run_dirs, objective_fields, study_objectives, table_objectives
+from runner.ranking import plain_cell, ranked, same_folder
+from runner.repeat_command import repeat_record
 
 
 def front_html(best: dict[str, Any]) -> str:
@@ -92,3 +95,67 @@ def write_front_plot(table: pd.DataFrame, out: Path, best: dict[str, Any] | None
             return []
         atomic_save_figure(fig, out / "pareto_front.png", dpi=DPI)
     return ["pareto_front.png"]
+
+
+# ------------------------------------------------------- best.json's front, ranked tables
+def in_table_order(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """results.csv's rows: by front where there is one (runner/best_run.py's `ranked`), else launch order."""
+
+    return ranked(table, metric) if FRONT in table.columns else table
+
+
+
+# ---------------------------------------------------------------------- best.json
+def front_record(table: pd.DataFrame, key_columns: list[str]) -> dict[str, Any]:
+    """best.json's content for a table with a front: the non-dominated finished runs, best first."""
+
+    objectives = table_objectives(table)
+    front = ranked(table, summary_column(objectives[0])) if objectives else table
+    front = front[front[FRONT].notna() & (front[FRONT] == 0)] if FRONT in front.columns else front.iloc[:0]
+    members = []
+    for _, row in front.iterrows():
+        member = {"values": {o: float(row[summary_column(o)]) for o in objectives},
+                  "params": {printable(k): plain_cell(row[k]) for k in key_columns}, "job_num": plain_cell(row["job"]),
+                  "run_dir": printable(Path(row["run_dir"]).resolve()), "status": row["status"],
+                  "best_epoch": plain_cell(row["best_epoch"])}
+        if "origin" in row:
+            member["origin"] = printable(row["origin"])
+        repeat = repeat_record(row["run_dir"])
+        member.update(overrides=repeat.pop("best_overrides"), **repeat)
+        members.append(member)
+    return {**objective_fields(objectives), "pareto_front": members}
+
+
+
+def study_front(study: Any) -> dict[str, Any]:
+    """best.json's front for an Optuna study of several objectives: its `best_trials`, each with its
+    values, parameters, job folder and the command that repeats it, best first by the first objective."""
+
+    objectives = study_objectives(study)
+    sign = -1.0 if study.directions[0].name.lower() == "maximize" else 1.0
+    members = []
+    for t in sorted(study.best_trials, key=lambda t: (sign * t.values[0], t.number)):
+        run_dir = t.user_attrs.get("run_dir")
+        member = {"values": dict(zip(objectives, t.values)), "params": t.params, "trial": t.number,
+                  "job_num": t.user_attrs.get("job_num"), "run_dir": run_dir, "status": t.user_attrs.get("status"),
+                  "overrides": None, "command": None}
+        if run_dir and Path(run_dir).is_dir():
+            repeat = repeat_record(run_dir)
+            member.update(overrides=repeat.pop("best_overrides"), **repeat)
+        members.append(member)
+    fields = objective_fields(objectives)
+    fields["directions"] = [d.name.lower() for d in study.directions]  # the study's own
+    return {**fields, "pareto_front": members}
+
+
+
+def same_best(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two best.json records name the same best run, or the same front."""
+
+    if "pareto_front" not in a and "pareto_front" not in b:
+        return same_folder(a.get("best_run_dir"), b.get("best_run_dir"))
+    if ("pareto_front" in a) != ("pareto_front" in b):
+        return False
+    mine, theirs = front_run_dirs(a), front_run_dirs(b)
+    return len(mine) == len(theirs) and all(any(same_folder(x, y) for y in theirs) for x in mine)
+

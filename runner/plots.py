@@ -77,7 +77,7 @@ def plain_text(draw):
 def _best_index(table: pd.DataFrame, metric: str | None = None):
     """best.json's run (runner/best_run.py), so the pictures mark the run the report names;
     `metric`: the objective's column, when the caller knows it (else read from the runs' configs)."""
-    from runner.best_run import best_row, objective_metric
+    from runner.ranking import best_row, objective_metric
 
     row = best_row(table, metric or objective_metric(table)) if len(table) else None
     return row.name if row is not None else None

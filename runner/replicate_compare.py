@@ -49,7 +49,7 @@ def verdict(best: list[float], other: list[float]) -> tuple[str, float | None]:
 def comparison_record(table: pd.DataFrame, key_columns: list[str], metric: str) -> dict[str, Any]:
     """best.json's fields on uncertainty: the best config's std, n and values, and every other
     config compared with it; {} for a table of plain runs (no `<metric>_std` column)."""
-    from runner.best_run import _plain, best_row
+    from runner.ranking import best_row, plain_cell
 
     if std_column(metric) not in table.columns:
         return {}
@@ -57,16 +57,16 @@ def comparison_record(table: pd.DataFrame, key_columns: list[str], metric: str) 
     if best is None:
         return {}
     record: dict[str, Any] = {
-        "best_std": _plain(best[std_column(metric)]), "best_n": _plain(best["n"]),
-        "best_n_failed": _plain(best["n_failed"]), "best_values": list(best["values"]),
-        "best_seeds": [_plain(s) for s in best["seeds"]], "best_run_dirs": list(best["replicate_dirs"]),
+        "best_std": plain_cell(best[std_column(metric)]), "best_n": plain_cell(best["n"]),
+        "best_n_failed": plain_cell(best["n_failed"]), "best_values": list(best["values"]),
+        "best_seeds": [plain_cell(s) for s in best["seeds"]], "best_run_dirs": list(best["replicate_dirs"]),
         "comparison": TEST, **{name: [] for name in VERDICTS},
         "configs": len(table), "runs": sum(map(len, table["replicate_dirs"]))}  # best.json's `statuses`: the configs
     for index, row in table.iterrows():
         if index == best.name or not row["n"] or pd.isna(row["n"]):
             continue
         name, p = verdict(list(best["values"]), list(row["values"]))
-        record[name].append({"job": _plain(row["job"]), "params": {printable(k): _plain(row[k]) for k in key_columns},
-                             "mean": _plain(row[metric]), "std": _plain(row[std_column(metric)]),
-                             "n": _plain(row["n"]), "p_value": p, "run_dir": printable(row["run_dir"])})
+        record[name].append({"job": plain_cell(row["job"]), "params": {printable(k): plain_cell(row[k]) for k in key_columns},
+                             "mean": plain_cell(row[metric]), "std": plain_cell(row[std_column(metric)]),
+                             "n": plain_cell(row["n"]), "p_value": p, "run_dir": printable(row["run_dir"])})
     return record

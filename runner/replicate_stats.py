@@ -149,7 +149,7 @@ def group_status(members: list[Member]) -> str:
 
 def summarise(members: list[Member]) -> dict[str, Any]:
     """mean, std, n, n_failed, values and seeds of one row's runs."""
-    from runner.best_run import MAY_BE_BEST
+    from runner.ranking import MAY_BE_BEST
 
     counted = [m for m in members if m.status == COUNTED and m.value is not None]
     values = [m.value for m in counted]

@@ -112,7 +112,7 @@ def _text(value: Any) -> str:
 
 
 def _table(table: pd.DataFrame, out: Path, best: dict[str, Any] | None) -> str:
-    from runner.best_run import ranked, same_folder
+    from runner.ranking import ranked, same_folder
     from runner.pareto import front_run_dirs
 
     metric = (best or {}).get("metric")
