@@ -11,7 +11,7 @@ a per-sample Dataset (PIL -> ToTensor -> RandomHorizontalFlip -> Normalize with 
 statistics) behind torch.utils.data.DataLoader, LeNet-5 as the course specifies
 (conv6-conv16-256-128-classes), cross-entropy, one validation pass per epoch, best validation
 accuracy kept. It draws from the random generator in the same order as
-../shared/bench/seed_loop.py (the course loop this one was cross-checked against,
+the course's own `seed_loop.py` (not shipped here; the two were cross-checked in
 docs/benchmarks.md), so on a CPU the same seed gives the same accuracies.
 
 Prints one JSON line: {"epochs", "batch_size", "lr", "train_images_per_s", "epoch_s",
@@ -79,7 +79,7 @@ def load_split(root: Path, split: str) -> tuple[np.ndarray, list[int]]:
 
     The cache is a plain .npz (no pickle: loading it runs no code) keyed on the list file's hash, so
     a rewritten data set is decoded again. Decoding is a one-off outside the timed loop, so it uses
-    threads (PIL decodes outside the GIL) to spare the GPU machine's minutes.
+    threads (PIL decodes outside the GIL) to spare the wall time, which counts on a GPU machine.
     """
     listing = (root / f"{split}.txt").read_bytes()
     key = hashlib.sha1(listing).hexdigest()

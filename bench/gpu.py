@@ -22,7 +22,7 @@ autotuning and graph capture), against the course loop with no workers at the sa
 the basic launcher. Prints a table and writes figures.json, figures.csv and table.md to --out
 after every measurement, so a command stopped part-way still leaves what it measured. Exits 1
 when any run failed (one `error:` line naming the first), after writing the rest.
-bench/gpu_check.sh runs every GPU check in one command (bench/gpu_session.md).
+bench/gpu_check.sh runs every GPU check in one command (bench/gpu_check.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check: is the captured step right, and how fast are the runner and the fused launcher,
-# in one command meant to finish in under 7 minutes on one H100 (bench/gpu_session.md runs it).
+# in one command meant to finish in under 7 minutes on one H100 (bench/gpu_check.md: how to run it).
 #
 #   bash bench/gpu_check.sh OUT [--tiny] [--data DIR]
 #
@@ -22,7 +22,7 @@
 # --tiny: a dry run on the CPU with tiny sizes (tests/test_bench_scripts.py runs it so the script
 # cannot rot); what needs CUDA (step 1, the captured rows) is skipped with a line saying so.
 # --data DIR: the data set's folder (default bench/data/miniplaces_500x50, kept between runs).
-# PYTHON: the interpreter (default python3, as .shared/gpu/env.sh installs into).
+# PYTHON: the interpreter with the project installed (default python3).
 set -uo pipefail
 
 usage() { echo "error: usage: bash bench/gpu_check.sh OUT [--tiny] [--data DIR]" >&2; exit 2; }

@@ -29,9 +29,9 @@ CAPTURE_FIELDS = ("step_path", "capture_s", "step_check", "step_check_update", "
 class Deadline:
     """A wall-clock budget for one invocation: each command gets what is left of it.
 
-    The GPU machine stops a command at 10 minutes and returns only what it wrote under $OUT, so a
-    command that would overrun is cut short here instead, its row marked, and the table still
-    printed and written.
+    A machine that limits a command's time (a rented or shared GPU) keeps only what the command
+    wrote before it was stopped, so a command that would overrun is cut short here instead, its
+    row marked, and the table still printed and written.
     """
 
     def __init__(self, budget_s: float | None) -> None:

@@ -9,10 +9,10 @@ Layout (as in the CSAILVision/miniplaces release, after `mv images miniplaces`):
   ROOT/train.txt  lines "train/a/abbey/00000001.jpg 0"
   ROOT/val.txt    lines "val/00000001.jpg 0" (classes shuffled, as in the release)
 
-Each image is class-dependent oriented stripes and colour under noise (the generator of
-../shared/bench/make_miniplaces.py), so LeNet learns them, but not perfectly. Every image draws
-from its own generator seeded by (seed, split, index), so the files are the same whatever the
-number of processes; 100,000 + 10,000 images take about a minute on 16 cores. The list files are
+Each image is class-dependent oriented stripes and colour under noise (the generator of the
+course's `make_miniplaces.py`, not shipped here), so LeNet learns them, but not perfectly. Every
+image draws from its own generator seeded by (seed, split, index), so the files are the same
+whatever the number of processes, and more processes write them sooner. The list files are
 written last, atomically: a ROOT with train.txt is complete. Used by bench/bench.py,
 bench/fused.py and bench/gpu.py through `ensure_miniplaces`.
 """

@@ -102,8 +102,8 @@ def require_files(paths: Sequence[Path], root: Path | None, skip_bad: bool = Fal
 def file_signature(paths: Sequence[str | Path], root: Path | None) -> list[tuple[str, int, int]]:
     """(path, size, mtime in ns) of each file: a cache keyed on it is rebuilt when any image changes.
 
-    One stat per file: bench/cache_key.py measured 1.4-1.7 s for 100,000 files (with the
-    fingerprint over them) on this project's 2-core VM while it was shared; more on a cold disk.
+    One stat per file, so a check costs time in proportion to the number of files, more on a cold
+    disk (bench/cache_key.py measures it).
     """
     out = []
     for path in paths:

@@ -31,7 +31,7 @@ def cpu_threads(threads: str | int, parallel_jobs: int = 1) -> int:
     """compute.threads=auto: this machine's cores shared evenly among the trials running at once.
 
     Two trials that each spin two OpenMP threads on two cores run many times slower than two
-    single-thread trials (seen here: a digits epoch took 10-16 s instead of 0.4-1.2 s).
+    single-thread trials: their threads fight over the cores at every barrier.
     """
     if str(threads) != "auto":
         return int(threads)

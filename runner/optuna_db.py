@@ -182,7 +182,7 @@ def open_existing(url: str, key: str) -> Any:
 @contextlib.contextmanager
 def _setup_lock(url: str, key: str) -> Iterator[None]:
     backend = check_url(url, key).get_backend_name()
-    # Optuna loads its table models and alembic lazily (about a second): load them before the lock,
+    # Optuna loads its table models and alembic lazily, and slowly: load them before the lock,
     # so that N workers starting together wait for each other's database work only.
     import logging
 

@@ -73,7 +73,7 @@ def job_storage(storage: Any) -> Any:
     # The job resolves the same URL as its sweeper did, sweep dir and all: quote it the same way.
     url = study_url(str(storage), HydraConfig.get().sweep.dir if HydraConfig.initialized() else None)
     check_driver(url)
-    # The sweeper created the tables and checked their version: skip both (alembic takes a second to load).
+    # The sweeper created the tables and checked their version: skip both (alembic is slow to load).
     return optuna.storages.RDBStorage(url, skip_table_creation=True, skip_compatibility_check=True)
 
 

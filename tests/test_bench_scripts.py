@@ -1,4 +1,4 @@
-"""bench/make_data.py, bench/course_loop.py and bench/gpu_check.sh work from the checkout alone (no ../shared).
+"""bench/make_data.py, bench/course_loop.py and bench/gpu_check.sh work from the checkout alone (no course files).
 
 Not a timing test: it checks that the data writer gives the same files whatever the number of
 processes, that the course loop trains on them and prints its JSON line, and that bad options

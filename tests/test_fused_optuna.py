@@ -16,9 +16,9 @@ FAST = ["tensorboard=false", "progress=false", "compute.threads=1"]
 FUSED = ["hydra/launcher=fused", "hydra.launcher.fuse=true"]
 # One epoch at lr <= 0.02 on digits: a fused trial and its single run agree to float rounding there.
 # Later they can part: digits' max-pool windows hold exact ties (tests/test_fused.py), and a
-# rounding-level difference flips one now and then. Measured with this search for 2 epochs, lr in
-# 0.001-0.03, sampler seeds 2-5: in each seed one to three of the four trials ended 0.3-2.8 points
-# apart in epoch 2, while epoch 1 agreed exactly below lr 0.029. compute.channels_last=false as there.
+# rounding-level difference flips one now and then: with this search over 2 epochs, trials parted by
+# points in epoch 2 while epoch 1 agreed exactly (docs/benchmarks.md, Fused sweeps), so it trains one
+# epoch. compute.channels_last=false as there.
 SEARCH = ["hydra/sweeper=optuna", "lr=interval(0.001,0.02)", "epochs=1", "compute.channels_last=false",
           "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2", "hydra.sweeper.sampler.seed=1"]
 
@@ -79,8 +79,9 @@ def test_a_fused_study_resumes(searches):
 
 
 def test_a_trial_pruned_inside_a_fused_group_leaves_it_and_the_other_trains_on(tmp_path):
-    """lr 0.05 reaches ~68% val acc after one epoch on digits, 1e-6 stays near chance (tests/test_pruning.py):
-    a threshold of 40% prunes exactly the second, whichever order the sampler suggests them in."""
+    """lr 0.05 clears 40% val acc after one epoch on digits by a wide margin, 1e-6 stays near chance
+    (tests/test_pruning.py): a threshold of 40% prunes exactly the second, whichever order the sampler
+    suggests them in."""
     sweep_dir = tmp_path / "pruned"
     out = run_sweep(sweep_dir, *FAST, *FUSED, "hydra/sweeper=optuna", "hydra/sweeper/pruner=threshold",
                     "hydra.sweeper.pruner.lower=40", "epochs=3", "lr=choice(0.05,1e-6)", "hydra.sweeper.n_trials=2",

@@ -1,7 +1,7 @@
 """The resumable Optuna sweeper (runner/optuna_sweeper.py), end to end through `python -m runner -m`.
 
 Each search runs the real command on the digits data set with one epoch per trial and one CPU
-thread (a trial is ~1 s; a command ~5 s, mostly imports), with sqlite storage in a tmp sweep dir.
+thread (short trials: a command's time is mostly imports), with sqlite storage in a tmp sweep dir.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Pruning (runner/pruning.py + the sweeper): jobs report to their trial each epoch and stop when told.
 
-The search space has one learning rate that trains (lr=0.05: 68% val accuracy after one epoch
-on digits, seed 0) and four that stay near chance (lr=1e-6..4e-6: 10-16%), and a ThresholdPruner
+The search space has one learning rate that trains (lr=0.05: well above 40% val accuracy after
+one epoch on digits, seed 0) and four that stay near chance (lr=1e-6..4e-6), and a ThresholdPruner
 stops any trial below 40% after an epoch: which trials are pruned is certain, not a matter of
 the order in which they ran.
 """

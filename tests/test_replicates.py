@@ -21,7 +21,7 @@ from tests.conftest import CONF_DIR, run_cli, run_sweep
 FAST = ["tensorboard=false", "progress=false", "compute.threads=1", "compute.channels_last=false", "batch_size=16",
         "dataset.val_fraction=0.8"]
 SEED = 4
-# A run folder as a single run leaves it (today's layout: no replicate folders, no block in its summary).
+# A run folder as a single run leaves it (no replicate folders, no replicates block in its summary).
 RUN_FILES = {".hydra", ".run.lock", "runner.log", "config.yaml", "metrics.csv", "summary.json", "curves.png",
              "checkpoint.pth.tar", "model_best.pth.tar"}
 
