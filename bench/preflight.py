@@ -7,8 +7,8 @@ Runs `python -m runner <overrides>` in this process (as `python -m` does, so the
 the same way), `--repeat` times, and stops it right after the preflight: the preflight composes
 the config as Hydra will (each grid job's too, those that differ in what the check can see), checks
 it, and nothing runs. Prints the seconds the preflight took, the first (cold) call and the median
-of the rest. Hydra composes the command's config once more after it in a real run; that cost was
-there before.
+of the rest. Hydra composes the command's config once more after it in a real run; that cost is
+Hydra's own, not the check's.
 """
 
 from __future__ import annotations
