@@ -174,9 +174,16 @@ def _target_of(node: Any, path: str) -> Any:
                           f"write the class name out") from None
 
 
+# The plugins' own configs whose place our plugin takes, with the config name that chooses ours.
+OURS_INSTEAD = {"hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper": "hydra/sweeper=runner_optuna"}
+
+
 def _refuse_target(path: str, target: Any, allowed: Iterable[str], why: str) -> ConfigError:
     allowed = sorted(allowed)
     choices = ", ".join(allowed) if allowed else "nothing"
+    if str(target) in OURS_INSTEAD:
+        return ConfigError(f"{path}._target_={target} is not allowed: {why}; use {OURS_INSTEAD[str(target)]} "
+                           f"(the resumable sweeper with the same keys)")
     return ConfigError(f"{path}._target_={target} is not allowed: {why}; allowed there: {choices} "
                        f"(the list is in runner/trust.py)")
 
