@@ -66,10 +66,11 @@ def traits_of(launcher: Any) -> LauncherTraits:
         target = str(launcher.get("_target_", ""))
         if target in _HYDRA_LAUNCHERS:
             return _HYDRA_LAUNCHERS[target]
-        from hydra.utils import get_class
+        import importlib
 
+        module, _, name = target.rpartition(".")
         try:
-            cls = get_class(target)
+            cls = getattr(importlib.import_module(module), name)
         except Exception:  # not installed here (a job of a cluster launcher): it runs one job at a time here
             return ELSEWHERE
     else:
