@@ -66,3 +66,28 @@ def test_fused_launcher_runs_a_foreign_task_as_plain_jobs(tmp_path):
     assert "one after another" in proc.stdout + proc.stderr
     values = {(r["x"], r["y"]): r["value"] for r in (json.loads(p.read_text()) for p in sweep.glob("*/value.json"))}
     assert values == {(1, 5): 1, (1, 6): 2, (3, 5): 5, (3, 6): 6}
+
+
+def test_every_plugin_class_is_an_entry_point():
+    """An editable install can't be scanned: Hydra finds its plugins through the `hydra.plugins` entry points
+    of pyproject.toml, which must name every Plugin class our hydra_plugins modules give Hydra."""
+    import importlib
+    import inspect
+    import pkgutil
+    import tomllib
+
+    from hydra.plugins.plugin import Plugin
+
+    listed = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"]["hydra.plugins"]
+    named = set()
+    for target in listed.values():
+        module, name = target.split(":")
+        named.add(getattr(importlib.import_module(module), name))
+    found = set()
+    for info in pkgutil.iter_modules([str(REPO / "hydra_plugins")]):
+        assert info.name.startswith("sweep_runner_")
+        for sub in pkgutil.iter_modules([str(REPO / "hydra_plugins" / info.name)]):
+            module = importlib.import_module(f"hydra_plugins.{info.name}.{sub.name}")
+            found |= {obj for _, obj in inspect.getmembers(module, inspect.isclass)
+                      if issubclass(obj, Plugin) and obj.__module__.startswith(("runner.", "hydra_plugins.sweep_runner_"))}
+    assert found and named == found
