@@ -134,8 +134,11 @@ def test_unusable_values_are_recorded_as_failed_trials(tmp_path, value):
     assert study.trials[0].state == TrialState.FAIL
 
 
-def test_the_plugins_own_sweeper_config_is_shadowed():
+def test_runner_optuna_is_our_sweeper_and_optuna_stays_the_plugins():
     out = subprocess.run([sys.executable, "-m", "runner", "hydra/sweeper=runner_optuna", "--cfg", "hydra", "-p", "hydra.sweeper"],
                          cwd=ROOT, capture_output=True, text=True, env={**os.environ}, timeout=120)
     assert "_target_: runner.optuna_sweeper.ResumableOptunaSweeper" in out.stdout, out.stdout + out.stderr
     assert "storage: sqlite:///${hydra.sweep.dir}/optuna.db" in out.stdout
+    plugins = run_cli("-m", "hydra/sweeper=optuna", *FAST)  # the plugin's own sweeper: refused, ours named
+    assert plugins.returncode == 2 and plugins.stderr.strip().endswith(
+        "use hydra/sweeper=runner_optuna (the resumable sweeper with the same keys)"), plugins.stderr
