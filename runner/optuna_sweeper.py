@@ -75,7 +75,6 @@ from runner.optuna_db import study_url
 from runner.optuna_storage import heartbeat_enabled, study_setup
 from runner.optuna_trials import record_result
 from runner.objective import objectives_of
-from runner.pareto import check_sweep_objectives
 from runner.pruning import build_pruner, wants_pruning
 
 log = logging.getLogger(__name__)
@@ -115,6 +114,7 @@ class ResumableOptunaSweeper(TrialAsking, OptunaSweeper):
     def sweep(self, arguments: list[str]) -> None:
         from runner.optuna_db import display_url
         from runner.optuna_report import write_report
+        from runner.pareto import check_sweep_objectives  # pandas: loaded when a sweep starts, not at Hydra's plugin scan
 
         impl = self.sweeper
         assert impl.config is not None and impl.launcher is not None
