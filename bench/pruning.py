@@ -40,7 +40,7 @@ def figures(sweep_dir: Path) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=40)
-    parser.add_argument("--pruner", default="hyperband", help="a file of conf/hydra/sweeper/pruner/")
+    parser.add_argument("--pruner", default="hyperband", help="a file of hydra_plugins/sweep_runner_sweeper/conf/hydra/sweeper/pruner/")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench_pruning"))
     parser.add_argument("--parallel", action="store_true", help="run both searches at once")
     parser.add_argument("overrides", nargs="*", help="more overrides for both searches, e.g. epochs=20")

@@ -19,10 +19,9 @@ from runner.rerun import claimed_run_folder
 from runner.job_records import write_job_record
 from runner.run_names import register_resolvers
 from common.errors import ConfigError, entry_point, error_line, os_failure
-from runner.optuna_sweeper import register as register_optuna_sweeper
-from runner.fused.launcher import register as register_fused_launcher
+from runner.fused.launcher import fusable_task
 from runner.gpu_lease import lease_folder
-from runner.ray_launcher import register as register_ray_launcher
+from runner.hydra_adapter import traits_of
 from runner.objective import objective_of, objective_value, objectives_of
 from runner.job_boundary import install as check_every_job_config, refusal
 from runner.preflight import preflight, remove_refused_run_folder
@@ -31,30 +30,22 @@ from runner.replicates import replicates_of, train_replicates
 from runner.run_folder import record_refused
 
 log = logging.getLogger("runner")
-register_optuna_sweeper()  # hydra/sweeper=optuna (conf/hydra/sweeper/optuna.yaml) points at our resumable class
-register_fused_launcher()  # hydra/launcher=fused (runner/fused/launcher.py)
-register_ray_launcher()  # hydra/launcher=ray (conf/hydra/launcher/ray.yaml) points at runner/ray_launcher.py
 register_resolvers()  # ${run_suffix:} in conf/config.yaml's run and sweep dirs
 check_every_job_config()  # Hydra's config loader checks each job's final config (runner/job_boundary.py)
 
 
 def parallel_jobs(hydra_cfg: DictConfig) -> int:
-    """How many trials the launcher runs at once on this machine (joblib's n_jobs; -1 means all cores;
-    on Ray, as many as the CPUs it gave this trial allow)."""
-    launcher = hydra_cfg.launcher
-    if hydra_cfg.mode == RunMode.MULTIRUN and "ray_launcher" in str(launcher.get("_target_", "")):
-        from runner.ray_launcher import trials_per_node
-
-        return trials_per_node()
-    if hydra_cfg.mode != RunMode.MULTIRUN or "joblib" not in str(launcher.get("_target_", "")):
+    """How many trials the launcher runs at once on this machine, as its traits say (joblib's n_jobs, -1
+    meaning all cores; on Ray, as many as the CPUs it gave this trial allow; 1 for the others)."""
+    if hydra_cfg.mode != RunMode.MULTIRUN:
         return 1
-    n_jobs = int(launcher.get("n_jobs") or 1)
-    return n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs)
+    return traits_of(hydra_cfg.launcher).trials_at_once(hydra_cfg.launcher)
 
 
 # Hydra instantiates only these (sweeper, sampler, launcher, callbacks); the run's own classes are
 # allowed inside train() and runner.eval, each with its own list (runner/trust.py).
 @hydra.main(config_path="../conf", config_name="config", execution_whitelist=flat(HYDRA_TARGETS))
+@fusable_task  # hydra/launcher=fused may train several of its jobs as one group
 def main(cfg: DictConfig) -> float | tuple[float, ...] | None:
     from runner.train import train  # torch and friends load after Hydra has parsed the command line
 

@@ -123,11 +123,14 @@ def _file_name(text: str) -> str:
 
 def lease_folder(hydra_cfg: DictConfig, parallel_jobs: int) -> Path | None:
     """`<sweep dir>/.gpu_leases` when this job may run beside others of its sweep on this machine:
-    the joblib launcher with n_jobs > 1 (`parallel_jobs`), or with the Optuna sweeper's n_jobs > 1
-    (its trials run from threads). None otherwise: the basic and fused launchers run one job at a
-    time, and cluster launchers (submitit, ray) get their GPUs from the cluster."""
+    a launcher whose jobs share this machine (joblib; its traits, runner/hydra_adapter.py) with n_jobs > 1
+    (`parallel_jobs`), or with the Optuna sweeper's n_jobs > 1 (its trials run from threads). None
+    otherwise: the basic and fused launchers run one job at a time, and cluster launchers (submitit,
+    ray) get their GPUs from the cluster."""
+    from runner.hydra_adapter import traits_of
+
     launcher, sweeper = hydra_cfg.launcher, hydra_cfg.sweeper
-    if "joblib" not in str(launcher.get("_target_", "")):
+    if not traits_of(launcher).shares_machine:
         return None
     trial_threads = int(sweeper.get("n_jobs") or 1) if "optuna" in str(sweeper.get("_target_", "")).lower() else 1
     if max(parallel_jobs, trial_threads) <= 1:

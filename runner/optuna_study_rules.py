@@ -52,7 +52,9 @@ def resume_command(config: DictConfig) -> str:
     sweep = OmegaConf.to_container(config.hydra.sweep, resolve=False)
     if "${now:" in str(sweep.get("dir")) and not any(a.startswith("hydra.sweep.dir=") for a in argv):
         argv.append(f"hydra.sweep.dir={config.hydra.sweep.dir}")
-    return shlex.join([Path(sys.executable).name, "-m", "runner", *argv])
+    script = Path(sys.argv[0])  # python -m runner, or another app's own script using our sweeper
+    command = ["-m", "runner"] if script.name == "__main__.py" and script.parent.name == "runner" else [sys.argv[0]]
+    return shlex.join([Path(sys.executable).name, *command, *argv])
 
 
 def differing_overrides(before: list[str], now: list[str]) -> str:

@@ -1,9 +1,8 @@
 """A resumable Optuna sweeper: the Hydra Optuna plugin's sweeper, with the study as the source of truth.
 
-Selected by conf/hydra/sweeper/optuna.yaml, which shadows the plugin's own `hydra/sweeper=optuna`
-(our conf dir comes before the plugin's structured configs on Hydra's search path), so both
-`hparams_search=<file>` and `hydra/sweeper=optuna` on the command line get this class. It takes
-the same config keys as the plugin's sweeper, and adds:
+Selected by `hydra/sweeper=runner_optuna` (hydra_plugins/sweep_runner_sweeper/, which Hydra finds on
+its own in any app; conf/hparams_search/*.yaml pick it). It takes the same config keys as the
+plugin's sweeper, and adds:
 
 * Resume. The study lives in persistent storage (by default sqlite in the sweep dir) and
   `n_trials` is the study's total, not "this many more": a re-run of the same command runs only
@@ -24,7 +23,7 @@ the same config keys as the plugin's sweeper, and adds:
   (runner/pruning.py); the trial is told PRUNED. A trial starts as soon as one of n_jobs slots is
   free: each job is a launcher call of its own, from a pool of n_jobs threads (one slot, in this
   thread, for the basic launcher, which runs jobs in this process). With the fused launcher
-  (`hydra/launcher=fused`), up to n_jobs trials are asked and launched as one batch, one
+  (`hydra/launcher=fused`; any launcher whose traits say it fuses, runner/hydra_adapter.py), up to n_jobs trials are asked and launched as one batch, one
   launcher call, so that it can train them as one fused group; the next batch is asked when
   the whole batch has ended (a trial pruned early frees its slot only then).
 * Several workers on one study (runner/optuna_storage.py, runner/optuna_asking.py): heartbeats
@@ -43,8 +42,9 @@ Each trial carries user attributes: job_num, run_dir, sweep_dir, owner (host:pid
 process that ran it), status (the job's summary.json status), error, and where it applies
 retry_of / retried / duplicate_of / surplus, params_set.
 
-The module only imports Hydra at the top: `runner/__main__.py` registers the class with Hydra's
-plugin registry on every start, and Optuna (~0.4 s to import) is only loaded when a sweep starts.
+The module only imports Hydra at the top: Hydra imports it when it scans its plugins
+(hydra_plugins/sweep_runner_sweeper/), and Optuna is only loaded when a sweep starts. The Optuna
+plugin's private functions it reuses are called through runner/hydra_adapter.py.
 """
 
 from __future__ import annotations
@@ -62,14 +62,12 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
-from hydra._internal.core_plugins.basic_launcher import BasicLauncher
-from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import DictConfig, OmegaConf
 
 from common.errors import ConfigError
-from runner.fused.launcher import FusedLauncher
+from runner import hydra_adapter
 from runner.optuna_asking import TrialAsking
 from runner.optuna_space import _space_size, _tally
 from runner.optuna_study_rules import check_fixed_overrides, check_options, resume_command
@@ -77,19 +75,9 @@ from runner.optuna_db import study_url
 from runner.optuna_storage import heartbeat_enabled, study_setup
 from runner.optuna_trials import record_result
 from runner.objective import objectives_of
-from runner.pareto import check_sweep_objectives
 from runner.pruning import build_pruner, wants_pruning
 
 log = logging.getLogger(__name__)
-
-
-def register() -> None:
-    """Make the class known to Hydra, which instantiates sweepers only from its plugin registry.
-
-    Hydra finds plugins by scanning the `hydra_plugins` namespace package (or entry points);
-    a `_target_` elsewhere fails with "Unknown plugin class" unless registered by hand.
-    """
-    Plugins.instance().register(ResumableOptunaSweeper)
 
 
 class ResumableOptunaSweeper(TrialAsking, OptunaSweeper):
@@ -124,10 +112,9 @@ class ResumableOptunaSweeper(TrialAsking, OptunaSweeper):
 
     # ------------------------------------------------------------------ the loop
     def sweep(self, arguments: list[str]) -> None:
-        from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
-
         from runner.optuna_db import display_url
         from runner.optuna_report import write_report
+        from runner.pareto import check_sweep_objectives  # pandas: loaded when a sweep starts, not at Hydra's plugin scan
 
         impl = self.sweeper
         assert impl.config is not None and impl.launcher is not None
@@ -135,12 +122,8 @@ class ResumableOptunaSweeper(TrialAsking, OptunaSweeper):
         sweep_dir = Path(str(config.hydra.sweep.dir))
 
         # Search space: as the plugin does it (hydra.sweeper.params, then command-line sweeps).
-        impl._process_searchspace_config()
-        space, fixed_params, fixed_overrides = create_params_from_overrides(
-            impl._parse_sweeper_params_config() + list(arguments))
-        for name in fixed_params:
-            space.pop(name, None)
-        directions = impl._get_directions()
+        space, fixed_params, fixed_overrides = hydra_adapter.search_space(impl, arguments)
+        directions = hydra_adapter.directions(impl)
         try:  # as many directions as objectives (runner/pareto.py; checked before Hydra acted, too)
             check_sweep_objectives(config)
         except ConfigError as e:
@@ -151,7 +134,7 @@ class ResumableOptunaSweeper(TrialAsking, OptunaSweeper):
         sampler = impl.sampler
         n_trials = impl.n_trials
         if _is_grid(sampler):
-            grid = {name: impl._to_grid_sampler_choices(d) for name, d in space.items()}
+            grid = {name: hydra_adapter.grid_choices(impl, d) for name, d in space.items()}
             sampler = sampler(grid)
             n_trials = min(n_trials, math.prod(len(v) for v in grid.values()))
 
@@ -196,15 +179,17 @@ class ResumableOptunaSweeper(TrialAsking, OptunaSweeper):
 
         space_size = _space_size(space) if impl.custom_search_space_extender is None else None
         # A trial starts as soon as a slot is free (a pruned trial frees its slot at once): one job per
-        # launcher call, from a pool of n_jobs threads. The basic launcher runs jobs in this process, so
-        # one at a time, in this thread (Ctrl-C then reaches the job).
-        # hydra/launcher=fused: up to n_jobs trials are asked, then launched as one batch (one launcher
-        # call, in this thread) so the launcher can train them fused; a pruned trial's slot frees when its batch ends.
-        batched = isinstance(impl.launcher, FusedLauncher)
-        slots = impl.n_jobs if batched else 1 if isinstance(impl.launcher, BasicLauncher) else impl.n_jobs
+        # launcher call, from a pool of n_jobs threads. A launcher that runs jobs in this process (the
+        # basic one) runs one at a time, in this thread (Ctrl-C then reaches the job).
+        # A launcher that fuses (hydra/launcher=fused): up to n_jobs trials are asked, then launched as one
+        # batch (one launcher call, in this thread) so it can train them fused; a pruned trial's slot frees
+        # when its batch ends.
+        traits = hydra_adapter.traits_of(impl.launcher)
+        batched = traits.fuses
+        slots = impl.n_jobs if batched else 1 if traits.in_process else impl.n_jobs
         if slots < impl.n_jobs:
-            log.info("hydra.sweeper.n_jobs=%d with the basic launcher: trials run one at a time "
-                     "(hydra/launcher=joblib runs them in parallel)", impl.n_jobs)
+            log.info("hydra.sweeper.n_jobs=%d with a launcher that runs jobs in this process: trials run one at "
+                     "a time (hydra/launcher=joblib runs them in parallel)", impl.n_jobs)
         pool = ThreadPoolExecutor(slots, thread_name_prefix="trial") if slots > 1 and not batched else None
         batch: list[tuple[Any, list[str], int]] = []  # (trial, overrides, job number) asked for the next batch
         in_flight: dict[Future, tuple[Any, int]] = {}

@@ -56,7 +56,7 @@ def preflight(argv: list[str], task_function: Callable, config_path: str, config
         cfg, multirun, typed_keys = composed
         check_command_line_only(cfg, typed_keys)
         check_fuse_option(cfg.hydra.launcher)  # hydra/launcher=fused's one option
-        check_ray_installed(cfg.hydra.launcher)  # hydra/launcher=ray without its plugin
+        check_ray_installed(cfg.hydra.launcher)  # hydra/launcher=runner_ray without its plugin
         check_hydra_settings(cfg.hydra)  # logging values, n_jobs: Hydra acts on them before the job starts
         if multirun:
             _check_one_folder_per_job(cfg)

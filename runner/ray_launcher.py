@@ -1,8 +1,8 @@
-"""`hydra/launcher=ray`: a sweep's jobs as Ray tasks, on a running Ray cluster or on a Ray
+"""`hydra/launcher=runner_ray`: a sweep's jobs as Ray tasks, on a running Ray cluster or on a Ray
 instance the sweep starts on this machine (docs/ray.md).
 
-hydra-ray-launcher's launcher, on the plugin's own functions (conf/hydra/launcher/ray.yaml points
-here instead of at the plugin's class), with the differences a sweep of this project needs:
+hydra-ray-launcher's launcher, on the plugin's own functions (`hydra/launcher=runner_ray`, stored by
+hydra_plugins/sweep_runner_ray/ beside the plugin's own `ray`), with the differences a sweep of this project needs:
 
 * Ray is joined (or started) once per sweep, under a lock: the Optuna sweeper launches trials
   from n_jobs threads at once, and two `ray.init` calls at the same time fail.
@@ -38,7 +38,6 @@ import threading
 from pathlib import Path
 from typing import Any, Sequence
 
-from hydra.core.plugins import Plugins
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
 from hydra.plugins.launcher import Launcher
@@ -46,6 +45,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from common.errors import ConfigError
+from runner.hydra_adapter import LauncherTraits
 
 log = logging.getLogger("runner")
 _joining = threading.Lock()
@@ -53,15 +53,10 @@ TARGET = "runner.ray_launcher.RayLauncher"
 INTERRUPT_GRACE_S = 30  # how long an interrupted sweep waits for its running jobs to record that they were
 
 
-def register() -> None:
-    """Hydra instantiates only registered launchers (runner/__main__.py calls this; ray loads at launch)."""
-    Plugins.instance().register(RayLauncher)
-
-
 def check_installed(launcher: DictConfig) -> None:
-    """hydra/launcher=ray without the plugin: one line naming the extra (runner/preflight.py calls this)."""
+    """hydra/launcher=runner_ray without the plugin: one line naming the extra (runner/preflight.py calls this)."""
     if launcher.get("_target_") == TARGET and importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is None:
-        raise ConfigError("hydra/launcher=ray needs hydra-ray-launcher and Ray: pip install -e \".[ray]\"")
+        raise ConfigError("hydra/launcher=runner_ray needs hydra-ray-launcher and Ray: pip install -e \".[ray]\"")
 
 
 def wants_gpu(device: Any) -> bool:
@@ -90,7 +85,13 @@ def trials_per_node() -> int:
     return max(1, cores // max(1, int(cpus)))
 
 
+def _trials_per_node(launcher_cfg: DictConfig) -> int:
+    return trials_per_node()
+
+
 class RayLauncher(Launcher):
+    traits = LauncherTraits(trials_at_once=_trials_per_node)  # jobs run as Ray tasks, one per call
+
     def __init__(self, ray: DictConfig) -> None:
         self.ray_cfg = ray
         self.hydra_context: HydraContext | None = None

@@ -82,9 +82,7 @@ HYDRA_TARGETS: dict[str, tuple[str, ...]] = {
         "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",
         "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
         "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher",
-        "runner.ray_launcher.RayLauncher",
-        "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher",
-        "hydra_plugins.hydra_ray_launcher.ray_aws_launcher.RayAWSLauncher"),
+        "runner.ray_launcher.RayLauncher"),
     "hydra.callbacks.*": ("runner.callbacks.LockSweepDir", "runner.callbacks.CollectOnMultirunEnd"),
 }
 
@@ -174,9 +172,23 @@ def _target_of(node: Any, path: str) -> Any:
                           f"write the class name out") from None
 
 
+# The plugins' own configs whose place our plugin takes, with the config name that chooses ours.
+# The Ray plugin's own launchers are refused: it joins Ray once per trial thread, puts a relative sweep
+# dir wherever a worker runs, and its AWS launcher takes setup commands from config files.
+OURS_INSTEAD = {
+    "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper":
+        ("hydra/sweeper=runner_optuna", "the resumable sweeper with the same keys"),
+    "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher":
+        ("hydra/launcher=runner_ray", "the Ray launcher with the same keys, safe for parallel trials"),
+}
+
+
 def _refuse_target(path: str, target: Any, allowed: Iterable[str], why: str) -> ConfigError:
     allowed = sorted(allowed)
     choices = ", ".join(allowed) if allowed else "nothing"
+    if str(target) in OURS_INSTEAD:
+        choice, what = OURS_INSTEAD[str(target)]
+        return ConfigError(f"{path}._target_={target} is not allowed: {why}; use {choice} ({what})")
     return ConfigError(f"{path}._target_={target} is not allowed: {why}; allowed there: {choices} "
                        f"(the list is in runner/trust.py)")
 

@@ -38,7 +38,7 @@ def test_a_grid_with_and_without_an_adversary(tmp_path):
 
 
 def test_an_optuna_search_can_maximise_robust_accuracy(tmp_path):
-    proc = run_cli("-m", f"hydra.sweep.dir={tmp_path}", *FAST, "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2",
+    proc = run_cli("-m", f"hydra.sweep.dir={tmp_path}", *FAST, "hydra/sweeper=runner_optuna", "hydra.sweeper.n_trials=2",
                    "hydra.sweeper.sampler.seed=0", "adversary=pgd", "adversary.steps=2", "adversary.epsilon=0.05",
                    "objective=val_robust_acc", "lr=interval(0.005,0.05)")
     assert proc.returncode == 0, proc.stderr

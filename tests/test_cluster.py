@@ -25,7 +25,7 @@ def sweep(sweep_dir: Path, *overrides: str) -> str:
 def test_optuna_search_with_pruning_through_submitit_local(tmp_path):
     sweep_dir = tmp_path / "optuna"
     # lr=0.05 clears 40% after one epoch (digits, seed 0); lr=1e-6 stays near chance and is pruned
-    search = ["hydra/sweeper=optuna", "hydra/sweeper/pruner=threshold", "hydra.sweeper.pruner.lower=40",
+    search = ["hydra/sweeper=runner_optuna", "hydra/sweeper/pruner=threshold", "hydra.sweeper.pruner.lower=40",
               "lr=choice(0.05,1e-6)", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2", "epochs=2"]
     sweep(sweep_dir, *search)
     study = optuna.load_study(study_name="optuna", storage=f"sqlite:///{sweep_dir}/optuna.db")

@@ -19,7 +19,7 @@ FUSED = ["hydra/launcher=fused", "hydra.launcher.fuse=true"]
 # rounding-level difference flips one now and then: with this search over 2 epochs, trials parted by
 # points in epoch 2 while epoch 1 agreed exactly (docs/benchmarks.md, Fused sweeps), so it trains one
 # epoch. compute.channels_last=false as there.
-SEARCH = ["hydra/sweeper=optuna", "lr=interval(0.001,0.02)", "epochs=1", "compute.channels_last=false",
+SEARCH = ["hydra/sweeper=runner_optuna", "lr=interval(0.001,0.02)", "epochs=1", "compute.channels_last=false",
           "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2", "hydra.sweeper.sampler.seed=1"]
 
 
@@ -83,7 +83,7 @@ def test_a_trial_pruned_inside_a_fused_group_leaves_it_and_the_other_trains_on(t
     (tests/test_pruning.py): a threshold of 40% prunes exactly the second, whichever order the sampler
     suggests them in."""
     sweep_dir = tmp_path / "pruned"
-    out = run_sweep(sweep_dir, *FAST, *FUSED, "hydra/sweeper=optuna", "hydra/sweeper/pruner=threshold",
+    out = run_sweep(sweep_dir, *FAST, *FUSED, "hydra/sweeper=runner_optuna", "hydra/sweeper/pruner=threshold",
                     "hydra.sweeper.pruner.lower=40", "epochs=3", "lr=choice(0.05,1e-6)", "hydra.sweeper.n_trials=2",
                     "hydra.sweeper.n_jobs=2", "hydra.sweeper.sampler.seed=6")
     assert "Launching 2 jobs: 1 fused group(s) [[0, 1]], 0 single" in out
@@ -147,7 +147,7 @@ def test_max_failure_rate_is_checked_per_fused_batch(tmp_path):
     from tests.conftest import run_cli
 
     sweep_dir = tmp_path / "failing"
-    proc = run_cli("-m", f"hydra.sweep.dir={sweep_dir}", *FAST, *FUSED, "hydra/sweeper=optuna", "epochs=1",
+    proc = run_cli("-m", f"hydra.sweep.dir={sweep_dir}", *FAST, *FUSED, "hydra/sweeper=runner_optuna", "epochs=1",
                    "lr=choice(1e6,2e6,3e6,4e6)", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2",
                    "hydra.sweeper.max_failure_rate=0.5")
     out = proc.stdout + proc.stderr
@@ -214,15 +214,12 @@ def test_trials_with_a_pruner_are_no_epoch_prefix_family():
     from hydra import compose, initialize_config_dir
 
     from runner.fused.groups import prefix_families
-    from runner.optuna_sweeper import register
     from tests.conftest import CONF_DIR
-
-    register()
 
     def job(epochs: int, trial: int, *pruner: str):
         with initialize_config_dir(config_dir=CONF_DIR):
             return compose(config_name="config", return_hydra_config=True,
-                           overrides=["hydra/sweeper=optuna", *pruner, f"epochs={epochs}",
+                           overrides=["hydra/sweeper=runner_optuna", *pruner, f"epochs={epochs}",
                                       f"++hydra.job.env_set.RUNNER_OPTUNA_TRIAL={trial}"])
 
     assert prefix_families([job(1, 0), job(2, 1)], [0, 1]) == [[0, 1]]

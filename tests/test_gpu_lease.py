@@ -139,10 +139,15 @@ def test_threads_of_one_process_get_gpus_of_their_own(tmp_path):
         lease.release()
 
 
+LAUNCHERS = {"joblib": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",
+             "submitit": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
+             "fused": "runner.fused.launcher.FusedLauncher"}
+
+
 def _hydra(launcher: str, n_jobs: int | None, sweeper: str = "basic", sweeper_jobs: int = 1, cwd: str = "/x"):
     return OmegaConf.create({
         "mode": RunMode.MULTIRUN, "runtime": {"cwd": cwd}, "sweep": {"dir": "multirun/a"},
-        "launcher": {"_target_": f"hydra_plugins.hydra_{launcher}_launcher.{launcher}_launcher.L", "n_jobs": n_jobs},
+        "launcher": {"_target_": LAUNCHERS[launcher], "n_jobs": n_jobs},
         "sweeper": {"_target_": f"hydra_plugins.hydra_{sweeper}_sweeper.S", "n_jobs": sweeper_jobs}})
 
 
@@ -152,6 +157,7 @@ def test_only_trials_run_side_by_side_on_this_machine_lease_gpus():
     assert lease_folder(_hydra("joblib", 1), 1) is None  # one at a time
     assert lease_folder(_hydra("joblib", 1, "optuna", 1), 1) is None
     assert lease_folder(_hydra("submitit", 4), 1) is None  # the cluster hands out GPUs
+    assert lease_folder(_hydra("fused", None, "optuna", 3), 1) is None  # one job at a time, in the sweep's process
 
 
 def test_trials_per_gpu_is_checked_in_one_line(tmp_path):

@@ -78,7 +78,7 @@ def test_failing_and_diverging_trials_do_not_end_the_search(tmp_path):
     # Four points, all of which must run (no parameter set runs twice): batch_size=0 fails the
     # config check, lr=1000 diverges to NaN in the first epoch, (16, 0.01) trains.
     sweep_dir = tmp_path / "study"
-    proc = run_cli("-m", f"hydra.sweep.dir={sweep_dir}", *FAST, "hydra/sweeper=optuna", "batch_size=choice(0,16)",
+    proc = run_cli("-m", f"hydra.sweep.dir={sweep_dir}", *FAST, "hydra/sweeper=runner_optuna", "batch_size=choice(0,16)",
                    "lr=choice(0.01,1000.0)", "hydra.sweeper.n_trials=4", "hydra.sweeper.sampler.seed=0")
     out = proc.stdout + proc.stderr
     # the search ran to its end; its two failed jobs make the command fail, in one line
@@ -134,8 +134,11 @@ def test_unusable_values_are_recorded_as_failed_trials(tmp_path, value):
     assert study.trials[0].state == TrialState.FAIL
 
 
-def test_the_plugins_own_sweeper_config_is_shadowed():
-    out = subprocess.run([sys.executable, "-m", "runner", "hydra/sweeper=optuna", "--cfg", "hydra", "-p", "hydra.sweeper"],
+def test_runner_optuna_is_our_sweeper_and_optuna_stays_the_plugins():
+    out = subprocess.run([sys.executable, "-m", "runner", "hydra/sweeper=runner_optuna", "--cfg", "hydra", "-p", "hydra.sweeper"],
                          cwd=ROOT, capture_output=True, text=True, env={**os.environ}, timeout=120)
     assert "_target_: runner.optuna_sweeper.ResumableOptunaSweeper" in out.stdout, out.stdout + out.stderr
     assert "storage: sqlite:///${hydra.sweep.dir}/optuna.db" in out.stdout
+    plugins = run_cli("-m", "hydra/sweeper=optuna", *FAST)  # the plugin's own sweeper: refused, ours named
+    assert plugins.returncode == 2 and plugins.stderr.strip().endswith(
+        "use hydra/sweeper=runner_optuna (the resumable sweeper with the same keys)"), plugins.stderr

@@ -73,7 +73,7 @@ def test_a_run_returns_one_value_per_objective_or_none():
 def test_a_two_objective_search_keeps_exactly_the_non_dominated_trials(tmp_path):
     """An Optuna search over model width and lr, its trials trained by the fused launcher two at a time."""
     sweep_dir = tmp_path / "study"
-    out = run_sweep(sweep_dir, *FAST, *TWO, "hydra/sweeper=optuna", "hydra/launcher=fused", "model=simplenet",
+    out = run_sweep(sweep_dir, *FAST, *TWO, "hydra/sweeper=runner_optuna", "hydra/launcher=fused", "model=simplenet",
                     "model.hidden=choice(8,32,128)", "lr=choice(0.01,0.1)", "hydra.sweeper.n_trials=4",
                     "hydra.sweeper.n_jobs=2", "hydra.sweeper.sampler.seed=0")
     assert "Pareto front of val_acc, params_m" in out
@@ -142,7 +142,7 @@ def test_one_objective_tables_have_no_front(tmp_path):
 
 def sweep_config(*overrides: str):
     with initialize_config_dir(config_dir=CONF_DIR):
-        return compose(config_name="config", overrides=["hydra/sweeper=optuna", *overrides], return_hydra_config=True)
+        return compose(config_name="config", overrides=["hydra/sweeper=runner_optuna", *overrides], return_hydra_config=True)
 
 
 @pytest.mark.parametrize("overrides, message", [

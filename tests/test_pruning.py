@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 from tests.conftest import run_sweep
 
 FAST = ["tensorboard=false", "progress=false", "compute.threads=1"]
-SEARCH = ["hydra/sweeper=optuna", "hydra/sweeper/pruner=threshold", "hydra.sweeper.pruner.lower=40", "epochs=12",
+SEARCH = ["hydra/sweeper=runner_optuna", "hydra/sweeper/pruner=threshold", "hydra.sweeper.pruner.lower=40", "epochs=12",
           "lr=choice(0.05,1e-6,2e-6,3e-6,4e-6)", "hydra.sweeper.n_trials=5", "hydra.sweeper.sampler.seed=6",
           "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2"]
 

@@ -1,4 +1,4 @@
-"""hydra/launcher=ray: a grid and an Optuna search through a real two-node Ray cluster the test starts
+"""hydra/launcher=runner_ray: a grid and an Optuna search through a real two-node Ray cluster the test starts
 and stops; what only the command line may tell Ray; which jobs ask Ray for a GPU.
 
 The cluster runs in namespaces of its own (`unshare`): a network namespace with only loopback up,
@@ -47,7 +47,7 @@ ray start --address=127.0.0.1:6379 --node-ip-address=127.0.0.1 --num-cpus=1 --nu
 ps -e -o comm= | grep -c raylet > ../raylets
 cd ..
 step cluster
-RAY="hydra/launcher=ray hydra.launcher.ray.init.address=127.0.0.1:6379"
+RAY="hydra/launcher=runner_ray hydra.launcher.ray.init.address=127.0.0.1:6379"
 FAST="epochs=1 tensorboard=false progress=false"
 python -m runner -m $RAY $FAST hydra.sweep.dir=grid lr=0.01,0.05 > grid.log 2>&1
 echo $? > grid.rc
@@ -65,7 +65,7 @@ echo $? > lost.rc
 # own suggestion shows. The other two train the grid's learning rates.
 SEARCH = """# @package _global_
 defaults:
-  - override /hydra/sweeper: optuna
+  - override /hydra/sweeper: runner_optuna
   - override /hydra/sweeper/sampler: grid
 hydra:
   output_subdir: ${{device}}
@@ -189,7 +189,7 @@ def test_a_grid_and_a_search_run_through_a_two_node_ray_cluster(tmp_path):
 def test_where_ray_jobs_run_comes_only_from_the_command_line(tmp_path):
     conf = tmp_path / "conf" / "experiment"
     conf.mkdir(parents=True)
-    (conf / "elsewhere.yaml").write_text("# @package _global_\ndefaults:\n  - override /hydra/launcher: ray\n"
+    (conf / "elsewhere.yaml").write_text("# @package _global_\ndefaults:\n  - override /hydra/launcher: runner_ray\n"
                                          "hydra:\n  launcher:\n    ray:\n      init:\n        address: 10.0.0.9:6379\n")
     sweep_dir = tmp_path / "sweep"
     proc = run_cli("--config-dir", str(tmp_path / "conf"), "-m", "experiment=elsewhere", "epochs=1",
@@ -201,17 +201,27 @@ def test_where_ray_jobs_run_comes_only_from_the_command_line(tmp_path):
     for key in ("hydra.launcher.ray.init.runtime_env", "hydra.launcher.ray.remote.runtime_env",
                 "hydra.launcher.ray.remote.scheduling_strategy"):
         value = "{env_vars: {LD_PRELOAD: /tmp/x.so}}" if key.endswith("runtime_env") else "SPREAD"
-        cfg = compose_full("hydra/launcher=ray", f"+{key}={value}")
+        cfg = compose_full("hydra/launcher=runner_ray", f"+{key}={value}")
         with pytest.raises(ConfigError, match=f"{key}.* is not allowed from a config file"):
             check_command_line_only(cfg, ["hydra/launcher"])
         check_command_line_only(cfg, ["hydra/launcher", key])
-    typed_address = compose_full("hydra/launcher=ray", "hydra.launcher.ray.init.address=auto",
+    typed_address = compose_full("hydra/launcher=runner_ray", "hydra.launcher.ray.init.address=auto",
                                  "+hydra.launcher.ray.init.runtime_env={env_vars: {A: b}}")
     with pytest.raises(ConfigError, match="hydra.launcher.ray.init.runtime_env.env_vars.A"):
         check_command_line_only(typed_address, ["hydra/launcher", "hydra.launcher.ray.init.address"])
-    resources = compose_full("hydra/launcher=ray", "+hydra.launcher.ray.remote.num_gpus=1",
+    resources = compose_full("hydra/launcher=runner_ray", "+hydra.launcher.ray.remote.num_gpus=1",
                              "+hydra.launcher.ray.remote.num_cpus=2")
     check_command_line_only(resources, ["hydra/launcher"])
+
+
+def test_the_ray_plugins_own_launchers_are_refused_with_ours_named(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="needs hydra-ray-launcher: pip install -e '.[ray]'")
+    proc = run_cli("-m", "hydra/launcher=ray", "epochs=1", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert_refused(proc, "hydra.launcher._target_=hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher",
+                   "use hydra/launcher=runner_ray")
+    proc = run_cli("-m", "hydra/launcher=ray_aws", "epochs=1", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert_refused(proc, "RayAWSLauncher is not allowed")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("device, remote, wanted", [
@@ -224,5 +234,5 @@ def test_where_ray_jobs_run_comes_only_from_the_command_line(tmp_path):
 def test_a_job_asks_ray_for_a_gpu_when_it_trains_on_one(device, remote, wanted):
     from runner.ray_launcher import job_resources
 
-    job = compose_full("hydra/launcher=ray", f"device={device}")
+    job = compose_full("hydra/launcher=runner_ray", f"device={device}")
     assert OmegaConf.to_container(job_resources(OmegaConf.create(remote), job)) == wanted

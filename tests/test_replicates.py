@@ -159,7 +159,7 @@ def test_a_diverged_replicate_is_excluded_and_counted(tmp_path):
 def test_an_optuna_search_is_told_the_mean_and_its_pruner_the_mean_curve(tmp_path):
     """lr 0.05 trains; lr 1e-6 stays near chance, below the pruner's 40% after its first epoch."""
     sweep_dir = tmp_path / "study"
-    run_sweep(sweep_dir, *FAST, "hydra/sweeper=optuna", "hydra/sweeper/pruner=threshold",
+    run_sweep(sweep_dir, *FAST, "hydra/sweeper=runner_optuna", "hydra/sweeper/pruner=threshold",
               "hydra.sweeper.pruner.lower=40", "epochs=2", "lr=choice(0.05,1e-6)", "hydra.sweeper.n_trials=2",
               "hydra.sweeper.sampler.seed=6", "replicates=2")
     study = optuna.load_study(study_name="optuna", storage=f"sqlite:///{sweep_dir}/optuna.db")

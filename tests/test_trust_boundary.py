@@ -59,7 +59,7 @@ def write_search(conf: Path, params: dict[str, str], extra: str = "") -> None:
     (conf / "hparams_search").mkdir(parents=True, exist_ok=True)
     lines = "".join(f"      {json.dumps(k)}: {json.dumps(v)}\n" for k, v in params.items())
     (conf / "hparams_search" / "evil.yaml").write_text(
-        "# @package _global_\ndefaults:\n  - override /hydra/sweeper: optuna\n"
+        "# @package _global_\ndefaults:\n  - override /hydra/sweeper: runner_optuna\n"
         f"{extra}hydra:\n  sweeper:\n    n_trials: 2\n    params:\n{lines}")
 
 
@@ -165,7 +165,7 @@ def test_a_sweep_job_refused_at_run_time_records_refused_and_the_sweep_goes_on(t
     conf = tmp_path / "conf" / "hparams_search"
     conf.mkdir(parents=True)
     (conf / "evil.yaml").write_text(
-        "# @package _global_\ndefaults:\n  - override /hydra/sweeper: optuna\n  - override /hydra/sweeper/sampler: grid\n"
+        "# @package _global_\ndefaults:\n  - override /hydra/sweeper: runner_optuna\n  - override /hydra/sweeper/sampler: grid\n"
         "hydra:\n  output_subdir: ${device}\n  sweeper:\n    n_trials: 4\n    n_jobs: 4\n    params:\n"
         f"      device: choice(cpu, {tmp_path}/outside)\n      lr: choice(0.01, 0.02)\n")
     sweep_dir = tmp_path / "sweep"
@@ -200,7 +200,7 @@ def test_a_trial_may_not_move_its_folder_out_of_the_sweep(tmp_path):
     conf = tmp_path / "conf" / "hparams_search"
     conf.mkdir(parents=True)
     (conf / "evil.yaml").write_text(
-        "# @package _global_\ndefaults:\n  - override /hydra/sweeper: optuna\n  - override /hydra/sweeper/sampler: grid\n"
+        "# @package _global_\ndefaults:\n  - override /hydra/sweeper: runner_optuna\n  - override /hydra/sweeper/sampler: grid\n"
         f"hydra:\n  sweep:\n    dir: ${{device}}\n  sweeper:\n    n_trials: 1\n    params:\n"
         f"      device: choice({tmp_path}/outside)\n")
     proc = run_cli("--config-dir", str(tmp_path / "conf"), "-m", "hparams_search=evil", *FAST, cwd=tmp_path)

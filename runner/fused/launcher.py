@@ -6,10 +6,10 @@ through Hydra's `run_job` (its folder, `.hydra/`, log file, job callbacks); a fu
 only claims its folder, and its value is filled into its JobReturn once its group has trained,
 so the sweeper and the collector see the same returns, in job order, as with the basic launcher.
 
-Registered by hand (`register()`, called by runner/__main__.py) like runner/optuna_sweeper.py:
-Hydra finds plugins by scanning the `hydra_plugins` namespace package, and a `hydra_plugins`
-folder inside this repository would be found only while it is on sys.path; registering keeps
-one mechanism for both of our plugins. torch loads only when a sweep launches.
+Only a task function marked `fusable_task` (runner/__main__.py's, which trains one run of this
+project) is fused; any other app's task runs as plain jobs, one after another, as the basic launcher
+runs them. Hydra finds the class through hydra_plugins/sweep_runner_fused/, which also stores its
+config (`hydra/launcher=fused`). torch loads only when a sweep launches.
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from hydra._internal.core_plugins.basic_launcher import BasicLauncher
-from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from runner.hydra_adapter import LauncherTraits
 
 log = logging.getLogger("runner")
 
@@ -41,9 +42,14 @@ class FusedLauncherConf:
 
 
 CPU_FUSE_MAX_BATCH = 16
+FUSABLE = "__sweep_runner_fusable__"
 
 
-ConfigStore.instance().store(group="hydra/launcher", name="fused", node=FusedLauncherConf, provider="runner")
+def fusable_task(task: TaskFunction) -> TaskFunction:
+    """Mark a task function as one that trains one run of this project from its config, so that the fused
+    launcher may train several of its jobs as one group (runner/__main__.py's `main`)."""
+    setattr(task, FUSABLE, True)
+    return task
 
 
 def fuse_pays(cfg: DictConfig) -> bool:
@@ -53,10 +59,6 @@ def fuse_pays(cfg: DictConfig) -> bool:
 
     on_gpu = str(cfg.device).startswith("cuda") or (str(cfg.device) == "auto" and torch.cuda.is_available())
     return on_gpu or int(cfg.batch_size) <= CPU_FUSE_MAX_BATCH
-
-
-def register() -> None:
-    Plugins.instance().register(FusedLauncher)
 
 
 @dataclass
@@ -76,10 +78,18 @@ def check_fuse_option(launcher: DictConfig) -> None:
         raise ConfigError(f"hydra.launcher.fuse={launcher.get('fuse')} is invalid: use auto, true or false")
 
 
-class FusedLauncher(BasicLauncher):
+class FusedLauncher(Launcher):
+    # Jobs run in the sweep's process; the Optuna sweeper launches n_jobs trials as one call to fuse them.
+    traits = LauncherTraits(in_process=True, fuses=True)
+
     def __init__(self, fuse: str = "auto") -> None:
-        super().__init__()
         self.fuse = str(fuse).lower()
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+        self.task_function: TaskFunction | None = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def _should_fuse(self, cfg: DictConfig) -> bool:
         if self.fuse != "auto":
@@ -94,6 +104,10 @@ class FusedLauncher(BasicLauncher):
         assert self.hydra_context is not None and self.config is not None and self.task_function is not None
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         configs = [self._job_config(overrides, initial_job_idx + i) for i, overrides in enumerate(job_overrides)]
+        if not getattr(self.task_function, FUSABLE, False):  # another app's task: its configs are not runs of ours
+            log.info("Launching %d jobs one after another (the task is not a run of this project: nothing fuses)",
+                     len(configs))
+            return [self._run(cfg, self.task_function) for cfg in configs]
         groups, alone = fusible_groups(configs)
         # A job refused at the boundary (runner/job_boundary.py) runs alone: its task records the refusal.
         refused = {i for i, cfg in enumerate(configs) if refusal(cfg)}

@@ -1,0 +1,1 @@
+"""sweep-runner's Ray launcher as a Hydra plugin: `hydra/launcher=runner_ray` (runner/ray_launcher.py)."""
