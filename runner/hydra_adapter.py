@@ -30,12 +30,6 @@ def _joblib_workers(launcher_cfg: DictConfig) -> int:
     return n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs)
 
 
-def _ray_trials_per_node(launcher_cfg: DictConfig) -> int:
-    from runner.ray_launcher import trials_per_node
-
-    return trials_per_node()
-
-
 @dataclass(frozen=True)
 class LauncherTraits:
     """What a launcher means for a sweep; a launcher class declares it as its `traits` attribute.
@@ -55,15 +49,13 @@ class LauncherTraits:
     trials_at_once: Callable[[DictConfig], int] = field(default=_one)
 
 
-# Launchers that don't declare traits (a cluster's launchers: submitit, the Ray plugin's own):
+# Launchers that don't declare traits (a cluster's launchers: submitit):
 # their jobs run elsewhere, one per call.
 ELSEWHERE = LauncherTraits()
 _HYDRA_LAUNCHERS = {
     "hydra._internal.core_plugins.basic_launcher.BasicLauncher": LauncherTraits(in_process=True),
     "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher":
         LauncherTraits(shares_machine=True, trials_at_once=_joblib_workers),
-    # The Ray plugin's own launcher (hydra/launcher=ray): as ours, runner/ray_launcher.py.
-    "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher": LauncherTraits(trials_at_once=_ray_trials_per_node),
 }
 
 
