@@ -44,9 +44,7 @@ import pandas as pd
 
 from common.errors import ConfigError, entry_point
 from common.io import atomic_write_text, temp_files_of
-# flatten and read_outcome are also imported from here (runner/optuna_storage.py, tests)
 from runner.collect_read import find_runs, job_name, printable, read_choices, read_config, read_outcome, reset_warnings
-from runner.collect_read import flatten  # noqa: F401
 
 from runner.config_keys import is_display
 from runner.job_records import with_job_records

@@ -33,7 +33,6 @@ from runner.compute import compile_model, configure_compute, to_model_input
 from runner.build import build, build_scheduler  # noqa: F401 (build_scheduler also imported from here)
 from runner.capture import plan_step
 from runner.config import check_config, switch
-from common.errors import ConfigError
 from runner.gpu_lease import JobGpu, gpu_fields
 from runner.resume import apply_new_lr, resume_from_checkpoint
 from runner.step import SingleLearner, Totals, train_step

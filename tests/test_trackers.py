@@ -122,7 +122,8 @@ def test_trackers_change_no_result(make_cfg):
     """Which trackers a run logs to is not part of what it trains: resume, rerun, tables and HParams ignore it."""
     from omegaconf import OmegaConf
 
-    from runner.collect import flatten, varying_columns
+    from runner.collect import varying_columns
+    from runner.config_keys import flatten
     from runner.rerun import _same_run
     from runner.resume import _recipe, _typed_keys
     from runner.tb_hparams import hparams_of
