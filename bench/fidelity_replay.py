@@ -7,7 +7,7 @@ Runs bench/course_loop.py's `train()` unchanged (CPU) while recording the order 
 training image came in each batch and whether its flip fired) and each batch's loss. Then it
 trains the runner's own pieces on exactly those batches: the model, optimizer, scheduler and loss built from the
 runner's config (`dataset=miniplaces`, the course defaults), its uint8 `Normalize`, its
-channels-last layout and CPU settings, its `train_one_epoch` and `evaluate`. Only the source of
+channels-last layout and CPU settings, its one epoch loop `train_epoch` and `evaluate`. Only the source of
 randomness is swapped (the runner draws its shuffle and flips from the same generator in
 another order). Prints one JSON line: {"seed", "epochs", "course_best_val_acc",
 "runner_best_val_acc", "course_train_loss", "runner_train_loss", "runner_val_acc"} (the last
@@ -34,6 +34,7 @@ for path in (REPO, REPO / "bench"):  # run as a script from a plain clone
         sys.path.insert(0, str(path))
 
 import course_loop  # noqa: E402
+from runner.epoch import BatchSource  # noqa: E402
 
 
 class RecordingMiniPlaces(course_loop.MiniPlaces):
@@ -115,7 +116,9 @@ def _train_on_order(cfg: DictConfig, epochs: int, order: list[tuple[int, bool]])
     from data.splits import ResidentSplit
     from runner.build import build
     from runner.compute import configure_compute
-    from runner.train import build_scheduler, evaluate, seed_everything, train_one_epoch
+    from runner.epoch import evaluate, train_epoch
+    from runner.setup import RunData, build_optimization, seed_everything
+    from runner.step import SingleLearner
 
     seed_everything(cfg.seed)
     amp_dtype = configure_compute(cfg.compute, torch.device("cpu"))
@@ -127,13 +130,13 @@ def _train_on_order(cfg: DictConfig, epochs: int, order: list[tuple[int, bool]])
     model = build(cfg.model, "model")
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = build(cfg.optimizer, "optimizer", params=[p for p in model.parameters() if p.requires_grad])
     n = len(splits.train_labels)
-    steps = -(-n // cfg.batch_size)
-    scheduler, _ = build_scheduler(cfg.scheduler, optimizer, steps)
-    normalize = Normalize(dataset.mean, dataset.std)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    optimization = build_optimization(cfg, model, -(-n // cfg.batch_size))
     val = ResidentSplit(splits.val_images, splits.val_labels)
+    data = RunData(torch.device("cpu"), amp_dtype, dataset, {"train": None, "val": val}, nn.Identity(),
+                   Normalize(dataset.mean, dataset.std), channels_last)
+    learner = SingleLearner(model, nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing), optimization,
+                            cfg.grad_clip, amp_dtype)
     index = torch.tensor([i for i, _ in order])
     flipped = torch.tensor([f for _, f in order])
     accs, losses = [], []
@@ -143,18 +146,24 @@ def _train_on_order(cfg: DictConfig, epochs: int, order: list[tuple[int, bool]])
         for start in range(0, n, cfg.batch_size):
             x = splits.train_images[idx[start:start + cfg.batch_size]]
             f = flip[start:start + cfg.batch_size].view(-1, 1, 1, 1)
-            batches.append((torch.where(f, x.flip(-1), x), splits.train_labels[idx[start:start + cfg.batch_size]]))
-        row = train_one_epoch(model, batches, nn.Identity(), normalize, loss_fn, optimizer, scheduler, False,
-                              amp_dtype, channels_last, cfg.grad_clip, _NoBar())
-        scheduler.step()
-        accs.append(evaluate(model, val, normalize, amp_dtype, channels_last)["val_acc"])
+            batches.append((data.model_input(torch.where(f, x.flip(-1), x)),
+                            splits.train_labels[idx[start:start + cfg.batch_size]]))
+        row = train_epoch(learner, RecordedBatches(data, batches))[0]
+        optimization.scheduler.step()
+        accs.append(evaluate(model, val, data.normalize, amp_dtype, channels_last)["val_acc"])
         losses.append(row["train_loss"])
     return accs, losses
 
 
-class _NoBar:
-    def update(self, _: int) -> None:
-        pass
+class RecordedBatches(BatchSource):
+    """The runner's epoch loop over batches recorded from the course loop, already normalised."""
+
+    def __init__(self, data, batches: list) -> None:
+        super().__init__(data)
+        self.recorded = batches
+
+    def batches(self):
+        return iter(self.recorded)
 
 
 def replay(root: Path, epochs: int, seed: int, threads: int) -> dict:

@@ -2,7 +2,8 @@
 
 On a GPU most of a small model's step is kernel launches; a graph replays them all in one call.
 `plan_step` decides, once per run, whether the run is eligible (else it says why in one log line
-and in summary.json, and the run trains eagerly as before) and returns a `CapturedEpochs`.
+and in summary.json, and the run trains eagerly as before) and returns the run's batch source
+for the one epoch loop (runner/epoch.py): a `CapturedEpochs`, or the eager `ShuffledBatches`.
 
 What a captured epoch does, and why it is the eager epoch's equivalent:
 - The permutation is drawn exactly as the eager path draws it (data/splits.py ResidentSplit:
@@ -33,10 +34,11 @@ from torch import nn
 
 from data.augment import Compose, RandomCrop, RandomHorizontalFlip
 from data.splits import ResidentSplit
-from runner.compute import to_model_input
 from runner.config import switch
 from runner.cuda_graph import torch_too_old
-from runner.graphed_step import GraphedStep, check_fields
+from runner.epoch import BatchSource, ShuffledBatches
+from runner.graphed_step import CapturedBatches, GraphedStep, check_fields
+from runner.setup import RunData
 from runner.step import SingleLearner, Totals, train_step
 
 log = logging.getLogger("runner")
@@ -46,12 +48,13 @@ FUSED_SGD = (torch.optim.SGD,)  # tensor lr in a graph: SGD's fused kernel (its 
 CAPTURABLE = (torch.optim.Adam, torch.optim.AdamW, torch.optim.NAdam, torch.optim.RAdam)
 
 
-def why_not_captured(cfg: DictConfig, device: torch.device, split: Any, optimizer: torch.optim.Optimizer,
-                     scheduler: Any, augment: nn.Module, adversary: Any, graph: bool = True) -> str | None:
+def why_not_captured(cfg: DictConfig, data: RunData, optimizer: torch.optim.Optimizer, scheduler: Any,
+                     adversary: Any, graph: bool = True) -> str | None:
     """None if the run's step can be captured; else why not, in one line (the fallback's log line).
 
     `graph=False` (tests only) skips the device check: the static-buffer path then runs on CPU.
     """
+    device, split = data.device, data.splits["train"]
     if switch(cfg.compute.get("cuda_graph", "auto")) == "false":
         return "compute.cuda_graph=false"
     too_old = torch_too_old()
@@ -68,7 +71,7 @@ def why_not_captured(cfg: DictConfig, device: torch.device, split: Any, optimize
         return "adversarial training runs an attack per batch (conf/adversary)"
     if cfg.compute.compile:
         return "compute.compile=true (torch.compile makes its own graphs: pick one of the two)"
-    for module in augment.modules():
+    for module in data.augment.modules():
         if not isinstance(module, GRAPH_SAFE_AUGMENT):
             return (f"augmentation {type(module).__name__} draws its randomness on the host per image, "
                     "which a graph would replay unchanged")
@@ -119,45 +122,26 @@ def optimizer_tensors(optimizers: list[torch.optim.Optimizer]) -> list[torch.Ten
     return out + [g["lr"] for opt in optimizers for g in opt.param_groups if isinstance(g["lr"], torch.Tensor)]
 
 
-class CapturedEpochs(GraphedStep):
-    """Train epochs of one model through static buffers, replaying the captured step per full batch."""
+class CapturedEpochs(CapturedBatches):
+    """One model's epochs through static buffers, replaying the captured step per full batch."""
 
-    def __init__(self, learner: SingleLearner, split: ResidentSplit, batch_size: int, augment: nn.Module,
-                 normalize: nn.Module, amp_dtype: torch.dtype | None, channels_last: bool,
-                 summary: dict[str, Any], graph: bool = True, strict: bool = False) -> None:
-        super().__init__(split.images.device, [[summary]], graph, "captured", strict)
-        self.learner, self.augment, self.normalize = learner, augment, normalize
-        self.amp_dtype, self.channels_last = amp_dtype, channels_last
+    def __init__(self, learner: SingleLearner, data: RunData, batch_size: int, summary: dict[str, Any],
+                 graph: bool = True, strict: bool = False) -> None:
+        split = data.splits["train"]
+        GraphedStep.__init__(self, split.images.device, [[summary]], graph, "captured", strict)
+        BatchSource.__init__(self, data)
+        self.learner = learner
         self.images, self.labels = split.images, split.labels
         self.static_idx = torch.zeros(batch_size, dtype=torch.long, device=self.device)
         self.totals = Totals(self.device)
 
-    def train_epoch(self, progress: Any) -> dict[str, float]:
-        self.learner.model.train()
-        self.totals.reset()
-        n, batch = len(self.labels), len(self.static_idx)
-        order = torch.randperm(n).to(self.device)  # exactly the eager path's draw (ResidentSplit.batches)
-        full = n // batch
-        with self.on_device():
-            for i in range(full):
-                self.static_idx.copy_(order[i * batch:(i + 1) * batch], non_blocking=True)
-                self.step()
-                self.learner.after_step()
-                progress.update(1)
-            if n % batch:  # the last partial batch, eagerly: every image is seen once per epoch
-                self._gathered_step(order[full * batch:])
-                self.learner.after_step()
-                progress.update(1)
-        self.totals.seen = n
-        return self.totals.rows()[0]
+    def draw_order(self) -> torch.Tensor:
+        return torch.randperm(len(self.labels))  # exactly the eager path's draw (ResidentSplit.batches)
 
-    def body(self, cache_casts: bool) -> None:
-        self._gathered_step(self.static_idx, cache_casts)
-
-    def _gathered_step(self, idx: torch.Tensor, cache_casts: bool = True) -> None:
+    def gathered_step(self, idx: torch.Tensor, cache_casts: bool = True) -> None:
         """Gather, augment, normalise, step: the work the graph holds."""
-        x = to_model_input(self.augment(self.images[idx]), self.normalize, self.channels_last)
-        train_step(self.learner, x, self.labels[idx], self.totals, self.amp_dtype, cache_casts)
+        x = self.data.model_input(self.data.augment(self.images[idx]))
+        train_step(self.learner, x, self.labels[idx], self.totals, cache_casts)
 
     def live(self) -> list[torch.Tensor]:
         model = self.learner.model
@@ -169,22 +153,20 @@ class CapturedEpochs(GraphedStep):
         return [self.totals.loss_sum, *model.parameters(), *model.buffers()]
 
 
-def plan_step(cfg: DictConfig, device: torch.device, split: Any, model: nn.Module, loss_fn: nn.Module,
-              optimizer: torch.optim.Optimizer, scheduler: Any, interval: str, augment: nn.Module,
-              normalize: nn.Module, amp_dtype: torch.dtype | None, channels_last: bool, adversary: Any,
-              summary: dict[str, Any], graph: bool = True) -> CapturedEpochs | None:
-    """The captured path for this run, or None (eager, with one log line saying why); fills summary's fields.
+def plan_step(cfg: DictConfig, data: RunData, learner: SingleLearner, adversary: Any, summary: dict[str, Any],
+              graph: bool = True) -> BatchSource:
+    """The run's batch source: the captured step's, or the eager `ShuffledBatches` (with one log
+    line saying why not captured); fills summary's step fields.
 
     A per-epoch scheduler stays the loop's to step (outside the graph, like a per-step one here).
+    `graph=False` (tests only): the captured path's static buffers without the graph, on any device.
     """
-    learner = SingleLearner(model, loss_fn, optimizer, scheduler if interval == "step" else None, cfg.grad_clip)
-    reason = why_not_captured(cfg, device, split, learner.optimizer, scheduler, augment, adversary, graph)
+    reason = why_not_captured(cfg, data, learner.optimizer, learner.scheduler, adversary, graph)
     summary.update(step_path="eager" if reason else "captured", capture_s=None, step_fallback=reason,
                    **check_fields(None, 0))
     if reason is not None:
         log.info("eager step: %s", reason)
-        return None
-    use_tensor_lr(learner.optimizer, device)
+        return ShuffledBatches(data, int(cfg.batch_size), adversary)
+    use_tensor_lr(learner.optimizer, data.device)
     strict = switch(cfg.compute.get("cuda_graph", "auto")) == "true"
-    return CapturedEpochs(learner, split, int(cfg.batch_size), augment, normalize, amp_dtype, channels_last,
-                          summary, graph, strict)
+    return CapturedEpochs(learner, data, int(cfg.batch_size), summary, graph, strict)

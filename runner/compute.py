@@ -7,7 +7,6 @@ the training loop (runner/train.py) asks for them once at start-up.
 from __future__ import annotations
 
 import os
-import time
 
 import torch
 from omegaconf import DictConfig
@@ -55,31 +54,6 @@ def configure_compute(compute: DictConfig, device: torch.device, parallel_jobs: 
         if switch(compute.amp) in ("auto", "true"):
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return None
-
-
-def compile_model(model: nn.Module, splits: dict, augment: nn.Module, normalize: nn.Module, loss_fn: nn.Module,
-                  amp_dtype: torch.dtype | None, channels_last: bool, batch_size: int) -> tuple[nn.Module, float]:
-    """torch.compile the model and pay its compile time up front, so it's reported apart from training.
-
-    The warm-up step is undone: parameters, buffers and the RNG are restored, so compile=true
-    trains the same steps as compile=false.
-    """
-    compiled = torch.compile(model)
-    device = next(model.parameters()).device
-    saved_state = {k: v.clone() for k, v in model.state_dict().items()}
-    saved_rng = torch.get_rng_state()
-    t0 = time.perf_counter()
-    x, y = next(splits["train"].batches(batch_size, shuffle=False, device=device))
-    model.train()
-    with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-        loss_fn(compiled(to_model_input(augment(x), normalize, channels_last)), y).backward()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    compile_s = time.perf_counter() - t0
-    model.load_state_dict(saved_state)
-    model.zero_grad(set_to_none=True)
-    torch.set_rng_state(saved_rng)
-    return compiled, compile_s
 
 
 def to_model_input(x: torch.Tensor, normalize: nn.Module, channels_last: bool) -> torch.Tensor:

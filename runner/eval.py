@@ -20,21 +20,18 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 import yaml
 from hydra.utils import execution_whitelist
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from data.augment import Normalize
-from data.base import ImageDataset
-from data.splits import Split, open_splits
+from common.errors import ConfigError, entry_point
+from data.splits import Split
 from runner.build import build
 from runner.checkpoint import check_model_shapes, for_weights, load_checkpoint, load_model_state
-from common.errors import ConfigError, entry_point
-from runner.compute import configure_compute, pick_device
-from runner.train import evaluate
+from runner.compute import pick_device
+from runner.epoch import evaluate
+from runner.setup import RunData, open_data
 from runner.trust import EVAL_TARGETS, RUN_TARGETS, check_run_targets, run_whitelist
 
 USAGE = "usage: python -m runner.eval checkpoint=PATH [split=val|test] [device=auto] [dataset.root=DIR]"
@@ -60,17 +57,12 @@ def parse_args(argv: list[str]) -> dict[str, Any]:
 
 
 @dataclass
-class Restored:
-    """A checkpoint brought back to life: its config, data set, splits and model with its weights."""
+class Restored(RunData):
+    """A checkpoint brought back to life: a run's data (runner/setup.py), its config, state and model."""
 
     state: dict[str, Any]
     cfg: DictConfig
-    device: torch.device
-    amp_dtype: torch.dtype | None
-    dataset: ImageDataset
-    splits: dict[str, Split]
     model: nn.Module
-    normalize: nn.Module
 
 
 def restore(checkpoint: str, device: str = "auto", dataset_overrides: dict[str, Any] | None = None) -> Restored:
@@ -84,17 +76,12 @@ def restore(checkpoint: str, device: str = "auto", dataset_overrides: dict[str, 
     if dataset_overrides:
         cfg.dataset = OmegaConf.merge(cfg.dataset, dataset_overrides)
     whitelist = trusted_eval_targets(cfg)
-    torch_device = pick_device(device)
-    amp_dtype = configure_compute(cfg.compute, torch_device)
     with execution_whitelist(whitelist, reset=True):
         check_model_shapes(cfg.model, cfg.dataset, state)  # on the meta device: nothing allocated for a wrong config
-        dataset = build(cfg.dataset, "dataset")
-        splits = open_splits(dataset, str(cfg.compute.data_path), torch_device, cfg.get("num_workers", 0))
+        data = open_data(cfg, pick_device(device), training=False)  # the run's own set-up, without augmentation
         model = build(for_weights(cfg.model), "model")
     load_model_state(model, state)
-    model = model.to(torch_device)
-    normalize = Normalize(dataset.mean, dataset.std).to(torch_device)
-    return Restored(state, cfg, torch_device, amp_dtype, dataset, splits, model, normalize)
+    return Restored(**vars(data), state=state, cfg=cfg, model=model.to(data.device))
 
 
 def require_split(splits: dict[str, Split], split: str) -> Split:

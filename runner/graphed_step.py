@@ -13,13 +13,15 @@ import contextlib
 import functools
 import logging
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
 from common.errors import ConfigError
 from runner.capture_check import StepCheck, compare_steps
 from runner.cuda_graph import first_cause, record
+from runner.epoch import BatchSource
+from runner.step import Learner, Totals
 
 log = logging.getLogger("runner")
 
@@ -154,6 +156,49 @@ class GraphedStep:
             raise CaptureFailed(f"compute.cuda_graph=true: {reason}; use compute.cuda_graph=auto "
                                 "(falls back to the eager step) or false")
         log.warning("eager step: %s", reason)
+
+
+class CapturedBatches(GraphedStep, BatchSource):
+    """A captured step's batch source (runner/epoch.py): index slices of the resident training
+    split, each full one copied into the static index buffer and replayed, the last partial one
+    taken eagerly, so every image is seen once per epoch.
+
+    A subclass says how an epoch's order is drawn (`draw_order`: (n,) for a run, (K, n) for a
+    fused group, each exactly as its eager path draws it) and what one step on an index slice
+    is (`gathered_step`: gather, augment, normalise, the one step; the graph holds exactly this).
+    """
+
+    static_idx: torch.Tensor
+    learner: Learner
+    totals: Totals
+
+    def draw_order(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def gathered_step(self, idx: torch.Tensor, cache_casts: bool = True) -> None:
+        raise NotImplementedError
+
+    def start_epoch(self, learner: Learner) -> Totals:
+        self.totals.reset()  # in place: a captured graph holds these very tensors
+        return self.totals
+
+    def batches(self) -> Iterator[torch.Tensor]:
+        order = self.draw_order().to(self.device)
+        batch = self.static_idx.shape[-1]
+        with self.on_device():
+            for start in range(0, order.shape[-1], batch):
+                yield order[..., start:start + batch]
+
+    def train_on(self, learner: Learner, idx: torch.Tensor) -> None:
+        if idx.shape[-1] == self.static_idx.shape[-1]:
+            self.static_idx.copy_(idx, non_blocking=True)
+            self.step()
+        else:  # the last partial batch, eagerly
+            self.gathered_step(idx)
+        self.totals.seen += idx.shape[-1]
+
+    def body(self, cache_casts: bool) -> None:
+        self.gathered_step(self.static_idx, cache_casts)
 
 
 class CaptureFailed(ConfigError):

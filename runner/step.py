@@ -1,8 +1,8 @@
 """The training step, once: forward under autocast, loss, backward, clip, optimizer step, totals.
 
 A plain step (runner/train.py), a fused step of K trials (runner/fused/loop.py) and a step
-captured as a CUDA graph (runner/capture.py) are this one function over a different `Learner`
-and a different caller; none of them copies the loop. `train_step` is everything a CUDA graph
+captured as a CUDA graph (runner/capture.py) are this one function over a different `Learner`,
+run by the one epoch loop (runner/epoch.py) from a different batch source. `train_step` is everything a CUDA graph
 can hold (device work only, no host sync, no Python state that must change per step);
 `Learner.after_step` is the rest (a per-step scheduler, which is Python arithmetic writing the
 learning rate into the optimizer), so a caller that replays a graph runs it after each replay.
@@ -11,10 +11,13 @@ The running loss sum and correct count stay on the device and are read once per 
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from runner.setup import Optimization
 
 
 class Learner:
@@ -22,7 +25,15 @@ class Learner:
 
     `updates()` yields (parameters, grad_clip, optimizer, per-step scheduler or None) for each
     independently optimised member: one for a single model, one per trial for a fused stack.
+    `members` is None for one model (its totals have shape ()), K for a fused stack of K trials.
     """
+
+    amp_dtype: torch.dtype | None = None  # autocast's dtype; None: full precision
+    members: int | None = None
+
+    def train(self) -> None:
+        """Training mode (dropout on, batch-norm statistics updated)."""
+        raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -52,12 +63,16 @@ class Learner:
 
 
 class SingleLearner(Learner):
-    """One model, its loss function, optimizer and (when it steps per batch) scheduler."""
+    """One model, its loss function, optimizer and scheduler (stepped here when it steps per batch)."""
 
-    def __init__(self, model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
-                 step_scheduler: object | None, grad_clip: float | None) -> None:
-        self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
-        self.step_scheduler, self.grad_clip = step_scheduler, grad_clip
+    def __init__(self, model: nn.Module, loss_fn: nn.Module, optimization: Optimization,
+                 grad_clip: float | None, amp_dtype: torch.dtype | None) -> None:
+        self.model, self.loss_fn, self.grad_clip, self.amp_dtype = model, loss_fn, grad_clip, amp_dtype
+        self.optimizer, self.scheduler = optimization.optimizer, optimization.scheduler
+        self.step_scheduler = optimization.step_scheduler
+
+    def train(self) -> None:
+        self.model.train()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -100,13 +115,13 @@ class Totals:
         return [{"train_loss": s / self.seen, "train_acc": 100.0 * c / self.seen} for s, c in zip(losses, correct)]
 
 
-def train_step(learner: Learner, x: torch.Tensor, y: torch.Tensor, totals: Totals,
-               amp_dtype: torch.dtype | None, cache_casts: bool = True) -> None:
+def train_step(learner: Learner, x: torch.Tensor, y: torch.Tensor, totals: Totals, cache_casts: bool = True) -> None:
     """One optimisation step of every member on the batch (x, y), added to `totals`.
 
     `seen` is counted by the caller (a Python int: a graph replay can't count it).
     `cache_casts=False` under graph capture: autocast's cast-weight cache must not outlive it.
     """
+    amp_dtype = learner.amp_dtype
     with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None,
                         cache_enabled=cache_casts):
         logits = learner.forward(x)

@@ -9,102 +9,31 @@ losses and accuracies back once per epoch, never per step.
 from __future__ import annotations
 
 import logging
-import math
-import random
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from hydra.utils import execution_whitelist
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from data.augment import Normalize
-from data.base import ImageDataset
-from data.splits import Split, open_splits
 from models import count_model_params
-from models.shape_check import check_image_size
 from runner.attacks import build_adversary
-from runner.checkpoint import for_weights, load_model_state
-from runner.compute import compile_model, configure_compute, to_model_input
-from runner.build import build, build_scheduler  # noqa: F401 (build_scheduler also imported from here)
+from runner.build import build
 from runner.capture import plan_step
+from runner.checkpoint import for_weights, load_model_state
 from runner.config import check_config, switch
+from runner.epoch import evaluate, train_epoch
 from runner.gpu_lease import JobGpu, gpu_fields
 from runner.resume import apply_new_lr, resume_from_checkpoint
-from runner.step import SingleLearner, Totals, train_step
-from runner.trial_record import TrialRecord
+from runner.setup import build_optimization, compile_model, open_data, seed_everything
+from runner.step import SingleLearner
+from runner.trial_record import Trained, TrialRecord
 from runner.trust import run_whitelist
 
 log = logging.getLogger("runner")
-
-EVAL_BATCH = 1024  # validation batch size: it changes no result, only speed
-
-
-# ---------------------------------------------------------------- set-up helpers
-def seed_everything(seed: int | None) -> None:
-    """Seed every generator we draw from; `seed=0` is a seed like any other (None: don't seed)."""
-    if seed is None:
-        return
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-# ---------------------------------------------------------------- one pass each way
-def train_one_epoch(model, data, augment, normalize, loss_fn, optimizer, scheduler, step_per_batch: bool,
-                    amp_dtype, channels_last: bool, grad_clip: float | None, progress,
-                    adversary=None, captured=None) -> dict[str, float]:
-    if captured is not None:  # runner/capture.py: this run's step replayed as a CUDA graph
-        return captured.train_epoch(progress)
-    model.train()
-    learner = SingleLearner(model, loss_fn, optimizer, scheduler if step_per_batch else None, grad_clip)
-    totals = Totals(next(model.parameters()).device)
-    for x, y in data:
-        x = augment(x)
-        if adversary is not None:  # train on the batch's attack instead (conf/adversary/)
-            x = adversary.perturb(model, x, y, normalize)
-        x = to_model_input(x, normalize, channels_last)
-        train_step(learner, x, y, totals, amp_dtype)  # runner/step.py: the one step, also captured and fused
-        learner.after_step()
-        totals.seen += len(y)
-        progress.update(1)
-    return totals.rows()[0]
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, split: Split, normalize: nn.Module, amp_dtype: torch.dtype | None = None,
-             channels_last: bool = False) -> dict[str, float]:
-    """Loss, top-1 and top-5 accuracy (percent) over a whole split."""
-    model.eval()
-    device = next(model.parameters()).device
-    loss_sum = torch.zeros((), device=device)
-    top1 = torch.zeros((), device=device, dtype=torch.long)
-    top5 = torch.zeros((), device=device, dtype=torch.long)
-    for x, y in split.batches(EVAL_BATCH, shuffle=False, device=device):
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            logits = model(to_model_input(x, normalize, channels_last)).float()
-        loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum")
-        best = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        top1 += (best[:, 0] == y).sum()
-        top5 += (best == y[:, None]).any(dim=1).sum()
-    n = len(split.labels)
-    return {"val_loss": loss_sum.item() / n, "val_acc": 100.0 * top1.item() / n, "val_top5": 100.0 * top5.item() / n}
-
-
-# ---------------------------------------------------------------- the run
-def load_data(cfg: DictConfig, device: torch.device) -> tuple[ImageDataset, dict[str, Split]]:
-    """Instantiate the data set config and open its splits; fill in a class count left as null."""
-    dataset = build(cfg.dataset, "dataset")
-    splits = open_splits(dataset, str(cfg.compute.data_path), device, cfg.num_workers,
-                         switch(cfg.compute.data_on_device))
-    if cfg.dataset.num_classes is None:
-        with open_dict(cfg):
-            cfg.dataset.num_classes = dataset.num_classes
-    return dataset, splits
 
 
 def progress_bar(cfg: DictConfig, total: int, epoch: int):
@@ -147,19 +76,14 @@ def _train(cfg: DictConfig, run_dir: Path, parallel_jobs: int, epoch_end: Any = 
         check_config(cfg)
         seed_everything(cfg.seed)
         device = (gpu or JobGpu(None)).pick(cfg)  # device=auto in a parallel sweep: a GPU slot of its own
-        amp_dtype = configure_compute(cfg.compute, device, parallel_jobs)
-        check_image_size(cfg.model, cfg.dataset.channels, cfg.dataset.image_size)  # before any data is decoded
-        channels_last = bool(cfg.compute.channels_last)
-        dataset, splits = load_data(cfg, device)
+        data = open_data(cfg, device, parallel_jobs)  # runner/setup.py, shared with a fused group and eval
         model = build(for_weights(cfg.model) if state else cfg.model, "model").to(device)  # weights: the checkpoint's
-        if channels_last:
+        if data.channels_last:
             model = model.to(memory_format=torch.channels_last)
         summary.update(params_m=count_model_params(model), device=str(device), **gpu_fields(device))
-        optimizer = build(cfg.optimizer, "optimizer", params=[p for p in model.parameters() if p.requires_grad])
-        steps_per_epoch = math.ceil(len(splits["train"].labels) / cfg.batch_size)
-        scheduler, interval = build_scheduler(cfg.scheduler, optimizer, steps_per_epoch)
-        augment = build(cfg.augmentation, "augmentation").to(device)
-        normalize = Normalize(dataset.mean, dataset.std).to(device)
+        steps_per_epoch = data.steps_per_epoch(cfg.batch_size)
+        optimization = build_optimization(cfg, model, steps_per_epoch)
+        optimizer, scheduler = optimization.optimizer, optimization.scheduler
         adversary = build_adversary(cfg.get("adversary"))
         loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         start_epoch = 0
@@ -177,12 +101,11 @@ def _train(cfg: DictConfig, run_dir: Path, parallel_jobs: int, epoch_end: Any = 
 
         train_model = model
         if cfg.compute.compile:
-            train_model, summary["compile_s"] = compile_model(model, splits, augment, normalize, loss_fn,
-                                                              amp_dtype, channels_last, cfg.batch_size)
-        captured = plan_step(cfg, device, splits["train"], model, loss_fn, optimizer, scheduler, interval, augment,
-                             normalize, amp_dtype, channels_last, adversary, summary)  # runner/capture.py, or None
-        plain_cfg = OmegaConf.to_container(cfg, resolve=True)
-        record.start(plain_cfg)
+            train_model, summary["compile_s"] = compile_model(model, data, loss_fn, cfg.batch_size)
+        learner = SingleLearner(train_model, loss_fn, optimization, cfg.grad_clip, data.amp_dtype)
+        source = plan_step(cfg, data, learner, adversary, summary)  # runner/capture.py: captured or eager batches
+        record.start(OmegaConf.to_container(cfg, resolve=True))
+        splits = data.splits
         log.info("%s on %s: %d train / %d val images, %.6fM parameters, %s", cfg.model._target_.split(".")[-1],
                  device, len(splits["train"].labels), len(splits["val"].labels), summary["params_m"], run_dir)
 
@@ -190,21 +113,18 @@ def _train(cfg: DictConfig, run_dir: Path, parallel_jobs: int, epoch_end: Any = 
             lr = float(optimizer.param_groups[0]["lr"])  # a tensor on the captured path
             t0 = time.perf_counter()
             with progress_bar(cfg, steps_per_epoch, epoch) as bar:
-                data = splits["train"].batches(cfg.batch_size, shuffle=True, device=device)
-                row = train_one_epoch(train_model, data, augment, normalize, loss_fn, optimizer, scheduler,
-                                      interval == "step", amp_dtype, channels_last, cfg.grad_clip, bar, adversary,
-                                      captured)
+                row = train_epoch(learner, source, bar)[0]  # runner/epoch.py: the one epoch loop
             t1 = time.perf_counter()
-            row.update(evaluate(train_model, splits["val"], normalize, amp_dtype, channels_last))
+            row.update(evaluate(train_model, splits["val"], data.normalize, data.amp_dtype, data.channels_last))
             if adversary is not None:
-                row["val_robust_acc"] = adversary.robust_accuracy(train_model, splits["val"], normalize)
+                row["val_robust_acc"] = adversary.robust_accuracy(train_model, splits["val"], data.normalize)
             t2 = time.perf_counter()
-            if interval == "epoch":
+            if optimization.interval == "epoch":
                 scheduler.step()
             rng = {"torch": torch.get_rng_state(),
                    "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
-            if record.end_epoch(epoch, row, lr, t1 - t0, t2 - t1, model, optimizer, scheduler, rng,
-                                adversary) == "diverged":
+            row.update(lr=lr, train_s=t1 - t0, val_s=t2 - t1)
+            if record.end_epoch(epoch, row, Trained(model, optimizer, scheduler, rng)) == "diverged":
                 break
             if epoch_end is not None and epoch_end(epoch, row) == "stop":
                 summary["status"] = "pruned"

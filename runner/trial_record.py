@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from omegaconf import DictConfig
@@ -24,6 +24,15 @@ from runner.run_folder import RunFolder
 from runner.trackers import Trackers, tensorboard_wanted
 
 log = logging.getLogger("runner")
+
+
+class Trained(NamedTuple):
+    """What a checkpoint keeps of the training besides the history: model, optimizer, scheduler, RNG."""
+
+    model: torch.nn.Module
+    optimizer: Any
+    scheduler: Any
+    rng: dict[str, Any]
 
 
 class TrialRecord:
@@ -56,22 +65,24 @@ class TrialRecord:
         self.trackers.start(plain_cfg)
         self.trackers.log_history(self.history)  # a resumed run's earlier epochs
 
-    def end_epoch(self, epoch: int, row: dict[str, float], lr: float, train_s: float, val_s: float,
-                  model: torch.nn.Module, optimizer: Any, scheduler: Any, rng: dict[str, Any],
-                  adversary: Any = None) -> str | None:
-        """Record one epoch (row, log line, metrics, checkpoints); return "diverged" if training diverged."""
+    def end_epoch(self, epoch: int, row: dict[str, float], trained: Trained) -> str | None:
+        """Record one epoch (row, log line, metrics, checkpoints); return "diverged" if training diverged.
+
+        `row`: the epoch's metrics, with its lr, train_s and val_s.
+        """
         history, summary, cfg = self.history, self.summary, self.cfg
-        history.append({"epoch": epoch, **row, "lr": lr, "train_s": train_s, "val_s": val_s})
+        history.append({"epoch": epoch, **row})
+        train_s, val_s = row["train_s"], row["val_s"]
         summary["epochs_done"] = epoch
         summary["train_s"] = sum(h["train_s"] for h in history)
         summary["val_s"] = sum(h["val_s"] for h in history)
         log.info("%sepoch %d/%d  train loss %.4f acc %.2f  val loss %.4f acc %.2f top5 %.2f  (%.1fs + %.1fs)",
                  self.label, epoch, cfg.epochs, row["train_loss"], row["train_acc"], row["val_loss"], row["val_acc"],
                  row["val_top5"], train_s, val_s)
-        if adversary is not None:
+        if "val_robust_acc" in row:
             summary["best_val_robust_acc"] = best_robust_acc(history)
             log.info("%sepoch %d/%d  val robust acc %.2f (epsilon %g)", self.label, epoch, cfg.epochs,
-                     row["val_robust_acc"], adversary.epsilon)
+                     row["val_robust_acc"], cfg.adversary.epsilon)
         self.folder.write_metrics(history)
         self.trackers.log_history(history)
         if not math.isfinite(row["train_loss"]):
@@ -82,9 +93,9 @@ class TrialRecord:
         improved = row["val_acc"] > self.best_acc
         if improved:
             self.best_acc, self.best_epoch = row["val_acc"], epoch
-        state = {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "best_val_acc": self.best_acc, "best_epoch": self.best_epoch,
-                 "history": history, "config": self.plain_cfg, "rng": rng}
+        state = {"epoch": epoch, "model": trained.model.state_dict(), "optimizer": trained.optimizer.state_dict(),
+                 "scheduler": trained.scheduler.state_dict(), "best_val_acc": self.best_acc,
+                 "best_epoch": self.best_epoch, "history": history, "config": self.plain_cfg, "rng": trained.rng}
         save_checkpoint(self.folder.checkpoint, state)
         if improved:
             save_checkpoint(self.folder.best_checkpoint, state)

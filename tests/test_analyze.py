@@ -20,7 +20,8 @@ from runner.analyze.figures import DPI, grid_size
 from runner.analyze.views import View, filters
 from runner.attacks import pgd, robust_accuracy
 from runner.eval import restore
-from runner.train import evaluate, train
+from runner.epoch import evaluate
+from runner.train import train
 from tests.conftest import CONF_DIR, run_cli
 
 

@@ -18,10 +18,12 @@ from torch import nn
 import runner.train as train_module
 from data.augment import Normalize
 from data.splits import ResidentSplit
-from runner.build import build
+from runner.build import build, build_scheduler
 from runner.capture import plan_step, why_not_captured
+from runner.setup import Optimization, RunData
+from runner.step import SingleLearner
 from runner.trust import run_whitelist
-from runner.train import build_scheduler, train
+from runner.train import train
 from tests.conftest import run_cli
 
 
@@ -111,9 +113,10 @@ def test_what_falls_back_and_why(make_cfg, overrides, why):
         scheduler, _ = build_scheduler(cfg.scheduler, optimizer, steps_per_epoch=2)
         augment = build(cfg.augmentation, "augmentation")
         adversary = train_module.build_adversary(cfg.get("adversary"))
-    reason = why_not_captured(cfg, torch.device("cpu"), split, optimizer, scheduler, augment, adversary, graph=False)
+    data = RunData(torch.device("cpu"), None, None, {"train": split}, augment, nn.Identity(), False)
+    reason = why_not_captured(cfg, data, optimizer, scheduler, adversary, graph=False)
     assert reason == why if why is None else why in reason
-    on_cpu = why_not_captured(cfg, torch.device("cpu"), split, optimizer, scheduler, augment, adversary)
+    on_cpu = why_not_captured(cfg, data, optimizer, scheduler, adversary)
     assert on_cpu is not None  # with the graph, a CPU run is never captured
 
 
@@ -156,9 +159,10 @@ def test_warm_up_before_capture_is_undone(make_cfg):
         augment = build(cfg.augmentation, "augmentation")
     normalize = Normalize([0.5], [0.25])
     summary: dict = {}
-    captured = plan_step(cfg, torch.device("cpu"), split, model, nn.CrossEntropyLoss(), optimizer, scheduler,
-                         interval, augment, normalize, None, False, None, summary, graph=False)
-    assert captured is not None and summary["step_path"] == "captured"
+    data = RunData(torch.device("cpu"), None, None, {"train": split}, augment, normalize, False)
+    learner = SingleLearner(model, nn.CrossEntropyLoss(), Optimization(optimizer, scheduler, interval), None, None)
+    captured = plan_step(cfg, data, learner, None, summary, graph=False)
+    assert summary["step_path"] == "captured"
     model.train()
     captured.static_idx.copy_(torch.arange(16))
     captured.step()  # the eager first step: the optimizer now has state

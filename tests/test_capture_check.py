@@ -16,6 +16,7 @@ import math
 import pytest
 import torch
 
+import runner.setup as run_setup
 import runner.train as train_module
 from runner.capture import CapturedEpochs, plan_step
 from runner.graphed_step import CaptureFailed
@@ -102,7 +103,7 @@ def test_a_good_replay_passes_and_keeps_the_captured_path(tmp_path, monkeypatch)
 def test_cuda_graph_true_fails_the_run_instead(tmp_path, monkeypatch):
     """compute.cuda_graph=true refuses a CPU run at start-up, so the captured path is driven here directly."""
     cfg = compose(*COMMON, "compute.cuda_graph=true")
-    monkeypatch.setattr(train_module, "configure_compute", lambda *a, **k: None)  # lets `true` start on a CPU
+    monkeypatch.setattr(run_setup, "configure_compute", lambda *a, **k: None)  # lets `true` start on a CPU
     monkeypatch.setattr(train_module, "plan_step", functools.partial(plan_step, graph=False))
     monkeypatch.setattr(CapturedEpochs, "record", do_nothing)
     with pytest.raises(CaptureFailed, match="compute.cuda_graph=true: the captured step failed its check"):

@@ -58,7 +58,7 @@ def test_resume_continues_an_interrupted_run_and_matches_an_uninterrupted_one(ma
     whole = tmp_path / "whole"
     train(make_cfg("epochs=3", "scheduler=cosine"), whole)
 
-    real_epoch = train_module.train_one_epoch
+    real_epoch = train_module.train_epoch
     calls = {"n": 0}
 
     def interrupted_in_epoch_two(*args, **kwargs):
@@ -67,12 +67,12 @@ def test_resume_continues_an_interrupted_run_and_matches_an_uninterrupted_one(ma
             raise KeyboardInterrupt
         return real_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "train_one_epoch", interrupted_in_epoch_two)
+    monkeypatch.setattr(train_module, "train_epoch", interrupted_in_epoch_two)
     cut = tmp_path / "cut"
     with pytest.raises(KeyboardInterrupt):
         train(make_cfg("epochs=3", "scheduler=cosine"), cut)
     assert json.loads((cut / "summary.json").read_text())["status"] == "interrupted"
-    monkeypatch.setattr(train_module, "train_one_epoch", real_epoch)
+    monkeypatch.setattr(train_module, "train_epoch", real_epoch)
 
     resumed = tmp_path / "resumed"
     summary = train(make_cfg("epochs=3", "scheduler=cosine", f"resume={cut / 'checkpoint.pth.tar'}"), resumed)

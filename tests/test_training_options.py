@@ -16,7 +16,8 @@ import runner.build as build_module  # train() builds every group through runner
 from data.augment import Compose, RandomCrop
 from runner.config import TRUSTED_TARGETS
 from common.errors import ConfigError
-from runner.train import build_scheduler, train
+from runner.build import build_scheduler
+from runner.train import train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 TINY_TRAIN = 64  # of the 80 images write_image_folder makes; 16 go to validation

@@ -21,7 +21,7 @@ from common.errors import ConfigError
 from runner.build import build
 from runner.eval import parse_args, trusted_eval_targets
 from runner.preflight import remove_refused_run_folder
-from runner.train import build_scheduler
+from runner.build import build_scheduler
 from runner.trust import (EVAL_TARGETS, HYDRA_TARGETS, RUN_TARGETS, check_config_trust, flat, iter_targets,
                           run_whitelist)
 from tests.conftest import CONF_DIR, ROOT, run_cli

@@ -14,7 +14,7 @@ from torch import nn
 
 from data.splits import Batch, Split
 from runner.attacks import logits_of, predict
-from runner.train import EVAL_BATCH
+from runner.epoch import EVAL_BATCH
 
 
 def images_at(split: Split, indices: list[int] | torch.Tensor) -> torch.Tensor:

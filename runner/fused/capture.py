@@ -17,107 +17,94 @@ import logging
 from typing import Any
 
 import torch
-from torch import nn
 
-from data.splits import ResidentSplit
 from runner.capture import optimizer_tensors, use_tensor_lr, why_not_captured
-from runner.graphed_step import GraphedStep, check_fields
 from runner.config import switch
-from runner.compute import to_model_input
+from runner.epoch import BatchSource
+from runner.fused.batches import FusedBatches
 from runner.fused.learner import FusedLearner
 from runner.fused.stack import StackedModels
-from runner.step import Totals, train_step
+from runner.graphed_step import CapturedBatches, GraphedStep, check_fields
+from runner.setup import RunData
+from runner.step import Learner, Totals, train_step
 
 log = logging.getLogger("runner")
 
 
-class FusedCapturedEpochs(GraphedStep):
-    def __init__(self, stack: StackedModels, split: ResidentSplit, batch_size: int, augment: nn.Module,
-                 normalize: nn.Module, amp_dtype: torch.dtype | None, graph: bool = True,
-                 strict: bool = False) -> None:
-        super().__init__(split.images.device, [], graph, "fused-captured", strict)
-        self.stack, self.augment, self.normalize, self.amp_dtype = stack, augment, normalize, amp_dtype
-        self.images, self.labels, self.batch_size = split.images, split.labels, batch_size
-        self.members: list[Any] = []
+class FusedCapturedEpochs(CapturedBatches):
+    """A fused group's epochs through static (K, B) buffers, replaying the captured step per full batch."""
 
-    def _rebuild(self, trials: list[Any]) -> None:
+    def __init__(self, data: RunData, stack: StackedModels, batch_size: int, graph: bool = True,
+                 strict: bool = False) -> None:
+        split = data.splits["train"]
+        GraphedStep.__init__(self, split.images.device, [], graph, "fused-captured", strict)
+        BatchSource.__init__(self, data)
+        self.stack, self.batch_size = stack, batch_size
+        self.images, self.labels = split.images, split.labels
+        self.learner: FusedLearner | None = None
+
+    def start_epoch(self, learner: Learner) -> Totals:
+        if learner is not self.learner:  # members left: the stack was restacked, capture again
+            self._rebuild(learner)
+        return super().start_epoch(learner)
+
+    def _rebuild(self, learner: FusedLearner) -> None:
         """Static buffers, totals and a fresh capture for these trials (the stack was restacked for them)."""
-        self.members = list(trials)
-        self.learner = FusedLearner(self.stack, self.members)
+        trials = learner.trials
+        self.learner = learner
         self.static_idx = torch.zeros(len(trials), self.batch_size, dtype=torch.long, device=self.device)
         self.totals = Totals(self.device, len(trials))
         self.summaries = [[t.record.summary, *(f.record.summary for f in t.followers)] for t in trials]
         self.replay, self.steps = None, 0
         self.pending = not self.failed  # after a failed capture or check the group stays eager
 
-    def train_epoch(self, trials: list[Any]) -> list[dict[str, float]]:
-        """One epoch of every trial in `trials` (the stack's members, in its order)."""
-        if [id(t) for t in trials] != [id(t) for t in self.members]:
-            self._rebuild(trials)
-        self.stack.train()
-        self.totals.reset()
-        n, batch = len(self.labels), self.batch_size
+    def draw_order(self) -> torch.Tensor:
         orders = []
-        for trial in trials:
+        for trial in self.learner.trials:
             with trial.rng.active():  # this trial's shuffle, as its single run draws it
-                orders.append(torch.randperm(n))
-        order = torch.stack(orders).to(self.device)
-        full = n // batch
-        with self.on_device():
-            for i in range(full):
-                self.static_idx.copy_(order[:, i * batch:(i + 1) * batch], non_blocking=True)
-                self.step()
-                self.learner.after_step()
-            if n % batch:  # the last partial batch, eagerly: every image is seen once per epoch
-                self._gathered_step(order[:, full * batch:])
-                self.learner.after_step()
-        self.totals.seen = n
-        return self.totals.rows()
+                orders.append(torch.randperm(len(self.labels)))
+        return torch.stack(orders)
 
-    def body(self, cache_casts: bool) -> None:
-        self._gathered_step(self.static_idx, cache_casts)
-
-    def _gathered_step(self, idx: torch.Tensor, cache_casts: bool = True) -> None:
+    def gathered_step(self, idx: torch.Tensor, cache_casts: bool = True) -> None:
         k, b = idx.shape
-        images = self.augment(self.images[idx.reshape(-1)])
-        x = to_model_input(images, self.normalize, False).reshape(k, b, *images.shape[1:])
+        images = self.data.augment(self.images[idx.reshape(-1)])
+        x = self.data.normalize(images).reshape(k, b, *images.shape[1:])
         if self.stack.channels_last:  # the layout the stack's forward wants, as the eager fused step's
             x = self.stack.stack_inputs(list(x.unbind(0)))
-        train_step(self.learner, x, self.labels[idx], self.totals, self.amp_dtype, cache_casts)
+        train_step(self.learner, x, self.labels[idx], self.totals, cache_casts)
 
     def live(self) -> list[torch.Tensor]:
         return [*self.stack.params.values(), *self.stack.buffers.values(), self.totals.loss_sum,
-                self.totals.correct, *optimizer_tensors([t.optimizer for t in self.members])]
+                self.totals.correct, *optimizer_tensors([t.optimizer for t in self.learner.trials])]
 
     def checked(self) -> list[torch.Tensor]:
         return [self.totals.loss_sum, *self.stack.params.values(), *self.stack.buffers.values()]
 
     def member_count(self) -> int | None:
-        return len(self.members)
+        return len(self.learner.trials)
 
     def member_names(self) -> list[str] | None:
-        return [f"run {t.record.folder.path}" for t in self.members]
+        return [f"run {t.record.folder.path}" for t in self.learner.trials]
 
 
-def plan_fused_step(stack: StackedModels, trials: list[Any], split: Any, augment: nn.Module, normalize: nn.Module,
-                    amp_dtype: torch.dtype | None, device: torch.device,
-                    graph: bool = True) -> FusedCapturedEpochs | None:
-    """The captured path for a fused group, or None (eager, one log line saying why); fills each trial's summary."""
+def plan_fused_step(data: RunData, stack: StackedModels, trials: list[Any], graph: bool = True) -> BatchSource:
+    """The fused group's batch source: the captured step's, or the eager `FusedBatches` (one log
+    line saying why not captured); fills each trial's summary step fields."""
     first = trials[0]
     reason = None
     for trial in trials:  # trials may differ in optimizer and scheduler options: each must be graph-safe
-        why = why_not_captured(trial.cfg, device, split, trial.optimizer, trial.scheduler, augment, None, graph)
+        why = why_not_captured(trial.cfg, data, trial.optimizer, trial.scheduler, None, graph)
         if why is not None:
             reason = why if trial is first else f"run {trial.record.folder.path}: {why}"
             break
     for trial in [*trials, *(f for t in trials for f in t.followers)]:
         trial.record.summary.update(step_path="fused-eager" if reason else "fused-captured", capture_s=None,
                                     step_fallback=reason, **check_fields(None, 0))
+    batch_size = int(first.cfg.batch_size)
     if reason is not None:
         log.info("fused group, eager step: %s", reason)
-        return None
+        return FusedBatches(data, stack, batch_size)
     for trial in trials:
-        use_tensor_lr(trial.optimizer, device)
+        use_tensor_lr(trial.optimizer, data.device)
     strict = switch(first.cfg.compute.get("cuda_graph", "auto")) == "true"
-    return FusedCapturedEpochs(stack, split, int(first.cfg.batch_size), augment, normalize, amp_dtype, graph,
-                               strict)
+    return FusedCapturedEpochs(data, stack, batch_size, graph, strict)

@@ -20,8 +20,12 @@ from runner.step import Learner
 
 
 class FusedLearner(Learner):
-    def __init__(self, stack: StackedModels, trials: list[Any]) -> None:
-        self.stack, self.trials = stack, trials
+    def __init__(self, stack: StackedModels, trials: list[Any], amp_dtype: torch.dtype | None) -> None:
+        self.stack, self.trials, self.amp_dtype = stack, trials, amp_dtype
+        self.members = len(trials)
+
+    def train(self) -> None:
+        self.stack.train()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.stack.forward(x)

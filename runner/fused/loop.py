@@ -11,32 +11,29 @@ grad clip, seed and epochs (runner/fused/groups.py checks the rest is equal).
 from __future__ import annotations
 
 import logging
-import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from hydra.utils import execution_whitelist
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
-from data.augment import Normalize
 from models import count_model_params
-from models.shape_check import check_image_size
 from runner.build import build
-from runner.compute import configure_compute, pick_device, to_model_input
+from runner.compute import pick_device
 from runner.config import check_config
-from runner.gpu_lease import gpu_fields
-from runner.fused.prefix import prefix_leaders
+from runner.epoch import evaluate, train_epoch
 from runner.fused.capture import plan_fused_step
 from runner.fused.learner import FusedLearner
+from runner.fused.prefix import prefix_leaders
 from runner.fused.rng import TrialRng
 from runner.fused.stack import NotFusible, OwnStorage, StackedModels, fusible
+from runner.gpu_lease import gpu_fields
 from runner.pruning import STOP, EpochEnd
-from runner.step import Totals, train_step
-from runner.train import build_scheduler, evaluate, load_data, seed_everything
-from runner.trial_record import TrialRecord
+from runner.setup import RunData, build_optimization, open_data, seed_everything
+from runner.trial_record import Trained, TrialRecord
 from runner.trust import run_whitelist
 
 log = logging.getLogger("runner")
@@ -49,8 +46,8 @@ class Trial:
                  steps_per_epoch: int, epoch_end: EpochEnd | None = None) -> None:
         self.cfg, self.record, self.model, self.rng = cfg, record, model, rng
         self.epoch_end = epoch_end  # the trial's pruner hook (runner/pruning.py), as train()'s epoch_end
-        self.optimizer = build(cfg.optimizer, "optimizer", params=[p for p in model.parameters() if p.requires_grad])
-        self.scheduler, self.interval = build_scheduler(cfg.scheduler, self.optimizer, steps_per_epoch)
+        optimization = build_optimization(cfg, model, steps_per_epoch)  # as a single run's (runner/setup.py)
+        self.optimizer, self.scheduler, self.interval = optimization.optimizer, optimization.scheduler, optimization.interval
         self.label_smoothing = float(cfg.label_smoothing)
         self.grad_clip = cfg.grad_clip
         self.followers: list[Trial] = []  # shorter trials that record this one's first epochs (prefix.py)
@@ -69,12 +66,20 @@ def train_fused(cfgs: list[DictConfig], run_dirs: list[Path],
         return _train_fused(cfgs, run_dirs, epoch_ends or [None] * len(cfgs), parallel_jobs)
 
 
+@dataclass
+class Group:
+    """A fused group set up: its data, the stack of its leading trials' models, and those trials."""
+
+    data: RunData
+    stack: StackedModels
+    trials: list[Trial]  # each with its followers (shorter trials sharing its first epochs)
+
+
 def _train_fused(cfgs: list[DictConfig], run_dirs: list[Path],
                  epoch_ends: list[EpochEnd | None], parallel_jobs: int = 1) -> list[dict[str, Any]]:
     records = [TrialRecord(cfg, run_dir, label=f"run {run_dir.name}: ") for cfg, run_dir in zip(cfgs, run_dirs)]
     try:
-        trials, splits, normalize, augment, amp_dtype, device = _set_up(cfgs, records, epoch_ends, parallel_jobs)
-        _run_epochs(trials, splits, normalize, augment, amp_dtype, device)
+        _run_epochs(_set_up(cfgs, records, epoch_ends, parallel_jobs))
     except KeyboardInterrupt:
         for record in records:
             if record.summary["status"] == "running":
@@ -91,16 +96,14 @@ def _train_fused(cfgs: list[DictConfig], run_dirs: list[Path],
 
 
 def _set_up(cfgs: list[DictConfig], records: list[TrialRecord], epoch_ends: list[EpochEnd | None],
-            parallel_jobs: int = 1):
+            parallel_jobs: int = 1) -> Group:
     """The single run's set-up once for what the trials share, and per trial for what they don't."""
     first = cfgs[0]
     for cfg in cfgs:
         check_config(cfg)
     device = pick_device(str(first.device))
-    amp_dtype = configure_compute(first.compute, device, parallel_jobs)
-    check_image_size(first.model, first.dataset.channels, first.dataset.image_size)
-    dataset, splits = load_data(first, device)  # draws nothing from torch's generator
-    steps_per_epoch = math.ceil(len(splits["train"].labels) / first.batch_size)
+    data = open_data(first, device, parallel_jobs)  # runner/setup.py; draws nothing from torch's generator
+    steps_per_epoch = data.steps_per_epoch(first.batch_size)
     models, rngs = [], []
     for cfg in cfgs:
         with open_dict(cfg):
@@ -120,44 +123,40 @@ def _set_up(cfgs: list[DictConfig], records: list[TrialRecord], epoch_ends: list
     for follower, leader in followers.items():
         all_trials[leader].followers.append(all_trials[follower])
     trials = [t for i, t in enumerate(all_trials) if i not in followers]
-    stack = StackedModels([t.model for t in trials], channels_last=bool(first.compute.channels_last))
+    stack = StackedModels([t.model for t in trials], channels_last=data.channels_last)
     for trial in all_trials:
         trial.record.summary.update(params_m=count_model_params(trial.model), device=str(device),
                                     step_path="fused-eager", capture_s=None, **gpu_fields(device))
         trial.record.start(OmegaConf.to_container(trial.cfg, resolve=True))
-    augment = build(first.augmentation, "augmentation").to(device)
-    normalize = Normalize(dataset.mean, dataset.std).to(device)
+    splits = data.splits
     log.info("fused %d trials (%d more sharing their epochs) of %s on %s: %d train / %d val images, %s",
              len(trials), len(followers),
              first.model._target_.split(".")[-1], device, len(splits["train"].labels), len(splits["val"].labels),
              ", ".join(str(r.folder.path) for r in records))
-    return (stack, trials), splits, normalize, augment, amp_dtype, device
+    return Group(data, stack, trials)
 
 
-def _run_epochs(stack_trials, splits, normalize, augment, amp_dtype, device) -> None:
-    stack, trials = stack_trials
-    active = list(trials)
-    batch_size = trials[0].cfg.batch_size
-    captured = plan_fused_step(stack, trials, splits["train"], augment, normalize, amp_dtype, device)  # or None
-    for epoch in range(1, max(t.cfg.epochs for t in trials) + 1):
+def _run_epochs(group: Group) -> None:
+    data, stack, active = group.data, group.stack, list(group.trials)
+    source = plan_fused_step(data, stack, active)  # runner/fused/capture.py: captured or eager batches
+    learner = FusedLearner(stack, active, data.amp_dtype)
+    for epoch in range(1, max(t.cfg.epochs for t in active) + 1):
         lrs = [float(t.optimizer.param_groups[0]["lr"]) for t in active]  # a tensor on the captured path
         t0 = time.perf_counter()
-        rows = captured.train_epoch(active) if captured else \
-            fused_epoch(stack, active, splits["train"], batch_size, augment, normalize, amp_dtype, device)
+        rows = train_epoch(learner, source)  # runner/epoch.py: the one epoch loop, K trials wide
         train_s = (time.perf_counter() - t0) / len(active)  # each trial's share of the fused epoch
         recorded = []  # (trial, row) of each trial that did not diverge this epoch
         for trial, row, lr in zip(active, rows, lrs):
             t1 = time.perf_counter()
-            row.update(evaluate(trial.model, splits["val"], normalize, amp_dtype))
-            val_s = time.perf_counter() - t1
+            row.update(evaluate(trial.model, data.splits["val"], data.normalize, data.amp_dtype))
+            row.update(lr=lr, train_s=train_s, val_s=time.perf_counter() - t1)
             if trial.interval == "epoch":
                 trial.scheduler.step()
-            model, optimizer = OwnStorage(trial.model), OwnStorage(trial.optimizer)  # saves this trial's tensors only
-            outcome = trial.record.end_epoch(epoch, row, lr, train_s, val_s, model, optimizer,
-                                             trial.scheduler, trial.rng.state)
+            # saves this trial's tensors only, not the whole stack's
+            trained = Trained(OwnStorage(trial.model), OwnStorage(trial.optimizer), trial.scheduler, trial.rng.state)
+            outcome = trial.record.end_epoch(epoch, row, trained)
             for follower in (f for f in trial.followers if epoch <= f.cfg.epochs):  # the same epoch, its folder
-                if follower.record.end_epoch(epoch, dict(row), lr, train_s, val_s, model, optimizer,
-                                             trial.scheduler, trial.rng.state) is None and epoch == follower.cfg.epochs:
+                if follower.record.end_epoch(epoch, dict(row), trained) is None and epoch == follower.cfg.epochs:
                     follower.record.summary["status"] = "completed"
             if outcome is None:
                 recorded.append((trial, row))
@@ -169,6 +168,7 @@ def _run_epochs(stack_trials, splits, normalize, augment, amp_dtype, device) -> 
         if len(keep) < len(active):  # a diverged, pruned or finished trial leaves the stack; the others go on
             stack.keep([active.index(t) for t in keep])
             active = keep
+            learner = FusedLearner(stack, active, data.amp_dtype)
 
 
 def _trial_goes_on(trial: Trial, epoch: int, row: dict[str, float]) -> bool:
@@ -191,27 +191,3 @@ def _trial_goes_on(trial: Trial, epoch: int, row: dict[str, float]) -> bool:
         trial.record.summary["status"] = "completed"
         return False
     return True
-
-
-def fused_epoch(stack: StackedModels, trials: list[Trial], split, batch_size: int, augment: nn.Module,
-                normalize: nn.Module, amp_dtype: torch.dtype | None, device: torch.device) -> list[dict[str, float]]:
-    """One epoch of every trial: each draws its own shuffle and augmentation, one fused step per batch."""
-    stack.train()
-    batch_iters = [split.batches(batch_size, shuffle=True, device=device) for _ in trials]
-    learner, totals = FusedLearner(stack, trials), Totals(device, len(trials))
-    while True:
-        xs, ys = [], []
-        for trial, batches in zip(trials, batch_iters):
-            with trial.rng.active():  # the permutation (first batch) and the flips are this trial's
-                batch = next(batches, None)
-                if batch is None:
-                    break
-                xs.append(augment(batch[0]))
-                ys.append(batch[1])
-        if len(xs) < len(trials):
-            break
-        x, y = to_model_input(stack.stack_inputs(xs), normalize, False), torch.stack(ys)  # normalised at once
-        train_step(learner, x, y, totals, amp_dtype)  # runner/step.py: the single run's step, K trials wide
-        learner.after_step()
-        totals.seen += y.shape[1]
-    return totals.rows()
