@@ -90,9 +90,9 @@ def _options(node: Any) -> dict[str, Any]:
 def _parameters(target: str) -> dict[str, Any]:
     """Parameter name -> default of the class a config names (already checked against the allow-list)."""
     try:
-        from hydra._internal._locate import _locate
+        from runner.hydra_adapter import locate
 
-        return {name: p.default for name, p in inspect.signature(_locate(target)).parameters.items()
+        return {name: p.default for name, p in inspect.signature(locate(target)).parameters.items()
                 if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
     except Exception:
         return {}

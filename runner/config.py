@@ -196,9 +196,9 @@ def _positive_int(value: object) -> bool:
 def check_command_line(argv: list[str]) -> None:
     """Hydra's flags, read as Hydra will read them: a malformed one (`--cfg bogus`) or two commands at
     once (`-m` with `--cfg` or `--info`) is one line, not argparse's usage text or Hydra's traceback."""
-    from hydra._internal.utils import get_args_parser
+    from runner.hydra_adapter import args_parser
 
-    parser = get_args_parser()
+    parser = args_parser()
 
     def refuse(message: str) -> None:
         raise ConfigError(f"{message}; see python -m runner --help")

@@ -1,12 +1,19 @@
-"""Every call into Hydra's or the Optuna plugin's private API that the sweeper and launchers make.
+"""Every use of Hydra's or the Optuna plugin's private API: the one module that imports `hydra._internal`.
 
 Hydra's plugin API is public (hydra.plugins.*, hydra.core.utils.run_job); what is not lives here,
-so that a Hydra or plugin release that changes it breaks one small file:
+so that a Hydra or plugin release that changes it breaks one small file (tests/test_imports.py
+checks that no other module reaches in):
 
 * the Optuna plugin's search-space parsing (`OptunaSweeperImpl._process_searchspace_config` and
-  friends, `_impl.create_params_from_overrides`), which our sweeper reuses instead of re-parsing;
+  friends, `_impl.create_params_from_overrides`) and its trial overrides, which our sweeper
+  reuses instead of re-parsing;
+* the Ray plugin's job wrapper and Ray start-up (`_launcher_util`), which our Ray launcher reuses;
 * what Hydra's own launchers (basic, joblib, submitit, the Ray plugin's) mean for a sweep, which
-  they can't declare themselves: `traits_of` reads our launchers' `traits` and maps Hydra's by class.
+  they can't declare themselves: `traits_of` reads our launchers' `traits` and maps Hydra's by class;
+* Hydra's own pieces the command-line check and the job boundary reuse so they read a command
+  exactly as Hydra will: its argument parser, `@hydra.main`'s Hydra object, the basic sweeper's
+  grid expansion, a rerun's stored overrides, the `_target_` resolver, and the config loader
+  class the job boundary replaces with its checked one.
 
 A launcher tells the sweeper and the job what they need through `LauncherTraits`, not by its name.
 """
@@ -17,6 +24,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from hydra._internal.config_loader_impl import ConfigLoaderImpl  # noqa: F401 (the job boundary's base class)
 from omegaconf import DictConfig
 
 
@@ -101,3 +109,70 @@ def directions(impl: Any) -> list[str]:
 def grid_choices(impl: Any, distribution: Any) -> list[Any]:
     """A distribution's values for Optuna's GridSampler, as the plugin lists them."""
     return impl._to_grid_sampler_choices(distribution)
+
+
+def trial_overrides(impl: Any, trial: Any, fixed_params: dict[str, Any], fixed_overrides: list[str],
+                    space: dict[str, Any]) -> list[str]:
+    """A trial's job overrides (its suggested parameters, the fixed ones), as the plugin writes them."""
+    return list(impl._configure_trials([trial], space, fixed_params, fixed_overrides)[0])
+
+
+# ---------------------------------------------------------------------- Hydra's internals
+def locate(name: str) -> Any:
+    """The object a dotted name names, found as Hydra's instantiate finds a `_target_`."""
+    from hydra._internal._locate import _locate
+
+    return _locate(name)
+
+
+def args_parser() -> Any:
+    """Hydra's own command-line parser (its flags, as `@hydra.main` reads them)."""
+    from hydra._internal.utils import get_args_parser
+
+    return get_args_parser()
+
+
+def rerun_overrides(run_dir: str) -> tuple[str | None, list[str]]:
+    """(config name, overrides) that `--experimental-rerun DIR` applies, read from DIR/.hydra."""
+    from hydra._internal.utils import _get_rerun_overrides
+
+    return _get_rerun_overrides(run_dir)
+
+
+def main_hydra(task_function: Callable, config_path: str | None, config_dir: str | None = None) -> Any:
+    """The Hydra object `@hydra.main` creates for `task_function`: its config search path, with a
+    `--config-dir` folder first."""
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import (create_automatic_config_search_path,
+                                       detect_calling_file_or_module_from_task_function, detect_task_name)
+    from hydra.core.config_search_path import SearchPathQuery
+
+    calling_file, calling_module = detect_calling_file_or_module_from_task_function(task_function)
+    search_path = create_automatic_config_search_path(calling_file, calling_module, config_path)
+    if config_dir is not None:
+        search_path.prepend(provider="command-line", path=f"file://{os.path.abspath(config_dir)}",
+                            anchor=SearchPathQuery(provider="schema"))
+    return Hydra.create_main_hydra2(task_name=detect_task_name(calling_file, calling_module),
+                                    config_search_path=search_path)
+
+
+def grid_jobs(parsed_overrides: list[Any]) -> list[list[str]]:
+    """The basic sweeper's jobs for these parsed overrides: each job's override list, as it expands them."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    return BasicSweeper.split_arguments(parsed_overrides, None)[0]
+
+
+def install_config_loader(loader_class: type) -> None:
+    """Make Hydra build its config loader from `loader_class` (a ConfigLoaderImpl subclass)."""
+    import hydra._internal.hydra as hydra_internal
+
+    hydra_internal.ConfigLoaderImpl = loader_class
+
+
+# ---------------------------------------------------------------------- the Ray plugin's internals
+def ray_plugin_functions() -> tuple[Callable, Callable]:
+    """(launch_job_on_ray, start_ray): the Ray plugin's own job wrapper and `ray.init` call."""
+    from hydra_plugins.hydra_ray_launcher._launcher_util import launch_job_on_ray, start_ray
+
+    return launch_job_on_ray, start_ray

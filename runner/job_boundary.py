@@ -27,12 +27,12 @@ import copy
 import threading
 from typing import Any
 
-import hydra._internal.hydra as hydra_internal
-from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from common.errors import ConfigError
+from runner import hydra_adapter
+from runner.hydra_adapter import ConfigLoaderImpl
 from runner.trust import COMMAND_LINE_ONLY, COMMAND_LINE_ONLY_NODES, check_config_trust, resolved_or_written
 
 REFUSED_KEY = "_refused_"  # set on a refused sweep job's config: the reason, for the job to record
@@ -118,4 +118,4 @@ def refusal(task_cfg: Any) -> str | None:
 
 def install() -> None:
     """Make Hydra build its config loader as a CheckedConfigLoader (call before `@hydra.main` runs)."""
-    hydra_internal.ConfigLoaderImpl = CheckedConfigLoader
+    hydra_adapter.install_config_loader(CheckedConfigLoader)

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
 
+from runner import hydra_adapter
 from runner.optuna_space import (_params_key, _seen_params, _surplus, _taken_elsewhere, _tally,
                                  _unseen_point)
 from runner.optuna_storage import claim_job_dir, heartbeat_thread, stale_trial_ids
@@ -28,6 +30,20 @@ log = logging.getLogger("runner.optuna_sweeper")
 MAX_DUPLICATE_ASKS = 20
 
 
+@dataclass
+class Search:
+    """A search with its study open: what the loop asks for, where its jobs go, how many trials it wants."""
+
+    study: Any
+    url: Any  # the storage, as logs and best.json show it
+    sweep_dir: Path
+    space: dict[str, Any]  # name -> Optuna distribution
+    fixed_params: dict[str, Any]
+    fixed_overrides: list[str]
+    space_size: int | None  # points of a discrete space (None: not countable)
+    n_trials: int
+
+
 class TrialAsking:
     """Methods of ResumableOptunaSweeper that ask for trials and recover stale ones."""
 
@@ -37,21 +53,21 @@ class TrialAsking:
     _heartbeats: dict[int, Any]
     _next_job: int
 
-    def _start_trial(self, study: Any, space: dict, fixed_params: dict, fixed_overrides: list,
-                     space_size: int | None, n_trials: int, sweep_dir: Path) -> tuple[Any, list[str], int] | str | None:
+    def _start_trial(self, search: Search) -> tuple[Any, list[str], int] | str | None:
         """Ask for the next trial and give it a job folder: (trial, overrides, job number).
 
         None when the study is full (counting the trials running anywhere), or a reason to stop.
         """
         from optuna.trial import TrialState
 
+        study, n_trials, space_size, sweep_dir = search.study, search.n_trials, search.space_size, search.sweep_dir
         counted, running = _tally(study)
         if counted + running >= n_trials:
             return None
         seen = _seen_params(study)
         if space_size is not None and len(seen) >= space_size:
             return f"all {space_size} points of the search space have run"
-        asked = self._ask_unseen(study, space, fixed_params, fixed_overrides, seen, space_size)
+        asked = self._ask_unseen(search, seen)
         if asked is None:
             return "the sampler only suggests parameter sets that already ran"
         trial, override = asked
@@ -127,8 +143,7 @@ class TrialAsking:
                  if t.user_attrs.get("sweep_dir") == here and t.user_attrs.get("job_num") is not None]
         return max(used, default=-1) + 1
 
-    def _ask_unseen(self, study: Any, space: dict, fixed_params: dict, fixed_overrides: list,
-                    seen: dict, space_size: int | None) -> tuple[Any, list[str]] | None:
+    def _ask_unseen(self, search: Search, seen: dict) -> tuple[Any, list[str]] | None:
         """Ask for a trial whose parameters have not run yet; None if none can be found.
 
         A repeat is told FAIL with `duplicate_of` (it doesn't count, gets no folder) and asked
@@ -140,13 +155,15 @@ class TrialAsking:
         import optuna
         from optuna.trial import TrialState
 
+        study, space = search.study, search.space
         sampler = study.sampler
         try:
             for attempt in range(MAX_DUPLICATE_ASKS):
                 trial = study.ask()
                 self._heartbeats[trial.number] = heartbeat_thread(study, trial._trial_id)
                 trial.set_user_attr("owner", self.owner)
-                override = self.sweeper._configure_trials([trial], space, fixed_params, fixed_overrides)[0]
+                override = hydra_adapter.trial_overrides(self.sweeper, trial, search.fixed_params,
+                                                         search.fixed_overrides, space)
                 key = _params_key(trial.params)
                 twin = seen.get(key)
                 if twin is None:
@@ -162,7 +179,7 @@ class TrialAsking:
                 self._stop_heartbeat(trial.number)
                 _tell(study, trial.number, state=TrialState.FAIL)
                 log.info("Suggestion %s already ran as trial %d: asking again", dict(trial.params), twin)
-                unseen = _unseen_point(space, seen, space_size, attempt)
+                unseen = _unseen_point(space, seen, search.space_size, attempt)
                 if unseen is not None:
                     study.enqueue_trial(unseen)
                 else:

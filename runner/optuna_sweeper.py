@@ -68,7 +68,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from common.errors import ConfigError
 from runner import hydra_adapter
-from runner.optuna_asking import TrialAsking
+from runner.optuna_asking import Search, TrialAsking
 from runner.optuna_space import _space_size, _tally
 from runner.optuna_study_rules import check_fixed_overrides, check_options, resume_command
 from runner.optuna_db import study_url
@@ -114,43 +114,49 @@ class ResumableOptunaSweeper(TrialAsking, OptunaSweeper):
     def sweep(self, arguments: list[str]) -> None:
         from runner.optuna_db import display_url
         from runner.optuna_report import write_report
+
+        search = self._open_search(arguments)
+        self._log_start(search)
+        stopped, failed_out = self._run_trials(search)
+        write_report(search.study, search.sweep_dir, search.url)
+        if failed_out:
+            raise RuntimeError(f"Optuna search stopped: {stopped}")
+        if stopped:
+            log.warning("Stopping the search before n_trials=%d: %s", search.n_trials, stopped)
+        if isinstance(search.url, str):
+            log.info("The study in a browser: optuna-dashboard %s", shlex.quote(display_url(search.url)))
+
+    def _open_search(self, arguments: list[str]) -> Search:
+        """The search space, sampler and study, new or resumed; a bad setting ends here in one line, exit 2,
+        before the sweep dir is made."""
         from runner.pareto import check_sweep_objectives  # pandas: loaded when a sweep starts, not at Hydra's plugin scan
 
         impl = self.sweeper
         assert impl.config is not None and impl.launcher is not None
         config = impl.config
         sweep_dir = Path(str(config.hydra.sweep.dir))
-
         # Search space: as the plugin does it (hydra.sweeper.params, then command-line sweeps).
         space, fixed_params, fixed_overrides = hydra_adapter.search_space(impl, arguments)
-        directions = hydra_adapter.directions(impl)
-        try:  # as many directions as objectives (runner/pareto.py; checked before Hydra acted, too)
-            check_sweep_objectives(config)
-        except ConfigError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
-        objectives = objectives_of(config)
-
-        sampler = impl.sampler
-        n_trials = impl.n_trials
+        sampler, n_trials = impl.sampler, impl.n_trials
         if _is_grid(sampler):
             grid = {name: hydra_adapter.grid_choices(impl, d) for name, d in space.items()}
             sampler = sampler(grid)
             n_trials = min(n_trials, math.prod(len(v) for v in grid.values()))
-
-        if wants_pruning(self.pruner_cfg) and impl.storage is None:
-            print("error: hydra.sweeper.pruner needs a storage each trial's job can open: set "
-                  "hydra.sweeper.storage to a URL (the default is sqlite in the sweep dir)", file=sys.stderr)
-            sys.exit(2)
+        wants_pruner = wants_pruning(self.pruner_cfg)
         # The pruner prunes in the jobs; the study here has it too, because TPE samples differently under Hyperband.
-        pruner = build_pruner(self.pruner_cfg) if wants_pruning(self.pruner_cfg) else None
+        pruner = build_pruner(self.pruner_cfg) if wants_pruner else None
         # A sqlite path in the sweep dir stays a path; the storage is opened under the setup lock.
         url = study_url(impl.storage, sweep_dir) if isinstance(impl.storage, str) else impl.storage
         try:
+            check_sweep_objectives(config)  # as many directions as objectives (also checked before Hydra acted)
+            if wants_pruner and impl.storage is None:
+                raise ConfigError("hydra.sweeper.pruner needs a storage each trial's job can open: set "
+                                  "hydra.sweeper.storage to a URL (the default is sqlite in the sweep dir)")
             with study_setup(url, self.heartbeat_interval, self.grace_period) as storage:
-                study = create_study(impl.study_name, storage, sampler, pruner, directions, url)
+                study = create_study(impl.study_name, storage, sampler, pruner, hydra_adapter.directions(impl), url)
                 url = url if isinstance(url, str) else storage  # shown in logs and best.json
                 check_fixed_overrides(study, fixed_params, fixed_overrides, url)  # may store them: a write
+                objectives = objectives_of(config)
                 if len(objectives) > 1:  # the front's names in best.json and Optuna's plots
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")  # ExperimentalWarning
@@ -166,30 +172,49 @@ class ResumableOptunaSweeper(TrialAsking, OptunaSweeper):
         existing = len(study.get_trials(deepcopy=False))
         if existing and counted + running_elsewhere < n_trials:
             study.sampler = self._reseed(sampler, existing)
-
         self._next_job = self._next_job_num(study, sweep_dir)
+        space_size = _space_size(space) if impl.custom_search_space_extender is None else None
+        return Search(study, url, sweep_dir, space, fixed_params, fixed_overrides, space_size, n_trials)
+
+    def _log_start(self, search: Search) -> None:
+        from runner.optuna_db import display_url
+
+        study, n_trials = search.study, search.n_trials
+        counted, running_elsewhere = _tally(study)
+        objectives, directions = objectives_of(self.sweeper.config), hydra_adapter.directions(self.sweeper)
         log.info("Optuna study '%s' in %s: %d of n_trials=%d done%s; job folders from %s/%d",
-                 study.study_name, display_url(url), counted, n_trials,
-                 f", {running_elsewhere} running elsewhere" if running_elsewhere else "", sweep_dir, self._next_job)
+                 study.study_name, display_url(search.url), counted, n_trials,
+                 f", {running_elsewhere} running elsewhere" if running_elsewhere else "", search.sweep_dir,
+                 self._next_job)
         log.info("Sampler: %s, pruner: %s, direction: %s", type(study.sampler).__name__,
                  self.pruner_cfg._target_.split(".")[-1] if wants_pruning(self.pruner_cfg) else "none",
                  ", ".join(f"{d} {o}" if len(objectives) > 1 else d for d, o in zip(directions, objectives)))
-        if counted + running_elsewhere < n_trials and storage is not None:
-            log.info("If this stops early, resume with: %s", resume_command(config))
+        if counted + running_elsewhere < n_trials and self.sweeper.storage is not None:
+            log.info("If this stops early, resume with: %s", resume_command(self.sweeper.config))
 
-        space_size = _space_size(space) if impl.custom_search_space_extender is None else None
-        # A trial starts as soon as a slot is free (a pruned trial frees its slot at once): one job per
-        # launcher call, from a pool of n_jobs threads. A launcher that runs jobs in this process (the
-        # basic one) runs one at a time, in this thread (Ctrl-C then reaches the job).
-        # A launcher that fuses (hydra/launcher=fused): up to n_jobs trials are asked, then launched as one
-        # batch (one launcher call, in this thread) so it can train them fused; a pruned trial's slot frees
-        # when its batch ends.
+    def _slots(self) -> tuple[int, bool]:
+        """How many trials run at once, and whether each round of them is launched as one batch.
+
+        A trial starts as soon as a slot is free (a pruned trial frees its slot at once): one job per
+        launcher call, from a pool of n_jobs threads. A launcher that runs jobs in this process (the
+        basic one) runs one at a time, in this thread (Ctrl-C then reaches the job). A launcher that
+        fuses (hydra/launcher=fused): up to n_jobs trials are asked, then launched as one batch (one
+        launcher call, in this thread) so it can train them fused; a pruned trial's slot frees when
+        its batch ends.
+        """
+        impl = self.sweeper
         traits = hydra_adapter.traits_of(impl.launcher)
-        batched = traits.fuses
-        slots = impl.n_jobs if batched else 1 if traits.in_process else impl.n_jobs
+        slots = impl.n_jobs if traits.fuses else 1 if traits.in_process else impl.n_jobs
         if slots < impl.n_jobs:
             log.info("hydra.sweeper.n_jobs=%d with a launcher that runs jobs in this process: trials run one at "
                      "a time (hydra/launcher=joblib runs them in parallel)", impl.n_jobs)
+        return slots, traits.fuses
+
+    def _run_trials(self, search: Search) -> tuple[str | None, bool]:
+        """Ask, launch and tell until the study is full or the search stops; (why it stopped, whether
+        it stopped for too many failures)."""
+        study, max_failure_rate = search.study, self.sweeper.max_failure_rate
+        slots, batched = self._slots()
         pool = ThreadPoolExecutor(slots, thread_name_prefix="trial") if slots > 1 and not batched else None
         batch: list[tuple[Any, list[str], int]] = []  # (trial, overrides, job number) asked for the next batch
         in_flight: dict[Future, tuple[Any, int]] = {}
@@ -203,9 +228,9 @@ class ResumableOptunaSweeper(TrialAsking, OptunaSweeper):
             recent.append(record_result(study, trial, ret))
             if len(recent) >= slots:
                 failures = recent.count(False)
-                if failures / len(recent) > impl.max_failure_rate and not failed_out:
+                if failures / len(recent) > max_failure_rate and not failed_out:
                     stopped, failed_out = (f"{failures} of the last {len(recent)} trials failed, more than "
-                                           f"hydra.sweeper.max_failure_rate={impl.max_failure_rate}"), True
+                                           f"hydra.sweeper.max_failure_rate={max_failure_rate}"), True
                     log.error("Stopping the search: %s", stopped)
                 recent.clear()
 
@@ -213,8 +238,7 @@ class ResumableOptunaSweeper(TrialAsking, OptunaSweeper):
             while True:
                 self._recover_stale(study, skip={t.number for t, _ in in_flight.values()})
                 while stopped is None and len(in_flight) + len(batch) < slots:
-                    step = self._start_trial(study, space, fixed_params, fixed_overrides, space_size, n_trials,
-                                             sweep_dir)
+                    step = self._start_trial(search)
                     if step is None or isinstance(step, str):
                         stopped = step
                         break
@@ -247,15 +271,7 @@ class ResumableOptunaSweeper(TrialAsking, OptunaSweeper):
             raise
         if pool is not None:
             pool.shutdown()
-
-        if failed_out:
-            write_report(study, sweep_dir, url)
-            raise RuntimeError(f"Optuna search stopped: {stopped}")
-        if stopped:
-            log.warning("Stopping the search before n_trials=%d: %s", n_trials, stopped)
-        write_report(study, sweep_dir, url)
-        if isinstance(url, str):
-            log.info("The study in a browser: optuna-dashboard %s", shlex.quote(display_url(url)))
+        return stopped, failed_out
 
     def _launch(self, override: list[str], job_num: int) -> JobReturn:
         """Run one trial's job through the configured launcher (a batch of one) and wait for it."""

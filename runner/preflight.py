@@ -174,15 +174,16 @@ def _missing_option(message: str) -> str:
 def _grid_jobs(hydra, cfg) -> list[list[str]]:
     """The override lists of a BasicSweeper grid, as it will expand them (none for other sweepers:
     an Optuna study's trials are checked by each job's own start-up)."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from runner.hydra_adapter import grid_jobs
 
     if cfg.hydra.sweeper.get("_target_") != HYDRA_BASIC_SWEEPER:
         return []
     params = [f"{k}={v}" for k, v in (cfg.hydra.sweeper.get("params") or {}).items()]
     arguments = OmegaConf.to_container(cfg.hydra.overrides.task, resolve=False)
     parsed = OverridesParser.create(config_loader=hydra.config_loader).parse_overrides(params + arguments)
-    return BasicSweeper.split_arguments(parsed, None)[0]
+    return grid_jobs(parsed)
 
 
 def _check_values(cfg: DictConfig) -> None:
@@ -204,16 +205,13 @@ def _compose(argv: list[str], task_function: Callable, config_path: str, config_
     (help, a config that doesn't compose)."""
     import os
 
-    from hydra._internal.hydra import Hydra
-    from hydra._internal.utils import (create_automatic_config_search_path,
-                                       detect_calling_file_or_module_from_task_function, detect_task_name,
-                                       get_args_parser)
     from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.config_search_path import SearchPathQuery
     from hydra.types import RunMode
 
+    from runner.hydra_adapter import args_parser, main_hydra
+
     try:
-        args = get_args_parser().parse_intermixed_args(argv)
+        args = args_parser().parse_intermixed_args(argv)
     except SystemExit:  # a malformed command line: Hydra prints its usage
         return None
     if args.help or args.hydra_help or args.shell_completion or args.info:
@@ -224,17 +222,10 @@ def _compose(argv: list[str], task_function: Callable, config_path: str, config_
             raise ConfigError("--experimental-rerun DIR reruns one job: drop -m/--multirun and --config-name")
         saved_name, saved = _rerun_overrides(args.experimental_rerun)
         name = saved_name or name
-    calling_file, calling_module = detect_calling_file_or_module_from_task_function(task_function)
-    search_path = create_automatic_config_search_path(calling_file, calling_module,
-                                                      args.config_path or config_path)
-    if args.config_dir is not None:
-        if not os.path.isdir(args.config_dir):
-            return None
-        search_path.prepend(provider="command-line", path=f"file://{os.path.abspath(args.config_dir)}",
-                            anchor=SearchPathQuery(provider="schema"))
+    if args.config_dir is not None and not os.path.isdir(args.config_dir):
+        return None
     try:
-        hydra = Hydra.create_main_hydra2(task_name=detect_task_name(calling_file, calling_module),
-                                         config_search_path=search_path)
+        hydra = main_hydra(task_function, args.config_path or config_path, args.config_dir)
         overrides = saved + list(args.overrides)
         parsed = hydra.config_loader.parse_overrides(name, overrides)
         typed_keys = [o.key_or_group for o in parsed[len(saved):]]
@@ -260,10 +251,10 @@ def _compose(argv: list[str], task_function: Callable, config_path: str, config_
 
 def _rerun_overrides(run_dir: str) -> tuple[str | None, list[str]]:
     """The overrides Hydra's `--experimental-rerun DIR` will apply: read from DIR/.hydra, so data, checked."""
-    from hydra._internal.utils import _get_rerun_overrides
+    from runner.hydra_adapter import rerun_overrides
 
     try:
-        return _get_rerun_overrides(run_dir)
+        return rerun_overrides(run_dir)
     except Exception as e:  # missing or unreadable .hydra files
         raise ConfigError(f"--experimental-rerun {run_dir}: its .hydra/hydra.yaml and .hydra/overrides.yaml "
                           f"could not be read ({type(e).__name__}); give a run folder Hydra wrote") from None

@@ -103,7 +103,10 @@ class RayLauncher(Launcher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         import ray
-        from hydra_plugins.hydra_ray_launcher._launcher_util import launch_job_on_ray, start_ray
+
+        from runner.hydra_adapter import ray_plugin_functions
+
+        launch_job_on_ray, start_ray = ray_plugin_functions()
 
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
         setup_globals()

@@ -388,11 +388,11 @@ def hydra_whitelist(names: Iterable[str]) -> tuple[str, ...]:
     Hydra re-checks a callable result (an nn.Module instance is one) by its class's canonical
     name, so both spellings go in. Only call this with names from the lists above: it imports them.
     """
-    from hydra._internal._locate import _locate  # the resolver Hydra itself uses
+    from runner.hydra_adapter import locate  # the resolver Hydra itself uses
 
     out = list(dict.fromkeys(names))
     for name in list(out):
-        obj = _locate(name)
+        obj = locate(name)
         canonical = f"{obj.__module__}.{obj.__qualname__}"
         if canonical not in out:
             out.append(canonical)

@@ -59,3 +59,31 @@ def test_training_does_not_load_the_collector():
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "[]"
+
+
+PRIVATE_PLUGIN_METHODS = {"_configure_trials", "_process_searchspace_config", "_parse_sweeper_params_config",
+                          "_get_directions", "_to_grid_sampler_choices"}
+
+
+def private_hydra_uses(path) -> list[str]:
+    """Imports of Hydra's or a Hydra plugin's private modules, and calls of the Optuna plugin's private methods."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                 else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+        for name in names:
+            parts = name.split(".")
+            if name.startswith("hydra._internal") or (parts[0] == "hydra_plugins"
+                                                      and any(p.startswith("_") for p in parts[1:])):
+                found.append(f"{path.name}:{node.lineno} imports {name}")
+        if isinstance(node, ast.Attribute) and node.attr in PRIVATE_PLUGIN_METHODS:
+            found.append(f"{path.name}:{node.lineno} calls {node.attr}")
+    return found
+
+
+def test_only_the_adapter_reaches_into_hydra_internals():
+    """A Hydra or plugin release that changes its private API breaks one file: runner/hydra_adapter.py."""
+    adapter = ROOT / "runner" / "hydra_adapter.py"
+    others = [p for package in (*PACKAGES, "hydra_plugins") for p in (ROOT / package).rglob("*.py") if p != adapter]
+    assert [use for path in others for use in private_hydra_uses(path)] == []
+    assert private_hydra_uses(adapter)  # the check does see them
