@@ -1,9 +1,12 @@
-"""Everything a run leaves in its folder, written as it goes.
+"""Everything a run leaves in its folder, written as it goes; the one home of its file names and statuses.
 
-metrics.csv (a row per epoch), summary.json (the outcome, also for failed, diverged and
-interrupted runs), curves.png, TensorBoard scalars (every epoch, a resumed run's earlier ones
-too) and HParams (runner/tb_hparams.py), and the checkpoints. The resolved config
-is Hydra's `.hydra/config.yaml`, and also travels inside every checkpoint.
+config.yaml (the fully resolved config; Hydra's `.hydra/config.yaml` keeps interpolations
+unresolved), metrics.csv (a row per epoch), summary.json (the outcome: a `Status`, also for
+failed, diverged and interrupted runs), curves.png, TensorBoard scalars (every epoch, a resumed
+run's earlier ones too) and HParams (runner/tb_hparams.py), and the checkpoints. Other modules
+name these files and statuses by the constants here and read them with `read_summary`,
+`read_config` and `read_metrics`; folders that may be anyone's are read with warnings by
+runner/collect_read.py.
 """
 
 from __future__ import annotations
