@@ -27,7 +27,7 @@ from runner.job_boundary import install as check_every_job_config, refusal
 from runner.preflight import preflight, remove_refused_run_folder
 from runner.pruning import trial_pruner
 from runner.replicates import replicates_of, train_replicates
-from runner.run_folder import record_refused
+from runner.run_folder import Status, record_refused
 
 log = logging.getLogger("runner")
 register_resolvers()  # ${run_suffix:} in conf/config.yaml's run and sweep dirs
@@ -73,7 +73,7 @@ def main(cfg: DictConfig) -> float | tuple[float, ...] | None:
     except ConfigError as e:
         if in_sweep:  # one bad combination must not end the sweep: it is recorded as failed
             log.error("run %s failed: %s", run_dir, e)
-            write_job_record(hydra_cfg, "refused", str(e))
+            write_job_record(hydra_cfg, Status.REFUSED, str(e))
             return None
         print(f"error: {e}", file=sys.stderr)
         remove_refused_run_folder(run_dir, hydra_cfg.job.name)  # a refused run leaves no folder
@@ -81,7 +81,7 @@ def main(cfg: DictConfig) -> float | tuple[float, ...] | None:
     except Exception as e:
         if in_sweep:
             log.exception("run %s failed: %s", run_dir, e)
-            write_job_record(hydra_cfg, "failed", str(e))
+            write_job_record(hydra_cfg, Status.FAILED, str(e))
             return None
         line, status = error_line(e, run_dir / f"{hydra_cfg.job.name}.log", where=run_dir)
         print(f"error: {line}", file=sys.stderr)  # the traceback is in the run's log file

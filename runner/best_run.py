@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 from common.io import atomic_write_json
-from runner.collect_read import printable, read_json_object
+from runner.collect_read import BEST_FILE, printable, read_json_object
 from runner.ranking import best_row, objective_metric, plain_cell, resolved
 from runner.repeat_command import repeat_record
 
@@ -61,7 +61,7 @@ def write_best(record: dict[str, Any], table: pd.DataFrame, out: Path) -> dict[s
     """
     from runner.pareto_report import same_best  # the same best run, or the same Pareto front
 
-    path = out / "best.json"
+    path = out / BEST_FILE
     existing = read_json_object(path) if path.is_file() else None
     study = None
     if isinstance(existing, dict):

@@ -48,7 +48,9 @@ class CollectOnMultirunEnd(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from runner.collect import collect_and_report
-        from runner.job_records import NOT_TRAINED, count_jobs, jobs_line
+        from runner.collect_read import RESULTS_CSV
+        from runner.job_records import ORDER, count_jobs, jobs_line
+        from runner.run_folder import NO_VALUE
 
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if locks.refused(sweep_dir):  # the dir belongs to another live sweep
@@ -65,12 +67,12 @@ class CollectOnMultirunEnd(Callback):
                         sweep_dir, type(e).__name__, e, sweep_dir)
         counts = count_jobs(sweep_dir)
         log.info("%s", jobs_line(counts))
-        bad = {s: counts[s] for s in NOT_TRAINED if counts[s]}
+        bad = {s: counts[s] for s in ORDER if s in NO_VALUE and counts[s]}
         if not bad or sys.exc_info()[1] is not None:  # the sweep is already ending with its own error
             return
         where = [f"{sweep_dir}/{JOBS_DIR}/<job>.json"] if any((sweep_dir / JOBS_DIR).glob("*.json")) else []
-        if table is not None and table["status"].isin(NOT_TRAINED).any():
-            where.append(f"{sweep_dir}/results.csv (error column)")
+        if table is not None and table["status"].isin(NO_VALUE).any():
+            where.append(f"{sweep_dir}/{RESULTS_CSV} (error column)")
         print(f"error: {sum(bad.values())} of {sum(counts.values())} jobs failed or were refused "
               f"({', '.join(f'{n} {s}' for s, n in bad.items())}){_first_reason(sweep_dir, table)}; the reasons "
               f"are in {' and '.join(where) or 'the sweep log'}", file=sys.stderr)
@@ -79,10 +81,11 @@ class CollectOnMultirunEnd(Callback):
 
 def _first_reason(sweep_dir: Path, table: Any) -> str:
     """`; first, job 3: <its error>` for the end-of-sweep line, from the table or the job records."""
-    from runner.job_records import NOT_TRAINED, read_job_records
+    from runner.job_records import read_job_records
+    from runner.run_folder import NO_VALUE
 
     if table is not None and "error" in table:
-        rows = table[table["status"].isin(NOT_TRAINED) & table["error"].notna()]
+        rows = table[table["status"].isin(NO_VALUE) & table["error"].notna()]
         if len(rows):
             return f"; first, job {rows.iloc[0].get('job')}: {str(rows.iloc[0]['error']).splitlines()[0]}"
     records = read_job_records(sweep_dir)

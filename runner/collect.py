@@ -44,21 +44,24 @@ import pandas as pd
 
 from common.errors import ConfigError, entry_point
 from common.io import atomic_write_text, temp_files_of
-from runner.collect_read import find_runs, job_name, printable, read_choices, read_config, read_outcome, reset_warnings
+from runner.collect_read import (ACCURACY_PICTURE, BEST_FILE, CURVES_PICTURE, FRONT_PICTURE, PARAM_TABLE_FILE, REPORT_FILE,
+                                 RESULTS_CSV, RESULTS_TXT, find_runs, job_name, printable, read_choices, read_config,
+                                 read_outcome, reset_warnings)
 
 from runner.config_keys import is_display
 from runner.job_records import with_job_records
 from runner.pareto import FRONT, with_front
 from runner.pareto_report import in_table_order, write_front_plot
 from runner.replicate_stats import STAT_COLUMNS
+from runner.run_folder import Status
 
 log = logging.getLogger("runner.collect")
 
 OUTCOME_COLUMNS = ["best_val_acc", "best_epoch", "epochs_done", "status", "train_s", "val_s", "wall_s", "params_m"]
 RESERVED = {"job", "origin", "error", "run_dir", FRONT, *OUTCOME_COLUMNS, *STAT_COLUMNS}  # a config key so named: config.<key>
-OUTPUTS = ("results.txt", "results.csv", "best.json", "report.html", "accuracy_by_param.png", "val_acc_curves.png",
-           "pareto_front.png", "param_importance.csv")
-SHARED_OUTPUTS = {"best.json": 60.0}  # also written by an Optuna study's report, outside our lock: only older temps
+OUTPUTS = (RESULTS_TXT, RESULTS_CSV, BEST_FILE, REPORT_FILE, ACCURACY_PICTURE, CURVES_PICTURE, FRONT_PICTURE,
+           PARAM_TABLE_FILE)
+SHARED_OUTPUTS = {BEST_FILE: 60.0}  # also written by an Optuna study's report, outside our lock: only older temps
 LOCK_NAME = ".collect.lock"
 
 
@@ -140,7 +143,7 @@ def key_columns(table: pd.DataFrame) -> list[str]:
 def results_line(row: pd.Series) -> str:
     acc = row["best_val_acc"]
     has_acc = acc is not None and not (isinstance(acc, float) and math.isnan(acc))
-    if row["status"] == "completed" and has_acc:
+    if row["status"] == Status.COMPLETED and has_acc:
         return f"{acc:.2f}"
     return f"{acc:.2f} {printable(row['status'])}" if has_acc else printable(row["status"])
 
@@ -238,8 +241,8 @@ def collect_and_report(sweep_dirs: list[str | Path], out_dir: str | Path | None 
     if note:
         log.info("%s", note)
     with writing_into(output_folder(out)):
-        atomic_write_text(out / "results.txt", lines)
-        atomic_write_text(out / "results.csv", shown.to_csv(index=False))
+        atomic_write_text(out / RESULTS_TXT, lines)
+        atomic_write_text(out / RESULTS_CSV, shown.to_csv(index=False))
         best = write_best(record, table, out)
         write_param_table(params, out)
         plots = write_plots(table, keys, out, metric) + write_front_plot(table, out, best)

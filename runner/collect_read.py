@@ -20,6 +20,8 @@ import pandas as pd
 import yaml
 
 from runner.config_keys import flatten  # noqa: F401 (read here, and imported from here)
+from runner.run_folder import (CONFIG_FILE, HYDRA_DIR, HYDRA_FILE, METRICS_FILE, NEVER_TRAINED, REPLICATE_FOLDER,
+                               SUMMARY_FILE, Status)
 
 log = logging.getLogger("runner.collect")
 
@@ -27,8 +29,17 @@ SEARCH_DEPTH = 4  # how deep below a DIR run folders are looked for (outputs/mul
 MAX_KEYS = 100_000  # a config flattened past this many keys is not a run's (YAML aliases can nest exponentially)
 NUMBER_FIELDS = ("best_val_acc", "train_s", "val_s", "wall_s", "params_m", "compile_s")
 WHOLE_FIELDS = ("best_epoch", "epochs_done", "job_num")
-NO_VALUE = ("refused",)  # never trained: whatever numbers its summary holds are not its own
 _warned: set[str] = set()
+
+# What a collect writes into its output folder (runner/collect.py); an Optuna study's report writes best.json too.
+RESULTS_TXT = "results.txt"
+RESULTS_CSV = "results.csv"
+BEST_FILE = "best.json"
+REPORT_FILE = "report.html"
+PARAM_TABLE_FILE = "param_importance.csv"
+ACCURACY_PICTURE = "accuracy_by_param.png"
+CURVES_PICTURE = "val_acc_curves.png"
+FRONT_PICTURE = "pareto_front.png"
 
 
 def reset_warnings() -> None:
@@ -65,7 +76,7 @@ def _first_line(error: BaseException) -> str:
 
 def is_run_dir(path: Path) -> bool:
     """A run's folder, or a replicate job's (its replicate_<k>/ folders are its runs, never rows of their own)."""
-    return (path / ".hydra").is_dir() or (path / "summary.json").exists() or (path / "replicate_0").is_dir()
+    return (path / HYDRA_DIR).is_dir() or (path / SUMMARY_FILE).exists() or (path / REPLICATE_FOLDER.format(0)).is_dir()
 
 
 def find_runs(folder: Path, depth: int = SEARCH_DEPTH) -> list[Path]:
@@ -115,13 +126,13 @@ def _flat_or_warn(path: Path, tree: Any) -> dict[str, Any] | None:
 
 def read_config(run_dir: Path) -> dict[str, Any]:
     """The run's resolved config, flattened; falls back to Hydra's copy if the run died before writing it."""
-    resolved = run_dir / "config.yaml"
+    resolved = run_dir / CONFIG_FILE
     if resolved.exists():
         ok, tree = read_yaml(resolved)
         flat = _flat_or_warn(resolved, tree) if ok and tree is not None else None
         if flat is not None or tree is None and ok:
             return flat or {}
-    hydra_copy = run_dir / ".hydra" / "config.yaml"
+    hydra_copy = run_dir / HYDRA_DIR / CONFIG_FILE
     if hydra_copy.exists():
         tree = hydra_config(hydra_copy)
         flat = _flat_or_warn(hydra_copy, tree) if tree is not None else None
@@ -149,7 +160,7 @@ def hydra_config(path: Path) -> Any:
 
 def read_choices(run_dir: Path) -> dict[str, str]:
     """Which file of each config group the run used (model=lenet, dataset=digits...)."""
-    hydra_yaml = run_dir / ".hydra" / "hydra.yaml"
+    hydra_yaml = run_dir / HYDRA_DIR / HYDRA_FILE
     if not hydra_yaml.exists():
         return {}
     _, tree = read_yaml(hydra_yaml)
@@ -207,14 +218,14 @@ def checked_summary(path: Path, summary: dict[str, Any]) -> dict[str, Any]:
         warn(path, "; ".join(problems) + "; left empty")
     if out.get("error") is not None and not isinstance(out["error"], str):
         out["error"] = str(out["error"])
-    if out["status"] in NO_VALUE:
+    if out["status"] in NEVER_TRAINED:
         out.update({k: None for k in out if isinstance(k, str) and k.startswith("best_")})
     return out
 
 
 def read_metrics(run_dir: Path) -> pd.DataFrame | None:
     """metrics.csv with a whole-number `epoch` and a numeric `val_acc` column; None (warned) otherwise."""
-    path = run_dir / "metrics.csv"
+    path = run_dir / METRICS_FILE
     if not path.is_file():
         return None
     try:
@@ -239,14 +250,14 @@ def read_metrics(run_dir: Path) -> pd.DataFrame | None:
 
 def read_outcome(run_dir: Path) -> dict[str, Any]:
     """summary.json, or what metrics.csv says of a run that has not finished (or was killed hard)."""
-    summary_file = run_dir / "summary.json"
+    summary_file = run_dir / SUMMARY_FILE
     if summary_file.exists():
         summary = read_json_object(summary_file)
         if summary is not None:
             return checked_summary(summary_file, summary)
-        outcome: dict[str, Any] = {"status": "unreadable", "error": "summary.json is not readable"}
+        outcome: dict[str, Any] = {"status": "unreadable", "error": f"{SUMMARY_FILE} is not readable"}
     else:
-        outcome = {"status": "running"}
+        outcome = {"status": Status.RUNNING}
     frame = read_metrics(run_dir)
     if frame is not None and len(frame):
         acc = frame["val_acc"].replace([math.inf, -math.inf], math.nan).dropna()

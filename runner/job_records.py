@@ -25,13 +25,14 @@ from typing import Any
 from omegaconf import DictConfig
 
 from common.io import atomic_write_json
-from runner.objective import NO_VALUE_STATUSES
+from runner.run_folder import HYDRA_DIR, HYDRA_FILE, NO_VALUE, OVERRIDES_FILE, SUMMARY_FILE, Status
 
 log = logging.getLogger("runner")
 
 JOBS_DIR = ".jobs"
-NOT_TRAINED = NO_VALUE_STATUSES  # runs that never gave a value: a sweep with one exits non-zero
-ORDER = ("completed", "diverged", "pruned", "interrupted", "running", "failed", "refused")
+# The order statuses are listed in: a result first, then what may still become one, then none.
+ORDER = (Status.COMPLETED, Status.DIVERGED, Status.PRUNED, Status.INTERRUPTED, Status.RUNNING, Status.FAILED,
+         Status.REFUSED)
 
 
 def write_job_record(hydra_cfg: DictConfig, status: str, reason: str) -> None:
@@ -60,7 +61,7 @@ def read_job_records(sweep_dir: Path) -> list[dict[str, Any]]:
         record = read_json_object(path)
         if record is None:
             continue
-        if not isinstance(record.get("job_num"), int) or record.get("status") not in NOT_TRAINED:
+        if not isinstance(record.get("job_num"), int) or record.get("status") not in NO_VALUE:
             warn(path, "not a job record (job_num, status failed|refused); left out")
             continue
         records.append(record)
@@ -73,7 +74,7 @@ def with_job_records(runs: list[Path], outcomes: list[dict[str, Any]]) -> list[d
     records: dict[Path, dict[str, dict[str, Any]]] = {}
     out = []
     for run, outcome in zip(runs, outcomes):
-        if outcome.get("status") == "running" and not (run / "summary.json").exists():
+        if outcome.get("status") == Status.RUNNING and not (run / SUMMARY_FILE).exists():
             if run.parent not in records:
                 records[run.parent] = {r.get("run_dir"): r for r in read_job_records(run.parent)}
             record = records[run.parent].get(str(run.resolve()))
@@ -107,14 +108,14 @@ def count_jobs(sweep_dir: Path) -> Counter:
         jobs[key if isinstance(key, int) else str(run.resolve())] = str(outcome.get("status"))
     for record in read_job_records(sweep_dir):
         # a folder whose own summary says the job did not train (a check inside training) keeps its word
-        if jobs.get(record["job_num"]) not in NOT_TRAINED:
+        if jobs.get(record["job_num"]) not in NO_VALUE:
             jobs[record["job_num"]] = record["status"]
     return Counter(jobs.values())
 
 
 def jobs_line(counts: Counter) -> str:
     """`3 jobs: 0 completed, 3 refused`."""
-    names = [s for s in ORDER if s == "completed" or counts[s]] + sorted(set(counts) - set(ORDER))
+    names = [s for s in ORDER if s == Status.COMPLETED or counts[s]] + sorted(set(counts) - set(ORDER))
     return f"{sum(counts.values())} jobs: " + ", ".join(f"{counts[s]} {s}" for s in names)
 
 
@@ -141,10 +142,10 @@ def _from_hydra_files(run_dir: Path) -> dict[str, Any]:
 
     out: dict[str, Any] = {"overrides": None, "job_num": None}
     try:
-        overrides = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
+        overrides = yaml.safe_load((run_dir / HYDRA_DIR / OVERRIDES_FILE).read_text())
         if isinstance(overrides, list):
             out["overrides"] = [str(o) for o in overrides]
-        hydra = (yaml.safe_load((run_dir / ".hydra" / "hydra.yaml").read_text()) or {}).get("hydra", {})
+        hydra = (yaml.safe_load((run_dir / HYDRA_DIR / HYDRA_FILE).read_text()) or {}).get("hydra", {})
         if str(hydra.get("mode")) == "MULTIRUN" and isinstance(hydra.get("job", {}).get("num"), int):
             out["job_num"] = hydra["job"]["num"]
     except Exception:

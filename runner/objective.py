@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from common.errors import ConfigError
+from runner.run_folder import NO_VALUE, read_config
 
 OBJECTIVES = ("val_acc", "val_robust_acc")  # what a single objective may be
 DEFAULT_OBJECTIVE = "val_acc"
-NO_VALUE_STATUSES = ("failed", "refused")
 # Every objective a run may be judged by: (its summary.json key, its natural direction).
 METRICS = {
     "val_acc": ("best_val_acc", "maximize"),              # the best epoch's validation accuracy (%)
@@ -80,7 +80,7 @@ def objective_value(objective: str | Sequence[str], summary: dict[str, Any]) -> 
 
 
 def _one_value(objective: str, summary: dict[str, Any]) -> float | None:
-    if summary.get("status") in NO_VALUE_STATUSES:
+    if summary.get("status") in NO_VALUE:
         return None
     try:
         value = float(summary.get(summary_column(objective)))
@@ -102,11 +102,9 @@ def as_values(value: Any) -> list[float] | None:
 
 def recorded_objectives(run_dir: str | Path) -> tuple[str, ...]:
     """The objectives a run folder's own config.yaml names (the default where it has none)."""
-    import yaml
-
     try:
-        return objectives_of(yaml.safe_load((Path(run_dir) / "config.yaml").read_text()) or {})
-    except (OSError, ValueError, yaml.YAMLError):
+        return objectives_of(read_config(Path(run_dir)) or {})
+    except ValueError:
         return (DEFAULT_OBJECTIVE,)
 
 

@@ -37,6 +37,7 @@ from omegaconf import OmegaConf
 
 from common.errors import ConfigError, entry_point
 from common.io import atomic_save_figure, atomic_write_text
+from runner.collect_read import BEST_FILE
 from runner.optuna_db import display_url, one_line_errors, open_existing, storage_url
 
 log = logging.getLogger(__name__)
@@ -103,8 +104,8 @@ def write_report(study: Any, out_dir: str | os.PathLike, storage: Any = None, pl
             {"name": "optuna", "best_params": summary["best_params"], "best_value": summary["best_value"]})))
     if plots:
         summary["plots"] = write_plots(study, out_dir)
-    atomic_write_text(out_dir / "best.json", json.dumps(summary, indent=2, default=str) + "\n")
-    log.info("Study summary: %s", out_dir / "best.json")
+    atomic_write_text(out_dir / BEST_FILE, json.dumps(summary, indent=2, default=str) + "\n")
+    log.info("Study summary: %s", out_dir / BEST_FILE)
     return summary
 
 

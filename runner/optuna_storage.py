@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 from pathlib import Path
@@ -123,14 +122,10 @@ def mark_interrupted(run_dir: Any, note: str) -> None:
     `running`), with what its metrics.csv shows, so the collector's table has its final state."""
     if not run_dir or not Path(run_dir).is_dir():
         return
-    from common.io import atomic_write_json  # loads torch: only here, not in every worker's start
     from runner.collect_read import read_outcome
+    from runner.run_folder import Status, record_interrupted
 
     outcome = read_outcome(Path(run_dir))
-    if outcome.get("status") not in (None, "running"):
+    if outcome.get("status") not in (None, Status.RUNNING):
         return  # the job wrote its own ending
-    try:
-        previous = json.loads((Path(run_dir) / "summary.json").read_text())
-    except (OSError, ValueError):
-        previous = {}
-    atomic_write_json(Path(run_dir) / "summary.json", {**previous, **outcome, "status": "interrupted", "error": note})
+    record_interrupted(Path(run_dir), note, outcome)

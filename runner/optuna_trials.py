@@ -8,7 +8,6 @@ into the trial's user attributes, and the trial's state follows from it.
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import os
 import socket
@@ -19,11 +18,10 @@ from hydra.core.utils import JobReturn, JobStatus
 
 from runner.objective import as_values, objective_value, recorded_objectives
 from runner.optuna_storage import mark_interrupted
+from runner.run_folder import ENDED, Status, read_summary
 
 log = logging.getLogger("runner.optuna_sweeper")
 
-# Statuses a job's summary.json can hold once the job has ended by itself.
-ENDED_STATUSES = ("completed", "diverged", "failed", "pruned", "refused")
 # A RUNNING trial with no owner attribute older than this was left by a killed sweeper (see _owner_gone).
 OWNERLESS_GRACE_S = 60.0
 
@@ -46,14 +44,14 @@ def record_result(study: Any, trial: Any, ret: JobReturn) -> bool:
     summary = _read_summary(run_dir) or {}
     if ret.status == JobStatus.COMPLETED:
         value, error = as_values(ret._return_value), summary.get("error")  # [v], or one per objective
-        status = summary.get("status", "completed" if value is not None else "failed")
+        status = summary.get("status", Status.COMPLETED if value is not None else Status.FAILED)
     else:  # the task raised (main() catches its own errors in a sweep, so rarely)
         value, error = None, f"{type(ret._return_value).__name__}: {ret._return_value}"
-        status = summary.get("status", "failed")
+        status = summary.get("status", Status.FAILED)
     trial.set_user_attr("status", status)
     if error:
         trial.set_user_attr("error", str(error)[:500])
-    if status == "pruned":  # Optuna takes the last reported value as a pruned trial's value
+    if status == Status.PRUNED:  # Optuna takes the last reported value as a pruned trial's value
         _tell(study, trial.number, state=TrialState.PRUNED)
         log.info("Trial %d (job %s): pruned after %s epochs, params %s", trial.number,
                  trial.user_attrs.get("job_num"), summary.get("epochs_done"), dict(trial.params))
@@ -79,19 +77,19 @@ def recover_trial(study: Any, t: Any) -> None:
     run_dir = t.user_attrs.get("run_dir")
     summary = _read_summary(run_dir)
     storage = study._storage  # user attributes of a trial we don't hold a Trial object for
-    if summary is not None and summary.get("status") in ENDED_STATUSES:
+    if summary is not None and summary.get("status") in ENDED:
         value = as_values(objective_value(recorded_objectives(run_dir), summary))  # what the run would have returned
         storage.set_trial_user_attr(t._trial_id, "status", summary["status"])
         if summary.get("error"):
             storage.set_trial_user_attr(t._trial_id, "error", str(summary["error"]))
-        if summary["status"] == "pruned":
+        if summary["status"] == Status.PRUNED:
             study.tell(t.number, state=TrialState.PRUNED)
         else:
             _tell(study, t.number, values=value, state=TrialState.FAIL if value is None else TrialState.COMPLETE)
         log.info("Trial %d (job %s) had ended (%s) but was left RUNNING: recorded", t.number,
                  t.user_attrs.get("job_num"), summary["status"])
         return
-    storage.set_trial_user_attr(t._trial_id, "status", "interrupted")
+    storage.set_trial_user_attr(t._trial_id, "status", Status.INTERRUPTED)
     storage.set_trial_user_attr(t._trial_id, "retried", True)
     study.tell(t.number, state=TrialState.FAIL)  # raises if another worker got there first
     mark_interrupted(run_dir, f"its sweeper stopped; trial {t.number} was failed and its parameters re-queued")
@@ -144,9 +142,4 @@ def _job_dir(ret: JobReturn) -> str | None:
 
 
 def _read_summary(run_dir: str | os.PathLike | None) -> dict[str, Any] | None:
-    if not run_dir:
-        return None
-    try:
-        return json.loads((Path(run_dir) / "summary.json").read_text())
-    except (OSError, ValueError):
-        return None
+    return read_summary(Path(run_dir)) if run_dir else None

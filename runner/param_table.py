@@ -37,11 +37,12 @@ import numpy as np
 import pandas as pd
 
 from common.io import atomic_write_text
-from runner.collect_read import printable
+from runner.collect_read import PARAM_TABLE_FILE, printable
+from runner.run_folder import Status
 
 log = logging.getLogger("runner.collect")
 
-FILE = "param_importance.csv"
+FILE = PARAM_TABLE_FILE
 MIN_CONFIGS = 3
 UNSET = "(unset)"
 COLUMNS = ["key", "value", "kind", "importance", "correlation", "configs"]
@@ -106,7 +107,7 @@ def importances(params: dict[str, tuple[pd.Series, Any]], objective: pd.Series) 
 def param_table(table: pd.DataFrame, keys: list[str], metric: str) -> tuple[pd.DataFrame | None, str | None]:
     """(the table, None), or (None, why there is none)."""
     value = pd.to_numeric(table[metric], errors="coerce").astype(float)
-    finished = table[(table["status"] == "completed") & value.notna()]
+    finished = table[(table["status"] == Status.COMPLETED) & value.notna()]
     if len(finished) < MIN_CONFIGS:
         return None, (f"no parameter table: {len(finished)} finished config{'s' * (len(finished) != 1)}, "
                       f"it needs {MIN_CONFIGS}")

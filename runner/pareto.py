@@ -24,9 +24,9 @@ import pandas as pd
 from common.errors import ConfigError
 from runner.collect_read import read_config
 from runner.objective import check_objective, direction, objectives_of, summary_column
+from runner.run_folder import FINISHED
 
 FRONT = "front"
-FINISHED = ("completed", "diverged")  # the runs an Optuna study holds as COMPLETE
 # Optuna samplers that refuse a study of several objectives (Optuna raises at the first ask).
 SINGLE_OBJECTIVE_SAMPLERS = ("CmaEsSampler",)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from runner.collect_read import printable
+from runner.collect_read import FRONT_PICTURE, printable
 from runner.objective import direction, summary_column
 from runner.pareto import FRONT, front_run_dirs, objective_fields, study_objectives, table_objectives
 from runner.ranking import plain_cell, ranked, same_folder
@@ -93,8 +93,8 @@ def write_front_plot(table: pd.DataFrame, out: Path, best: dict[str, Any] | None
         fig = front_figure(table)
         if fig is None:
             return []
-        atomic_save_figure(fig, out / "pareto_front.png", dpi=DPI)
-    return ["pareto_front.png"]
+        atomic_save_figure(fig, out / FRONT_PICTURE, dpi=DPI)
+    return [FRONT_PICTURE]
 
 
 # ------------------------------------------------------- best.json's front, ranked tables

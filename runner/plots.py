@@ -33,7 +33,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator
 
 from common.io import atomic_save_figure
-from runner.collect_read import printable
+from runner.collect_read import ACCURACY_PICTURE, CURVES_PICTURE, printable
 
 log = logging.getLogger("runner.collect")
 
@@ -260,8 +260,7 @@ def write_plots(table: pd.DataFrame, key_columns: list[str], out: Path, metric: 
     written = []
     # matplotlib's default look, whatever style an earlier plot set (Optuna's plots switch to ggplot).
     with matplotlib.style.context("default"), matplotlib.rc_context(PLAIN_TEXT):
-        for name, draw in (("accuracy_by_param.png", accuracy_by_param_figure),
-                           ("val_acc_curves.png", curves_figure)):
+        for name, draw in ((ACCURACY_PICTURE, accuracy_by_param_figure), (CURVES_PICTURE, curves_figure)):
             try:
                 fig = draw(table, key_columns, metric)
                 if fig is not None:

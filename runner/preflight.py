@@ -41,6 +41,7 @@ from runner.fused.launcher import check_fuse_option
 from runner.ray_launcher import check_installed as check_ray_installed
 from runner.locks import RUN_LOCK_NAME
 from runner.pareto import check_sweep_objectives
+from runner.run_folder import CONFIG_FILE, CURVES_FILE, HYDRA_DIR, METRICS_FILE, SUMMARY_FILE, TENSORBOARD_DIR
 
 HYDRA_BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 # A sweep's jobs need folders of their own: its subdir must name something that differs per job.
@@ -261,7 +262,7 @@ def _rerun_overrides(run_dir: str) -> tuple[str | None, list[str]]:
 
 
 # What Hydra and RunFolder put in a run folder before the first epoch ends.
-SETUP_FILES = (".hydra", "tensorboard", "summary.json", "metrics.csv", "curves.png", "config.yaml", RUN_LOCK_NAME)
+SETUP_FILES = (HYDRA_DIR, TENSORBOARD_DIR, SUMMARY_FILE, METRICS_FILE, CURVES_FILE, CONFIG_FILE, RUN_LOCK_NAME)
 
 
 def remove_refused_run_folder(run_dir: Path, job_name: str) -> None:

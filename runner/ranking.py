@@ -14,10 +14,11 @@ from typing import Any
 
 import pandas as pd
 from runner.collect_read import printable
-from runner.job_records import NOT_TRAINED, ORDER
+from runner.job_records import ORDER
+from runner.run_folder import NO_VALUE, Status
 
 # Runs whose value may make them the best (every status but the untrained); completed ones come first.
-MAY_BE_BEST = tuple(status for status in ORDER if status not in NOT_TRAINED)
+MAY_BE_BEST = tuple(status for status in ORDER if status not in NO_VALUE)
 
 
 
@@ -48,7 +49,7 @@ def ranked(table: pd.DataFrame, metric: str = "best_val_acc") -> pd.DataFrame:
     def order(i: int) -> tuple:
         value = values[i]
         has = not math.isnan(value)
-        tier = 0 if has and statuses[i] == "completed" else 1 if has and statuses[i] in MAY_BE_BEST else 2
+        tier = 0 if has and statuses[i] == Status.COMPLETED else 1 if has and statuses[i] in MAY_BE_BEST else 2
         return (fronts[i], tier, not has, -sign * value if has else 0.0, i)
 
     return table.iloc[sorted(range(len(table)), key=order)]

@@ -172,13 +172,14 @@ def _start_ray_keeping_sigterm(start_ray: Any, init: DictConfig) -> None:
 def _lost(overrides: list[str], job_cfg: DictConfig, error: Exception) -> JobReturn:
     """A job whose Ray task gave no result: its job record says `failed` and why."""
     from runner.job_records import write_job_record
+    from runner.run_folder import Status
 
     with open_dict(job_cfg):
         job_cfg.hydra.runtime.output_dir = str(Path(job_cfg.hydra.sweep.dir) / str(job_cfg.hydra.sweep.subdir))
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     reason = f"its Ray task gave no result: {type(error).__name__}: {lines[0] if lines else ''}"
     log.error("job %s failed: %s", job_cfg.hydra.job.num, reason)
-    write_job_record(job_cfg.hydra, "failed", reason)
+    write_job_record(job_cfg.hydra, Status.FAILED, reason)
     # As the task itself returns a job that failed (runner/__main__.py): no value, the record says why.
     return JobReturn(overrides=overrides, cfg=job_cfg, hydra_cfg=job_cfg, working_dir=job_cfg.hydra.runtime.output_dir,
                      task_name=job_cfg.hydra.job.name, status=JobStatus.COMPLETED, _return_value=None)

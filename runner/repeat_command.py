@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.collect_read import printable, read_json_object, read_yaml
+from runner.run_folder import CONFIG_FILE, HYDRA_DIR, HYDRA_FILE, OVERRIDES_FILE, SUMMARY_FILE
 
 log = logging.getLogger("runner.collect")
 
@@ -33,7 +34,7 @@ RESUME_DEPTH = 8  # a chain of runs each resumed from the one before
 
 def read_overrides(run_dir: str | Path) -> list[str]:
     """Hydra's `.hydra/overrides.yaml`: the overrides of the last job sent to the folder."""
-    path = Path(run_dir) / ".hydra" / "overrides.yaml"
+    path = Path(run_dir) / HYDRA_DIR / OVERRIDES_FILE
     if not path.exists():
         return []
     ok, overrides = read_yaml(path)
@@ -48,7 +49,7 @@ def _key(override: str) -> str:
 
 def recorded_overrides(run_dir: Path, depth: int = 0) -> tuple[list[str] | None, str | None]:
     """(the overrides that train the run again, a note) from what the run recorded; (None, why) when unknown."""
-    summary = read_json_object(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else None
+    summary = read_json_object(run_dir / SUMMARY_FILE) if (run_dir / SUMMARY_FILE).is_file() else None
     own = (summary or {}).get("overrides")
     if isinstance(own, list) and all(isinstance(o, str) for o in own):
         overrides = list(own)
@@ -79,7 +80,7 @@ def _hydra_copy_differs(run_dir: Path) -> str | None:
     from runner.collect_read import MAX_KEYS, flatten, hydra_config
     from runner.config_keys import result_neutral
 
-    own_path, hydra_path = run_dir / "config.yaml", run_dir / ".hydra" / "config.yaml"
+    own_path, hydra_path = run_dir / CONFIG_FILE, run_dir / HYDRA_DIR / CONFIG_FILE
     if not own_path.is_file() or not hydra_path.is_file():
         return None
     ok, own = read_yaml(own_path)
@@ -117,8 +118,8 @@ def repeat_record(run_dir: str | Path) -> dict[str, Any]:
 def _parallel_note(run_dir: Path) -> str | None:
     """A trial run beside others with compute.threads=auto used fewer threads than a lone run
     will, and a different thread count changes floating-point summation order."""
-    hydra_yaml = run_dir / ".hydra" / "hydra.yaml"
-    config = run_dir / "config.yaml"
+    hydra_yaml = run_dir / HYDRA_DIR / HYDRA_FILE
+    config = run_dir / CONFIG_FILE
     if not hydra_yaml.exists() or not config.exists():
         return None
     hydra, cfg = read_yaml(hydra_yaml)[1], read_yaml(config)[1]

@@ -32,12 +32,11 @@ import numpy as np
 import pandas as pd
 
 from runner.collect_read import read_choices, read_config, read_outcome, warn
+from runner.run_folder import COUNTED_IN_ROW, FAILURES, NO_VALUE, REPLICATE_FOLDER, SUMMARY_FILE, Status
 
 STAT_COLUMNS = ("n", "n_failed", "values", "seeds", "replicate_dirs")
 NOT_GROUPED = ("seed", "replicates")  # what replicates of one config differ in
-COUNTED = "completed"
-FAILED = ("diverged", "failed", "refused")  # not counted: n_failed
-REPLICATE_PREFIX = "replicate_"
+REPLICATE_PREFIX = REPLICATE_FOLDER.format("")
 TOLERANCE = 1e-6  # the job summary's mean may be rounded when written
 AVERAGED = ("train_s", "val_s", "wall_s", "params_m")  # with every best_* but the objective's, over a group's runs
 
@@ -75,17 +74,15 @@ def _number(value: Any) -> float | None:
 
 def members_of(run_dir: Path, row: pd.Series, metric: str, config: dict[str, Any]) -> list[Member]:
     """The runs a table row stands for: a replicate job's replicates, else the run (its `config`) itself."""
-    from runner.objective import NO_VALUE_STATUSES
-
     folders = replicate_folders(run_dir)
     if not folders:
-        value = None if row["status"] in NO_VALUE_STATUSES else _number(row.get(metric))
+        value = None if row["status"] in NO_VALUE else _number(row.get(metric))
         return [Member(value, str(row["status"]), config.get("seed"), run_dir)]
     members = []
     for folder in folders:
         outcome = read_outcome(folder)
         status = str(outcome.get("status"))
-        value = None if status in NO_VALUE_STATUSES else _number(outcome.get(metric))
+        value = None if status in NO_VALUE else _number(outcome.get(metric))
         members.append(Member(value, status, read_config(folder).get("seed"), folder))
     _check_job_summary(run_dir, row, metric, members)
     return members
@@ -93,12 +90,12 @@ def members_of(run_dir: Path, row: pd.Series, metric: str, config: dict[str, Any
 
 def _check_job_summary(run_dir: Path, row: pd.Series, metric: str, members: list[Member]) -> None:
     """Warn where a finished job's own mean or n is not what its replicate folders hold."""
-    if row["status"] != COUNTED:
+    if row["status"] not in COUNTED_IN_ROW:
         return
-    counted = [m.value for m in members if m.status == COUNTED and m.value is not None]
+    counted = [m.value for m in members if m.status in COUNTED_IN_ROW and m.value is not None]
     said = _number(row.get(metric))
     if counted and said is not None and abs(said - float(np.mean(counted))) > TOLERANCE:
-        warn(run_dir / "summary.json", f"{metric} is {said:g}, but its replicate folders' mean over "
+        warn(run_dir / SUMMARY_FILE, f"{metric} is {said:g}, but its replicate folders' mean over "
              f"{len(counted)} completed runs is {np.mean(counted):g}; the folders' is used")
 
 
@@ -140,10 +137,10 @@ def group_status(members: list[Member]) -> str:
     def rank(status: str) -> int:
         return ORDER.index(status) if status in ORDER else len(ORDER)
 
-    counted = [m for m in members if m.status == COUNTED and m.value is not None]
+    counted = [m for m in members if m.status in COUNTED_IN_ROW and m.value is not None]
     if counted:
-        unfinished = [m.status for m in members if m.status != COUNTED and m.status not in FAILED]
-        return min(unfinished, key=rank) if unfinished else COUNTED
+        unfinished = [m.status for m in members if m.status not in COUNTED_IN_ROW and m.status not in FAILURES]
+        return min(unfinished, key=rank) if unfinished else Status.COMPLETED
     return min((m.status for m in members), key=rank)
 
 
@@ -151,7 +148,7 @@ def summarise(members: list[Member]) -> dict[str, Any]:
     """mean, std, n, n_failed, values and seeds of one row's runs."""
     from runner.ranking import MAY_BE_BEST
 
-    counted = [m for m in members if m.status == COUNTED and m.value is not None]
+    counted = [m for m in members if m.status in COUNTED_IN_ROW and m.value is not None]
     values = [m.value for m in counted]
     if not values:  # nothing completed: the values the others reached, as one such run shows its own
         values_shown = [m.value for m in members if m.value is not None and m.status in MAY_BE_BEST]
@@ -159,7 +156,7 @@ def summarise(members: list[Member]) -> dict[str, Any]:
     else:
         mean = float(np.mean(values))
     return {"mean": mean, "std": float(np.std(values, ddof=1)) if len(values) >= 2 else math.nan,
-            "n": len(values), "n_failed": sum(m.status in FAILED for m in members),
+            "n": len(values), "n_failed": sum(m.status in FAILURES for m in members),
             "values": values, "seeds": [m.seed for m in counted], "status": group_status(members)}
 
 
@@ -188,7 +185,7 @@ def _group_row(table: pd.DataFrame, group: list[int], members: list[Member], met
     out = rows.iloc[0].to_dict()
     stats = summarise(members)
     if len(group) > 1:  # several runs: the counted ones' other numbers averaged; no one best epoch stands for all
-        done = rows["status"] == COUNTED
+        done = rows["status"].isin(COUNTED_IN_ROW)
         basis = rows[done] if done.any() else rows
         for column in table.columns:
             if column != metric and (column.startswith("best_") or column in AVERAGED):
@@ -212,7 +209,7 @@ def curve_of(row: pd.Series) -> pd.DataFrame | None:
     folders = [Path(d) for d in row["replicate_dirs"]] if isinstance(row.get("replicate_dirs"), list) else []
     if len(folders) <= 1:
         return read_metrics(Path(row["run_dir"]))
-    counted = [f for f in folders if read_outcome(f).get("status") == COUNTED] or folders
+    counted = [f for f in folders if read_outcome(f).get("status") in COUNTED_IN_ROW] or folders
     frames = [f for f in (read_metrics(folder) for folder in counted) if f is not None and len(f)]
     if not frames:
         return read_metrics(Path(row["run_dir"]))

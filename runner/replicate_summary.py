@@ -13,38 +13,35 @@ training at that epoch (a diverged one leaves at its NaN epoch), plus `val_acc_s
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
 from runner.objective import objective_value, summary_column
+from runner.run_folder import COUNTED_IN_JOB, SUMMARY_FILE, Status, read_config, read_metrics, read_summary
 
-COUNTED = ("completed", "pruned")
 # With no replicate completed, the job's status is the first of these its replicates hold:
 # an unfinished one first, so that running the command again retries the job (runner/rerun.py).
-FAILURE_ORDER = ("interrupted", "running", "failed", "refused", "diverged")
+FAILURE_ORDER = (Status.INTERRUPTED, Status.RUNNING, Status.FAILED, Status.REFUSED, Status.DIVERGED)
 
 
-def read_summary(folder: Path) -> dict[str, Any]:
+def replicate_summary(folder: Path) -> dict[str, Any]:
     """A replicate's summary.json; a replicate that never wrote one (not started) reads as interrupted."""
-    try:
-        summary = json.loads((folder / "summary.json").read_text())
-        return summary if isinstance(summary, dict) else {"status": "failed", "error": "summary.json is no object"}
-    except (OSError, ValueError):
-        return {"status": "interrupted", "error": "this replicate did not finish"}
+    if not (folder / SUMMARY_FILE).is_file():
+        return {"status": Status.INTERRUPTED, "error": "this replicate did not finish"}
+    summary = read_summary(folder)
+    return summary if summary is not None else {"status": Status.FAILED, "error": f"{SUMMARY_FILE} is no JSON object"}
 
 
 def job_status(statuses: list[str]) -> str:
-    if "pruned" in statuses:
-        return "pruned"
-    if "completed" in statuses:
-        return "completed"
-    return next((s for s in FAILURE_ORDER if s in statuses), statuses[0] if statuses else "failed")
+    if Status.PRUNED in statuses:
+        return Status.PRUNED
+    if Status.COMPLETED in statuses:
+        return Status.COMPLETED
+    return next((s for s in FAILURE_ORDER if s in statuses), statuses[0] if statuses else Status.FAILED)
 
 
 def _mean(values: list[float]) -> float | None:
@@ -54,9 +51,9 @@ def _mean(values: list[float]) -> float | None:
 def job_summary(objective: str, folders: list[Path], seeds: list[int], started_at: float,
                 wall_s: float, launched: dict[str, Any]) -> dict[str, Any]:
     """The job's summary.json from its replicates' (module docstring)."""
-    summaries = [read_summary(folder) for folder in folders]
+    summaries = [replicate_summary(folder) for folder in folders]
     statuses = [str(s.get("status")) for s in summaries]
-    counted = [s.get("status") in COUNTED and objective_value(objective, s) is not None for s in summaries]
+    counted = [s.get("status") in COUNTED_IN_JOB and objective_value(objective, s) is not None for s in summaries]
     values = [objective_value(objective, s) if ok else None for s, ok in zip(summaries, counted)]
     kept = [v for v in values if v is not None]
     status = job_status(statuses)
@@ -74,7 +71,7 @@ def job_summary(objective: str, folders: list[Path], seeds: list[int], started_a
         val_s=sum(float(s.get("val_s") or 0) for s in summaries), wall_s=wall_s,
         compile_s=sum(float(s.get("compile_s") or 0) for s in summaries), device=first.get("device"),
         resumed_from=None, step_path=first.get("step_path"),
-        error=None if status == "completed" else next((s.get("error") for s in summaries if s.get("error")), None),
+        error=None if status == Status.COMPLETED else next((s.get("error") for s in summaries if s.get("error")), None),
         started_at=started_at, **launched)
     summary["replicates"] = {
         "n": len(kept), "requested": len(folders), "mean": _mean(kept),
@@ -87,9 +84,8 @@ def mean_curve(folders: list[Path]) -> list[dict[str, float]]:
     """The job's metrics.csv rows: per epoch, the mean over replicates alive then, plus val_acc_std."""
     frames = []
     for folder in folders:
-        try:
-            frame = pd.read_csv(folder / "metrics.csv")
-        except (OSError, ValueError):
+        frame = read_metrics(folder)
+        if frame is None:
             continue
         alive = frame["train_loss"].map(lambda v: isinstance(v, (int, float)) and math.isfinite(v))
         frames.append(frame[alive])
@@ -110,11 +106,8 @@ def filled_config(plain_cfg: dict[str, Any], folders: list[Path]) -> dict[str, A
     if (plain_cfg.get("dataset") or {}).get("num_classes") is not None:
         return plain_cfg
     for folder in folders:
-        try:
-            stored = yaml.safe_load((folder / "config.yaml").read_text()) or {}
-        except (OSError, yaml.YAMLError):
-            continue
-        classes = (stored.get("dataset") or {}).get("num_classes") if isinstance(stored, dict) else None
+        stored = read_config(folder)
+        classes = (stored.get("dataset") or {}).get("num_classes") if stored is not None else None
         if classes is not None:
             return {**plain_cfg, "dataset": {**plain_cfg["dataset"], "num_classes": classes}}
     return plain_cfg

@@ -38,12 +38,11 @@ from runner.objective import objective_of
 from runner.pruning import EpochEnd
 from runner.replicate_summary import filled_config, job_summary, mean_curve
 from runner.rerun import prepare_job_folder
-from runner.run_folder import RunFolder
+from runner.run_folder import CONFIG_FILE, HYDRA_DIR, HYDRA_FILE, OVERRIDES_FILE, REPLICATE_FOLDER, RunFolder, Status
 
 log = logging.getLogger("runner")
 
-REPLICATE_FOLDER = "replicate_{}"  # replicate_0, replicate_1, ... inside the job's folder
-HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")
+HYDRA_FILES = (CONFIG_FILE, HYDRA_FILE, OVERRIDES_FILE)
 
 
 def replicates_of(cfg: Any) -> int:
@@ -159,7 +158,7 @@ def _write_job(cfg: DictConfig, job: RunFolder, plain: dict[str, Any], folders: 
                started_at: float, wall_s: float, interrupted: bool) -> dict[str, Any]:
     summary = job_summary(objective_of(cfg), folders, seeds, started_at, wall_s, launched_as(job.path))
     if interrupted:
-        summary["status"] = "interrupted"
+        summary["status"] = Status.INTERRUPTED
     history = mean_curve(folders)
     try:
         job.write_config(filled_config(plain, folders))
@@ -178,7 +177,7 @@ def _write_job(cfg: DictConfig, job: RunFolder, plain: dict[str, Any], folders: 
 def write_hydra_files(job_dir: Path, folder: Path, seed: int) -> None:
     """The job's `.hydra/` files, as Hydra would have written them for this replicate's own command:
     its seed and replicates=1 (runner/best_run.py repeats a run from them)."""
-    source = job_dir / ".hydra"
+    source = job_dir / HYDRA_DIR
     if not source.is_dir():  # train_replicates called outside Hydra
         return
     for name in HYDRA_FILES:
@@ -186,18 +185,18 @@ def write_hydra_files(job_dir: Path, folder: Path, seed: int) -> None:
             data = yaml.safe_load((source / name).read_text())
         except (OSError, yaml.YAMLError):
             continue
-        if name == "overrides.yaml" and isinstance(data, list):
+        if name == OVERRIDES_FILE and isinstance(data, list):
             data = replicate_overrides(data, seed)
-        elif name == "config.yaml" and isinstance(data, dict):
+        elif name == CONFIG_FILE and isinstance(data, dict):
             data = {**data, "seed": seed, "replicates": 1}
-        elif name == "hydra.yaml" and isinstance(data, dict) and isinstance(data.get("hydra"), dict):
+        elif name == HYDRA_FILE and isinstance(data, dict) and isinstance(data.get("hydra"), dict):
             hydra = data["hydra"]
             if isinstance(hydra.get("overrides"), dict) and isinstance(hydra["overrides"].get("task"), list):
                 hydra["overrides"]["task"] = replicate_overrides(hydra["overrides"]["task"], seed)
             if isinstance(hydra.get("runtime"), dict):
                 hydra["runtime"]["output_dir"] = str(folder.resolve())
-        (folder / ".hydra").mkdir(parents=True, exist_ok=True)
-        atomic_write_text(folder / ".hydra" / name, yaml.safe_dump(data, sort_keys=False))
+        (folder / HYDRA_DIR).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / HYDRA_DIR / name, yaml.safe_dump(data, sort_keys=False))
 
 
 def replicate_overrides(overrides: list[str], seed: int) -> list[str]:

@@ -23,10 +23,10 @@ import numpy as np
 import pandas as pd
 
 from common.io import atomic_write_text
-from runner.collect_read import printable
+from runner.collect_read import ACCURACY_PICTURE, CURVES_PICTURE, FRONT_PICTURE, REPORT_FILE, printable
 
 # Pictures shown when present in the folder, in this order; the collector's come first.
-PICTURES = ["pareto_front.png", "optuna_pareto_front.png", "accuracy_by_param.png", "val_acc_curves.png", "optuna_history.png",
+PICTURES = [FRONT_PICTURE, "optuna_pareto_front.png", ACCURACY_PICTURE, CURVES_PICTURE, "optuna_history.png",
             "optuna_parallel_coordinate.png", "optuna_param_importances.png"]
 HIDDEN_COLUMNS = {"run_dir", "train_s", "val_s", "replicate_dirs"}
 
@@ -65,7 +65,7 @@ def write_report(table: pd.DataFrame, out: Path, plots: list[str], best: dict[st
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{_text(out)}: results</title><style>{STYLE}</style></head>\n<body>\n"
             + "\n".join(parts) + f"\n<script>{SCRIPT}</script>\n</body></html>\n")
-    path = out / "report.html"
+    path = out / REPORT_FILE
     atomic_write_text(path, page)
     return path
 

@@ -17,35 +17,24 @@ Optuna sweeps never get here (each trial has a new job number), nor does a run g
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
-import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from common.errors import ConfigError
 from common.io import remove_stale_temp_files
 from runner.locks import holding_run_folder
 from runner.config_keys import differences, result_neutral
+from runner.run_folder import CHECKPOINT_FILE, CURVES_FILE, FINISHED, RUN_OUTPUTS, SUMMARY_FILE, Status, read_config, read_summary
 
 log = logging.getLogger("runner")
 
-FINISHED = ("completed", "diverged")
-# What a run writes (runner/run_folder.py). Only these are removed: a folder given as
+# Only what a run writes (runner/run_folder.py's RUN_OUTPUTS) is ever removed: a folder given as
 # hydra.run.dir may hold other things (`hydra.run.dir=.` is the project itself), and Hydra's
 # `.hydra/` and the log are this attempt's.
-RUN_OUTPUTS = ("config.yaml", "metrics.csv", "summary.json", "curves.png", "checkpoint.pth.tar",
-               "model_best.pth.tar", "tensorboard")
-
-
-def _read(path: Path, load) -> Any:
-    try:
-        return load(path.read_text()) if path.is_file() else None
-    except (OSError, ValueError, yaml.YAMLError):
-        return None
 
 
 def _same_run(requested: dict[str, Any], stored: dict[str, Any] | None) -> list[str] | None:
@@ -74,14 +63,14 @@ def prepare_run_folder(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     """Return the summary of a finished identical run in `run_dir` (reuse it), else ready the folder and return None."""
     if cfg.get("resume") or not run_dir.is_dir():
         return None
-    summary = _read(run_dir / "summary.json", json.loads)
-    stored = _read(run_dir / "config.yaml", yaml.safe_load)
+    summary = read_summary(run_dir)
+    stored = read_config(run_dir)
     if summary is None and stored is None:
         clear_run_folder(run_dir)  # at most a killed attempt's first files
         return None
     requested = OmegaConf.to_container(cfg, resolve=True)
     changed = _same_run(requested, stored)
-    status = (summary or {}).get("status", "running")
+    status = (summary or {}).get("status", Status.RUNNING)
     if cfg.get("rerun"):
         log.info("rerun=true: clearing %s (%s) and running again", run_dir, status)
         clear_run_folder(run_dir)
@@ -92,10 +81,10 @@ def prepare_run_folder(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
             return summary
         raise ConfigError(f"{run_dir} holds a {status} run of another config ({', '.join(changed[:3]) or 'no config.yaml'}); "
                           f"use a new hydra.sweep.dir (or hydra.run.dir), or rerun=true to replace it")
-    checkpoint = run_dir / "checkpoint.pth.tar"
+    checkpoint = run_dir / CHECKPOINT_FILE
     if changed is None and checkpoint.is_file():
         log.info("%s holds this run cut off (%s): resuming from its checkpoint", run_dir, status)
-        for stale in ("summary.json", "curves.png"):
+        for stale in (SUMMARY_FILE, CURVES_FILE):
             (run_dir / stale).unlink(missing_ok=True)
         cfg.resume = str(checkpoint)
         return None
@@ -111,10 +100,10 @@ def prepare_job_folder(cfg: DictConfig, run_dir: Path, parts: list[Path]) -> dic
     unfinished one of the same config keeps its parts, each then readied on its own (reused,
     resumed or started afresh); anything else (another config, `rerun=true`) is cleared, parts too.
     """
-    summary = _read(run_dir / "summary.json", json.loads)
+    summary = read_summary(run_dir)
     if not cfg.get("rerun") and (summary or {}).get("status") in FINISHED:
         return prepare_run_folder(cfg, run_dir)
-    stored = _read(run_dir / "config.yaml", yaml.safe_load)
+    stored = read_config(run_dir)
     if cfg.get("rerun") or _same_run(OmegaConf.to_container(cfg, resolve=True), stored):
         log.info("%s: clearing %s and its %d run folders", "rerun=true" if cfg.get("rerun") else
                  "another config's unfinished job", run_dir, sum(part.is_dir() for part in parts))

@@ -24,12 +24,14 @@ from typing import Any, Iterator
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from runner.run_folder import Status
+
 log = logging.getLogger("runner")
 
 # The trackers' own settings are not the run's parameters: left out of what they log as its config.
 SKIPPED_PARAMS = ("logger",)
 # A run's outcome as MLflow's run status; W&B knows only "finished" (exit code 0) or "failed".
-MLFLOW_STATUS = {"completed": "FINISHED", "pruned": "FINISHED", "interrupted": "KILLED"}
+MLFLOW_STATUS = {Status.COMPLETED: "FINISHED", Status.PRUNED: "FINISHED", Status.INTERRUPTED: "KILLED"}
 
 
 def sweep_home(run_dir: Path) -> Path:
@@ -177,7 +179,7 @@ class WandbTracker:
 
     def end(self, summary: dict[str, Any], best_checkpoint: Path) -> None:
         self.run.summary.update({k: v for k, v in summary.items() if v is not None})
-        self.run.finish(exit_code=0 if summary.get("status") in ("completed", "pruned") else 1)
+        self.run.finish(exit_code=0 if summary.get("status") in (Status.COMPLETED, Status.PRUNED) else 1)
 
 
 class Trackers:

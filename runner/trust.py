@@ -30,6 +30,7 @@ from typing import Any, Iterable, Iterator
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from common.errors import ConfigError
+from runner.run_folder import HYDRA_DIR
 
 MODEL_TARGETS = (
     "models.lenet.LeNet", "models.cnn5.CNN5", "models.resnet.ResNet", "models.finetune.FineTuneResNet",
@@ -294,7 +295,7 @@ def check_job_settings(hydra: Any) -> None:
         if str(var) not in ALLOWED_ENV:
             raise ConfigError(f"hydra.job.env_set.{var} is not allowed: a job may set only "
                               f"{', '.join(ALLOWED_ENV[:-2])}; set other variables in your shell if you mean it")
-    for key, example in (("output_subdir", ".hydra"), ("sweep.subdir", "${hydra.job.num}")):
+    for key, example in (("output_subdir", HYDRA_DIR), ("sweep.subdir", "${hydra.job.num}")):
         value = setting(key)
         if value is not None and not _inside(str(value)):
             raise ConfigError(f"hydra.{key}={value} is not allowed: use a folder name inside the "
