@@ -12,6 +12,7 @@ of the update, or in the loss. Checked per member (one model, or each trial of a
 
 from __future__ import annotations
 
+import enum
 import math
 from dataclasses import dataclass
 
@@ -20,6 +21,13 @@ import torch
 LOSS_RTOL = 1e-3
 UPDATE_RTOL = 0.02
 UPDATE_ATOL = 1e-6
+
+
+class Verdict(enum.StrEnum):
+    """summary.json's `step_check`: the self-check's outcome (a verdict on the step, not a run status)."""
+
+    PASSED = "passed"
+    FAILED = "failed"
 
 
 @dataclass
@@ -33,6 +41,10 @@ class StepCheck:
     @property
     def passed(self) -> bool:
         return self.reason is None
+
+    @property
+    def verdict(self) -> Verdict:
+        return Verdict.PASSED if self.passed else Verdict.FAILED
 
 
 def _rows(tensors: list[torch.Tensor], members: int) -> torch.Tensor:

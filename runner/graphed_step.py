@@ -209,7 +209,7 @@ def check_fields(result: StepCheck | None, member: int) -> dict[str, Any]:
     """summary.json's record of the self-check: passed/failed and the relative differences (None: no check ran)."""
     if result is None:
         return {"step_check": None, "step_check_loss": None, "step_check_update": None}
-    return {"step_check": "passed" if result.passed else "failed",
+    return {"step_check": result.verdict,
             "step_check_loss": float(f"{result.loss_diff[member]:.3g}"),
             "step_check_update": float(f"{result.update_diff[member]:.3g}")}
 

@@ -28,6 +28,7 @@ from runner.config import check_config, switch
 from runner.epoch import evaluate, train_epoch
 from runner.gpu_lease import JobGpu, gpu_fields
 from runner.resume import apply_new_lr, resume_from_checkpoint
+from runner.run_folder import Status
 from runner.setup import build_optimization, compile_model, open_data, seed_everything
 from runner.step import SingleLearner
 from runner.trial_record import Trained, TrialRecord
@@ -124,16 +125,16 @@ def _train(cfg: DictConfig, run_dir: Path, parallel_jobs: int, epoch_end: Any = 
             rng = {"torch": torch.get_rng_state(),
                    "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
             row.update(lr=lr, train_s=t1 - t0, val_s=t2 - t1)
-            if record.end_epoch(epoch, row, Trained(model, optimizer, scheduler, rng)) == "diverged":
+            if record.end_epoch(epoch, row, Trained(model, optimizer, scheduler, rng)) == Status.DIVERGED:
                 break
             if epoch_end is not None and epoch_end(epoch, row) == "stop":
-                summary["status"] = "pruned"
+                summary["status"] = Status.PRUNED
                 break
         else:
-            summary["status"] = "completed"
+            summary["status"] = Status.COMPLETED
         return summary
     except KeyboardInterrupt:
-        summary["status"] = "interrupted"
+        summary["status"] = Status.INTERRUPTED
         raise
     except BaseException as e:
         record.failed(e)

@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from runner.attacks import best_robust_acc
 from runner.checkpoint import save_checkpoint
 from runner.job_records import launched_as
-from runner.run_folder import RunFolder
+from runner.run_folder import RunFolder, Status
 from runner.trackers import Trackers, tensorboard_wanted
 
 log = logging.getLogger("runner")
@@ -46,7 +46,7 @@ class TrialRecord:
         self.trackers = Trackers(cfg, run_dir, label)  # MLflow, W&B: copies of what the folder holds
         self.history: list[dict[str, float]] = []
         self.summary: dict[str, Any] = {
-            "status": "running", "best_val_acc": None, "best_epoch": None, "epochs_done": 0, "params_m": None,
+            "status": Status.RUNNING, "best_val_acc": None, "best_epoch": None, "epochs_done": 0, "params_m": None,
             "train_s": 0.0, "val_s": 0.0, "wall_s": None, "compile_s": 0.0, "device": None,
             "gpu": None, "gpu_physical": None, "resumed_from": cfg.get("resume"), "error": None, "started_at": time.time()}
         self.best_acc, self.best_epoch = -math.inf, None
@@ -66,7 +66,7 @@ class TrialRecord:
         self.trackers.log_history(self.history)  # a resumed run's earlier epochs
 
     def end_epoch(self, epoch: int, row: dict[str, float], trained: Trained) -> str | None:
-        """Record one epoch (row, log line, metrics, checkpoints); return "diverged" if training diverged.
+        """Record one epoch (row, log line, metrics, checkpoints); return Status.DIVERGED if training diverged.
 
         `row`: the epoch's metrics, with its lr, train_s and val_s.
         """
@@ -86,10 +86,10 @@ class TrialRecord:
         self.folder.write_metrics(history)
         self.trackers.log_history(history)
         if not math.isfinite(row["train_loss"]):
-            summary["status"] = "diverged"
+            summary["status"] = Status.DIVERGED
             log.warning("%straining loss is %s at epoch %d: stopping this run as diverged", self.label,
                         row["train_loss"], epoch)
-            return "diverged"
+            return Status.DIVERGED
         improved = row["val_acc"] > self.best_acc
         if improved:
             self.best_acc, self.best_epoch = row["val_acc"], epoch
@@ -103,7 +103,7 @@ class TrialRecord:
         return None
 
     def failed(self, error: BaseException) -> None:
-        self.summary["status"] = "failed"
+        self.summary["status"] = Status.FAILED
         text = str(error)
         self.summary["error"] = f"{type(error).__name__}: {text}".strip().splitlines()[-1] if text else type(error).__name__
 

@@ -32,6 +32,7 @@ from runner.fused.rng import TrialRng
 from runner.fused.stack import NotFusible, OwnStorage, StackedModels, fusible
 from runner.gpu_lease import gpu_fields
 from runner.pruning import STOP, EpochEnd
+from runner.run_folder import Status
 from runner.setup import RunData, build_optimization, open_data, seed_everything
 from runner.trial_record import Trained, TrialRecord
 from runner.trust import run_whitelist
@@ -82,12 +83,12 @@ def _train_fused(cfgs: list[DictConfig], run_dirs: list[Path],
         _run_epochs(_set_up(cfgs, records, epoch_ends, parallel_jobs))
     except KeyboardInterrupt:
         for record in records:
-            if record.summary["status"] == "running":
-                record.summary["status"] = "interrupted"
+            if record.summary["status"] == Status.RUNNING:
+                record.summary["status"] = Status.INTERRUPTED
         raise
     except BaseException as e:
         for record in records:
-            if record.summary["status"] == "running":
+            if record.summary["status"] == Status.RUNNING:
                 record.failed(e)
         raise
     finally:
@@ -157,7 +158,7 @@ def _run_epochs(group: Group) -> None:
             outcome = trial.record.end_epoch(epoch, row, trained)
             for follower in (f for f in trial.followers if epoch <= f.cfg.epochs):  # the same epoch, its folder
                 if follower.record.end_epoch(epoch, dict(row), trained) is None and epoch == follower.cfg.epochs:
-                    follower.record.summary["status"] = "completed"
+                    follower.record.summary["status"] = Status.COMPLETED
             if outcome is None:
                 recorded.append((trial, row))
         for trial, row in recorded:  # every row is in before any hook decides (train_fused's docstring)
@@ -185,9 +186,9 @@ def _trial_goes_on(trial: Trial, epoch: int, row: dict[str, float]) -> bool:
             trial.record.failed(e)
             return False
         if stop:
-            trial.record.summary["status"] = "pruned"  # as a single run; it leaves the stack
+            trial.record.summary["status"] = Status.PRUNED  # as a single run; it leaves the stack
             return False
     if epoch == trial.cfg.epochs:
-        trial.record.summary["status"] = "completed"
+        trial.record.summary["status"] = Status.COMPLETED
         return False
     return True
