@@ -34,7 +34,7 @@ for path in (REPO, REPO / "bench"):  # run as a script from a plain clone
         sys.path.insert(0, str(path))
 
 import course_loop  # noqa: E402
-from runner.epoch import BatchSource  # noqa: E402
+from runner.run.epoch import BatchSource  # noqa: E402
 
 
 class RecordingMiniPlaces(course_loop.MiniPlaces):
@@ -99,26 +99,26 @@ def runner_on_order(root: Path, epochs: int, seed: int, threads: int,
     from hydra import compose, initialize_config_dir
     from hydra.utils import execution_whitelist
 
-    import runner.config  # noqa: F401  (registers the config schema)
-    from runner.trust import run_whitelist
+    import runner.config.schema  # noqa: F401  (registers the config schema)
+    from runner.trust.targets import run_whitelist
 
     with initialize_config_dir(config_dir=str(REPO / "conf")):
         cfg = compose("config", overrides=["dataset=miniplaces", f"dataset.root={root}", f"seed={seed}",
                                            f"compute.threads={threads}", "device=cpu",
                                            "dataset.num_classes=null"])  # counted, as the course loop does
-    with execution_whitelist(run_whitelist(cfg), reset=True):  # as runner/train.py builds a run
+    with execution_whitelist(run_whitelist(cfg), reset=True):  # as runner/run/train.py builds a run
         return _train_on_order(cfg, epochs, order)
 
 
 def _train_on_order(cfg: DictConfig, epochs: int, order: list[tuple[int, bool]]) -> tuple[list[float], list[float]]:
-    """runner/train.py's set-up and epochs (seed, compute, data, model, optimizer...), batches from `order`."""
+    """runner/run/train.py's set-up and epochs (seed, compute, data, model, optimizer...), batches from `order`."""
     from data.augment import Normalize
     from data.splits import ResidentSplit
-    from runner.build import build
-    from runner.compute import configure_compute
-    from runner.epoch import evaluate, train_epoch
-    from runner.setup import RunData, build_optimization, seed_everything
-    from runner.step import SingleLearner
+    from runner.run.build import build
+    from runner.run.compute import configure_compute
+    from runner.run.epoch import evaluate, train_epoch
+    from runner.run.setup import RunData, build_optimization, seed_everything
+    from runner.run.step import SingleLearner
 
     seed_everything(cfg.seed)
     amp_dtype = configure_compute(cfg.compute, torch.device("cpu"))

@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--rounds", type=int, default=9)
     args = parser.parse_args()
-    torch.set_flush_denormal(True)  # as runner/compute.py does on a CPU
+    torch.set_flush_denormal(True)  # as runner/run/compute.py does on a CPU
     print(f"ms per step of {args.trials} LeNets (median of {args.rounds} rounds), torch {torch.__version__}")
     print(f"{'threads':>7} {'batch':>5} {'single':>8} {'fused nchw':>10} {'fused nhwc':>10} {'fused nhwc+1':>12} "
           f"{'single/fused':>12}")

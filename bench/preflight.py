@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""What the trust check before Hydra (runner/preflight.py) adds to a command's start-up.
+"""What the trust check before Hydra (runner/trust/preflight.py) adds to a command's start-up.
 
 usage: PYTHONPATH=. python bench/preflight.py [--repeat 5] [runner overrides ...]
 
@@ -18,7 +18,7 @@ import runpy
 import sys
 import time
 
-import runner.preflight as preflight_module
+import runner.trust.preflight as preflight_module
 
 
 def main() -> None:

@@ -151,7 +151,7 @@ def error_line(error: Exception, log_file: Path | str | None = None, where: Path
 @contextlib.contextmanager
 def entry_point(log_file: Path | str | None = None, where: str | None = None) -> Iterator[None]:
     """Run a command's main inside this: whatever escapes it ends as one `error:` line on stderr
-    (see error_line; `where` names the output for an OS error that has no path). KeyboardInterrupt and SystemExit pass through: runner/interrupts.py turns
+    (see error_line; `where` names the output for an OS error that has no path). KeyboardInterrupt and SystemExit pass through: runner/run/interrupts.py turns
     an interrupt into its own line."""
     try:
         yield

@@ -19,8 +19,8 @@ def main(overrides: list[str]) -> None:
     from hydra import compose, initialize_config_dir
     from hydra.utils import execution_whitelist, instantiate
 
-    import runner.config  # noqa: F401  (registers the run schema the config composes with)
-    from runner.trust import run_whitelist
+    import runner.config.schema  # noqa: F401  (registers the run schema the config composes with)
+    from runner.trust.targets import run_whitelist
 
     conf = Path(__file__).resolve().parent.parent / "conf"
     with initialize_config_dir(config_dir=str(conf)):

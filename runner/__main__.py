@@ -12,26 +12,27 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-import runner.config  # noqa: F401  (importing it registers the schema Hydra composes with)
-from runner.trust import HYDRA_TARGETS, flat
-from runner import interrupts, locks
-from runner.rerun import claimed_run_folder
-from runner.job_records import write_job_record
-from runner.run_names import register_resolvers
+import runner.config.schema  # noqa: F401  (importing it registers the schema Hydra composes with)
+from runner.trust.targets import HYDRA_TARGETS, flat
+from runner.run import interrupts
+from runner.sweep import locks
+from runner.sweep.rerun import claimed_run_folder
+from runner.sweep.job_records import write_job_record
+from runner.config.run_names import register_resolvers
 from common.errors import ConfigError, entry_point, error_line, os_failure
 from runner.fused.launcher import fusable_task
-from runner.gpu_lease import lease_folder
+from runner.run.gpu_lease import lease_folder
 from runner.hydra_adapter import traits_of
-from runner.objective import objective_of, objective_value, objectives_of
-from runner.job_boundary import install as check_every_job_config, refusal
-from runner.preflight import preflight, remove_refused_run_folder
-from runner.pruning import trial_pruner
-from runner.replicates import replicates_of, train_replicates
-from runner.run_folder import Status, record_refused
+from runner.config.objective import objective_of, objective_value, objectives_of
+from runner.trust.job_boundary import install as check_every_job_config, refusal
+from runner.trust.preflight import preflight, remove_refused_run_folder
+from runner.search.pruning import trial_pruner
+from runner.sweep.replicates import replicates_of, train_replicates
+from runner.record.run_folder import Status, record_refused
 
 log = logging.getLogger("runner")
 register_resolvers()  # ${run_suffix:} in conf/config.yaml's run and sweep dirs
-check_every_job_config()  # Hydra's config loader checks each job's final config (runner/job_boundary.py)
+check_every_job_config()  # Hydra's config loader checks each job's final config (runner/trust/job_boundary.py)
 
 
 def parallel_jobs(hydra_cfg: DictConfig) -> int:
@@ -43,11 +44,11 @@ def parallel_jobs(hydra_cfg: DictConfig) -> int:
 
 
 # Hydra instantiates only these (sweeper, sampler, launcher, callbacks); the run's own classes are
-# allowed inside train() and runner.eval, each with its own list (runner/trust.py).
+# allowed inside train() and runner.eval, each with its own list (runner/trust/targets.py).
 @hydra.main(config_path="../conf", config_name="config", execution_whitelist=flat(HYDRA_TARGETS))
 @fusable_task  # hydra/launcher=fused may train several of its jobs as one group
 def main(cfg: DictConfig) -> float | tuple[float, ...] | None:
-    from runner.train import train  # torch and friends load after Hydra has parsed the command line
+    from runner.run.train import train  # torch and friends load after Hydra has parsed the command line
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -89,7 +90,7 @@ def main(cfg: DictConfig) -> float | tuple[float, ...] | None:
             remove_refused_run_folder(run_dir, hydra_cfg.job.name)
         sys.exit(status)  # else the run folder stays: its summary.json records the run as failed
     log.info("run folder: %s", run_dir)
-    if "replicates" not in summary:  # a replicates job has logged its mean (runner/replicates.py)
+    if "replicates" not in summary:  # a replicates job has logged its mean (runner/sweep/replicates.py)
         log.info("status: %s, best val acc: %s (epoch %s)", summary["status"],
                  "n/a" if summary["best_val_acc"] is None else f"{summary['best_val_acc']:.2f}", summary["best_epoch"])
     return objective_value(objectives_of(cfg), summary)  # a tuple with several objectives
@@ -100,6 +101,6 @@ if __name__ == "__main__":
     logging.raiseExceptions = False  # a log file that can't be written (disk full) prints no traceback per line
     outputs = "the output folder (hydra.run.dir or hydra.sweep.dir)"  # a disk error Hydra meets names no path
     with interrupts.exit_cleanly_when_interrupted(), entry_point(where=outputs):
-        runner.config.check_command_line(sys.argv[1:])
+        runner.config.schema.check_command_line(sys.argv[1:])
         preflight(sys.argv[1:], main, config_path="../conf", config_name="config")  # refuses before Hydra acts
         main()

@@ -6,24 +6,24 @@ first DIR; created if missing):
   results.txt  one line per run in launch order: best val accuracy with two decimals (the
                course's format), or `<acc> <status>` / a word saying why there is none;
                runs that differ only in seed, and a replicate job, are one config: its mean
-               (runner/replicate_stats.py; every table's rows are then configs, mean ± std);
+               (runner/results/replicate_stats.py; every table's rows are then configs, mean ± std);
   results.csv  one row per run: job (the run folder's own name: never renumbered), origin (the
                folder the run is in, when there are several), every config key that varies
                across any of the runs (its effective value, defaults included; empty where a
                run has no such key or it is null), best_val_acc, any other best_* value a run's
                summary.json holds, best_epoch, epochs_done, status, train_s, val_s, wall_s,
                params_m, error, run_dir;
-  best.json    the best run, its overrides and the command that repeats it (runner/best_run.py),
-               and with replicates which configs are not distinguishable from it (runner/replicate_compare.py);
+  best.json    the best run, its overrides and the command that repeats it (runner/results/best_run.py),
+               and with replicates which configs are not distinguishable from it (runner/results/replicate_compare.py);
                with several objectives (`objective=[val_acc,params_m]`) the Pareto front instead,
                results.csv gains a `front` column (0: on the front) and is sorted by it, and
-               pareto_front.png shows it (runner/pareto.py);
-  param_importance.csv  each swept key's importance and correlation (runner/param_table.py);
-  accuracy_by_param.png, val_acc_curves.png  (runner/plots.py);
-  report.html  all of the above in one self-contained page (runner/report_html.py);
-and prints a Markdown table, best run first (runner/best_run.py's order). Safe to run while a
+               pareto_front.png shows it (runner/results/pareto.py);
+  param_importance.csv  each swept key's importance and correlation (runner/results/param_table.py);
+  accuracy_by_param.png, val_acc_curves.png  (runner/results/plots.py);
+  report.html  all of the above in one self-contained page (runner/results/report_html.py);
+and prints a Markdown table, best run first (runner/results/best_run.py's order). Safe to run while a
 sweep is still going, and on folders from anywhere: a file it cannot use gets one warning line
-naming it (runner/collect_read.py) and the rest is collected. With no run folder to read, or an
+naming it (runner/results/read.py) and the rest is collected. With no run folder to read, or an
 --out that is no folder, it writes nothing and says so in one line (exit status 2).
 """
 
@@ -44,16 +44,16 @@ import pandas as pd
 
 from common.errors import ConfigError, entry_point
 from common.io import atomic_write_text, temp_files_of
-from runner.collect_read import (ACCURACY_PICTURE, BEST_FILE, CURVES_PICTURE, FRONT_PICTURE, PARAM_TABLE_FILE, REPORT_FILE,
+from runner.results.read import (ACCURACY_PICTURE, BEST_FILE, CURVES_PICTURE, FRONT_PICTURE, PARAM_TABLE_FILE, REPORT_FILE,
                                  RESULTS_CSV, RESULTS_TXT, find_runs, job_name, printable, read_choices, read_config,
                                  read_outcome, reset_warnings)
 
-from runner.config_keys import is_display
-from runner.job_records import with_job_records
-from runner.pareto import FRONT, with_front
-from runner.pareto_report import in_table_order, write_front_plot
-from runner.replicate_stats import STAT_COLUMNS
-from runner.run_folder import Status
+from runner.config.keys import is_display
+from runner.sweep.job_records import with_job_records
+from runner.results.pareto import FRONT, with_front
+from runner.results.pareto_report import in_table_order, write_front_plot
+from runner.results.replicate_stats import STAT_COLUMNS
+from runner.record.run_folder import Status
 
 log = logging.getLogger("runner.collect")
 
@@ -149,7 +149,7 @@ def results_line(row: pd.Series) -> str:
 
 
 def for_output(table: pd.DataFrame) -> pd.DataFrame:
-    """The table with every text cell writable anywhere (runner/collect_read.py's `printable`)."""
+    """The table with every text cell writable anywhere (runner/results/read.py's `printable`)."""
     shown = table.copy()
     for column in shown.columns:
         if shown[column].dtype == object or pd.api.types.is_string_dtype(shown[column]):
@@ -159,8 +159,8 @@ def for_output(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def markdown_table(table: pd.DataFrame, metric: str | None = None) -> str:
-    """The table best run first (runner/best_run.py's order); empty cells for missing values (never `nan`)."""
-    from runner.ranking import objective_metric, ranked
+    """The table best run first (runner/results/best_run.py's order); empty cells for missing values (never `nan`)."""
+    from runner.results.ranking import objective_metric, ranked
 
     hidden = [c for c in ("run_dir", "error", "replicate_dirs") if c in table.columns]
     shown = for_output(ranked(table, metric or objective_metric(table)).drop(columns=hidden))
@@ -213,13 +213,13 @@ def collect_and_report(sweep_dirs: list[str | Path], out_dir: str | Path | None 
     Raises ConfigError, having written nothing, when there is no run folder to collect or
     `out_dir` cannot be a folder. The tables and best.json are worked out before any is written.
     """
-    from runner.best_run import best_record, write_best
-    from runner.ranking import objective_metric
-    from runner.param_table import html_section, param_table, write_param_table
-    from runner.plots import write_plots
-    from runner.replicate_compare import comparison_record
-    from runner.replicate_stats import as_json_cells, grouped
-    from runner.report_html import write_report
+    from runner.results.best_run import best_record, write_best
+    from runner.results.ranking import objective_metric
+    from runner.results.param_table import html_section, param_table, write_param_table
+    from runner.results.plots import write_plots
+    from runner.results.replicate_compare import comparison_record
+    from runner.results.replicate_stats import as_json_cells, grouped
+    from runner.results.report_html import write_report
 
     reset_warnings()
     dirs = [Path(d) for d in sweep_dirs]

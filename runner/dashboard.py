@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from common.errors import ConfigError, entry_point
-from runner.optuna_db import display_url, open_existing, storage_url
+from runner.search.db import display_url, open_existing, storage_url
 
 
 def check_port(text: str) -> int:

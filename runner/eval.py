@@ -6,9 +6,9 @@ eval script. `split=test` reports the held-out test split where the data set has
 never used for selecting a model. Other `dataset.KEY=VALUE` arguments override the stored data
 set config (e.g. a new root on another machine).
 
-A checkpoint may come from elsewhere: it is checked first (runner/checkpoint.py: its parts'
+A checkpoint may come from elsewhere: it is checked first (runner/record/checkpoint.py: its parts'
 types, plain values in its config, a model whose shapes are its weights'), only the model and
-data set classes of runner/trust.py are built from its config, and a config naming anything else
+data set classes of runner/trust/targets.py are built from its config, and a config naming anything else
 is refused before anything runs. What only the command line may ask for is not taken from the
 file: its `hydra` settings, a data set download, a pretrained model's download or weights file.
 """
@@ -27,12 +27,12 @@ from torch import nn
 
 from common.errors import ConfigError, entry_point
 from data.splits import Split
-from runner.build import build
-from runner.checkpoint import check_model_shapes, for_weights, load_checkpoint, load_model_state
-from runner.compute import pick_device
-from runner.epoch import evaluate
-from runner.setup import RunData, open_data
-from runner.trust import EVAL_TARGETS, RUN_TARGETS, check_run_targets, run_whitelist
+from runner.run.build import build
+from runner.record.checkpoint import check_model_shapes, for_weights, load_checkpoint, load_model_state
+from runner.run.compute import pick_device
+from runner.run.epoch import evaluate
+from runner.run.setup import RunData, open_data
+from runner.trust.targets import EVAL_TARGETS, RUN_TARGETS, check_run_targets, run_whitelist
 
 USAGE = "usage: python -m runner.eval checkpoint=PATH [split=val|test] [device=auto] [dataset.root=DIR]"
 
@@ -58,7 +58,7 @@ def parse_args(argv: list[str]) -> dict[str, Any]:
 
 @dataclass
 class Restored(RunData):
-    """A checkpoint brought back to life: a run's data (runner/setup.py), its config, state and model."""
+    """A checkpoint brought back to life: a run's data (runner/run/setup.py), its config, state and model."""
 
     state: dict[str, Any]
     cfg: DictConfig
@@ -67,7 +67,7 @@ class Restored(RunData):
 
 def restore(checkpoint: str, device: str = "auto", dataset_overrides: dict[str, Any] | None = None) -> Restored:
     """Rebuild the model and data set a checkpoint was trained with, from the config inside it."""
-    state = load_checkpoint(checkpoint)  # checked: types, plain values, sizes (runner/checkpoint.py)
+    state = load_checkpoint(checkpoint)  # checked: types, plain values, sizes (runner/record/checkpoint.py)
     cfg = OmegaConf.create({k: v for k, v in state["config"].items() if k != "hydra"})
     if "download" in cfg.dataset:
         cfg.dataset.download = False  # the file doesn't get to write a download anywhere; dataset.download=true does
@@ -106,7 +106,7 @@ def run_eval(checkpoint: str, split: str = "val", device: str = "auto",
 def trusted_eval_targets(cfg: Any) -> tuple[str, ...]:
     """A config read out of a file builds only a model and a data set: refuse any other class.
 
-    The whole stored config must hold only classes a run may name (runner/trust.py), and the
+    The whole stored config must hold only classes a run may name (runner/trust/targets.py), and the
     model and data set nodes only model and data set classes; Hydra is then allowed exactly those.
     """
     source = "the checkpoint's config names it, and it is "

@@ -46,7 +46,7 @@ class LauncherTraits:
         sweeper launches one trial at a time (else one trial per call from hydra.sweeper.n_jobs threads).
     fuses: it trains the trials of one launcher call together, so the sweeper launches n_jobs trials as one call.
     shares_machine: its jobs run as processes beside one another on this machine, sharing its GPUs
-        (runner/gpu_lease.py leases them one each).
+        (runner/run/gpu_lease.py leases them one each).
     trials_at_once: from the launcher's config, how many of its jobs run at once on the machine
         a job runs on (compute.threads=auto divides the cores among them); called inside the job.
     """
@@ -69,7 +69,7 @@ _HYDRA_LAUNCHERS = {
 
 def traits_of(launcher: Any) -> LauncherTraits:
     """The traits of a launcher: an instance, or its config node (`hydra.launcher`, whose `_target_` Hydra
-    has already checked against runner/trust.py before it ran anything)."""
+    has already checked against runner/trust/targets.py before it ran anything)."""
     if isinstance(launcher, DictConfig):
         target = str(launcher.get("_target_", ""))
         if target in _HYDRA_LAUNCHERS:

@@ -1,13 +1,13 @@
 """An Optuna study's outcome in its sweep dir: best.json, optimization_results.yaml and plots.
 
-Written by the sweeper (runner/optuna_sweeper.py) at the end of every search, and on demand:
+Written by the sweeper (runner/search/sweeper.py) at the end of every search, and on demand:
 
     python -m runner.optuna_report SWEEP_DIR                    # the study in SWEEP_DIR/optuna.db
     python -m runner.optuna_report SWEEP_DIR --storage postgresql://host/db --study-name lenet_digits
 
 best.json                       best value, parameters, trial number, job number and run folder,
                                 its overrides and the command that repeats it (the same form as
-                                a grid's best.json, runner/best_run.py), plus the trials by state
+                                a grid's best.json, runner/results/best_run.py), plus the trials by state
 optimization_results.yaml       the same best parameters/value in the Optuna plugin's format
 optuna_history.png              optimisation history          } Optuna's matplotlib plots (no
 optuna_parallel_coordinate.png  parallel coordinates          } plotly needed); a plot that can't
@@ -15,7 +15,7 @@ optuna_parallel_coordinate.png  parallel coordinates          } plotly needed); 
                                 worst trial's line stays visible)
 optuna_param_importances.png    parameter importance (fANOVA) } be made is skipped with a log line
 
-A study of several objectives (`objective=[val_acc,params_m]`, runner/pareto.py) has no one best
+A study of several objectives (`objective=[val_acc,params_m]`, runner/results/pareto.py) has no one best
 trial: best.json holds its Pareto front (`pareto_front`: each of `study.best_trials` with its
 values, parameters, job folder and repeat command), optimization_results.yaml the plugin's
 `solutions`, and the plots are optuna_pareto_front.png and each objective's importances.
@@ -37,8 +37,8 @@ from omegaconf import OmegaConf
 
 from common.errors import ConfigError, entry_point
 from common.io import atomic_save_figure, atomic_write_text
-from runner.collect_read import BEST_FILE
-from runner.optuna_db import display_url, one_line_errors, open_existing, storage_url
+from runner.results.read import BEST_FILE
+from runner.search.db import display_url, one_line_errors, open_existing, storage_url
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ PLOTS = {
     "optuna_parallel_coordinate.png": "plot_parallel_coordinate",
     "optuna_param_importances.png": "plot_param_importances",
 }
-# A study of several objectives (runner/pareto.py): the Pareto front, and each objective's importances.
+# A study of several objectives (runner/results/pareto.py): the Pareto front, and each objective's importances.
 FRONT_PLOTS = {
     "optuna_pareto_front.png": "plot_pareto_front",
     "optuna_param_importances.png": "plot_param_importances",
@@ -63,7 +63,7 @@ def best_summary(study: Any, storage: Any = None) -> dict[str, Any]:
               "statuses": dict(Counter(str(t.user_attrs.get("status", "n/a")) for t in trials
                                        if t.state != TrialState.WAITING and "duplicate_of" not in t.user_attrs))}
     if len(study.directions) > 1:  # several objectives: the Pareto front instead of one best trial
-        from runner.pareto_report import study_front
+        from runner.results.pareto_report import study_front
 
         return {"study_name": study.study_name, "storage": display_url(storage), **study_front(study), **counts}
     out: dict[str, Any] = {
@@ -80,7 +80,7 @@ def best_summary(study: Any, storage: Any = None) -> dict[str, Any]:
                    best_job_num=best.user_attrs.get("job_num"), best_run_dir=best.user_attrs.get("run_dir"),
                    best_status=best.user_attrs.get("status"))
         if out["best_run_dir"] and Path(out["best_run_dir"]).is_dir():
-            from runner.repeat_command import repeat_record
+            from runner.results.repeat_command import repeat_record
 
             out.update(repeat_record(out["best_run_dir"]))
     return out

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import runner.config  # noqa: F401  (registers the schema the config composes with)
+import runner.config.schema  # noqa: F401  (registers the schema the config composes with)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = str(ROOT / "conf")

@@ -1,4 +1,4 @@
-"""`python -m runner.analyze` and runner/attacks.py on a LeNet trained once on digits (3 epochs)."""
+"""`python -m runner.analyze` and runner/run/attacks.py on a LeNet trained once on digits (3 epochs)."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ from runner.analyze import compute
 from runner.analyze.__main__ import main as analyze_main
 from runner.analyze.figures import DPI, grid_size
 from runner.analyze.views import View, filters
-from runner.attacks import pgd, robust_accuracy
+from runner.run.attacks import pgd, robust_accuracy
 from runner.eval import restore
-from runner.epoch import evaluate
-from runner.train import train
+from runner.run.epoch import evaluate
+from runner.run.train import train
 from tests.conftest import CONF_DIR, run_cli
 
 

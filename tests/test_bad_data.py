@@ -16,8 +16,8 @@ from common.io import atomic_write_json, atomic_write_text
 from data.base import ImageDataset
 from data.splits import open_splits
 from models.shape_check import check_image_size
-from runner.config import TRUSTED_TARGETS
-from runner.train import train
+from runner.config.schema import TRUSTED_TARGETS
+from runner.run.train import train
 from tests.conftest import run_cli, write_image_folder, write_miniplaces
 
 CPU = torch.device("cpu")

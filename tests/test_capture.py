@@ -15,15 +15,15 @@ from hydra.utils import execution_whitelist
 from omegaconf import open_dict
 from torch import nn
 
-import runner.train as train_module
+import runner.run.train as train_module
 from data.augment import Normalize
 from data.splits import ResidentSplit
-from runner.build import build, build_scheduler
-from runner.capture import plan_step, why_not_captured
-from runner.setup import Optimization, RunData
-from runner.step import SingleLearner
-from runner.trust import run_whitelist
-from runner.train import train
+from runner.run.build import build, build_scheduler
+from runner.capture.plan import plan_step, why_not_captured
+from runner.run.setup import Optimization, RunData
+from runner.run.step import SingleLearner
+from runner.trust.targets import run_whitelist
+from runner.run.train import train
 from tests.conftest import run_cli
 
 

@@ -16,13 +16,13 @@ import math
 import pytest
 import torch
 
-import runner.setup as run_setup
-import runner.train as train_module
-from runner.capture import CapturedEpochs, plan_step
-from runner.graphed_step import CaptureFailed
-from runner.capture_check import LOSS_RTOL, UPDATE_RTOL, compare_steps
-from runner.cuda_graph import CaptureError, first_cause, torch_too_old
-from runner.train import train
+import runner.run.setup as run_setup
+import runner.run.train as train_module
+from runner.capture.plan import CapturedEpochs, plan_step
+from runner.capture.graphed_step import CaptureFailed
+from runner.capture.check import LOSS_RTOL, UPDATE_RTOL, compare_steps
+from runner.capture.cuda_graph import CaptureError, first_cause, torch_too_old
+from runner.run.train import train
 from tests.conftest import CONF_DIR
 from tests.test_capture import summary_and_rows
 

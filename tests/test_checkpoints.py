@@ -14,8 +14,8 @@ import yaml
 from torch import nn
 
 from common.errors import ConfigError
-from runner.resume import resume_from_checkpoint
-from runner.train import train
+from runner.run.resume import resume_from_checkpoint
+from runner.run.train import train
 from tests.conftest import run_cli
 
 FAST = ["tensorboard=false", "progress=false"]

@@ -13,7 +13,7 @@ import pytest
 from scipy.stats import ttest_ind
 
 from runner.collect import collect_and_report
-from runner.job_records import count_jobs
+from runner.sweep.job_records import count_jobs
 from tests.fake_runs import write_fake_replicate_job, write_fake_run
 
 BASE = {"lr": 0.01, "batch_size": 32, "epochs": 3, "model": {"image_size": 32}}
@@ -156,7 +156,7 @@ def test_the_pictures_draw_error_bars_and_bands(tmp_path):
     from matplotlib.container import ErrorbarContainer
 
     from runner.collect import key_columns
-    from runner.plots import accuracy_by_param_figure, curves_figure
+    from runner.results.plots import accuracy_by_param_figure, curves_figure
 
     _seed_grid(tmp_path, {0.01: [60.0, 64.0, 65.0], 0.05: [80.0, 83.0, 81.5]})
     table = collect_and_report([tmp_path])

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from torch._dynamo.utils import counters
 
-from runner.train import train
+from runner.run.train import train
 
 COMMON = ("device=cpu", "epochs=1", "progress=false")
 

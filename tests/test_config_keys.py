@@ -1,4 +1,4 @@
-"""Every config key has a kind (runner/config_keys.py), and every rule reads it: a key of one kind
+"""Every config key has a kind (runner/config/keys.py), and every rule reads it: a key of one kind
 behaves alike in rerun, resume, the study rules, fusing, the collector and TensorBoard's HParams."""
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from omegaconf import OmegaConf
 
 from common.errors import ConfigError
 from runner.collect import collect
-from runner.config_keys import DISPLAY, PER_TRIAL, RESULT, SPEED, declared_kind, flatten, kind_of
+from runner.config.keys import DISPLAY, PER_TRIAL, RESULT, SPEED, declared_kind, flatten, kind_of
 from runner.fused.groups import fusible_groups
 from runner.fused.prefix import prefix_leaders
-from runner.optuna_study_rules import differing_overrides
-from runner.rerun import prepare_run_folder
-from runner.resume import resume_from_checkpoint
-from runner.tb_hparams import hparams_of
+from runner.search.study_rules import differing_overrides
+from runner.sweep.rerun import prepare_run_folder
+from runner.run.resume import resume_from_checkpoint
+from runner.record.tb_hparams import hparams_of
 from tests.conftest import CONF_DIR
 from tests.fake_runs import write_fake_run
 
@@ -77,7 +77,7 @@ def test_every_key_of_every_config_has_a_declared_kind(option):
     cfg = compose_run(*([option] if option else []))
     keys = flatten(OmegaConf.to_container(cfg, resolve=False))
     undeclared = sorted(k for k in keys if declared_kind(k) is None)
-    assert not undeclared, f"declare a kind in runner/config_keys.py KINDS for {undeclared}"
+    assert not undeclared, f"declare a kind in runner/config/keys.py KINDS for {undeclared}"
 
 
 def test_the_kinds_decided_where_the_rules_disagreed():
@@ -106,7 +106,7 @@ def test_rerun_reuses_a_finished_run_unless_a_result_key_changed(override, kind,
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    from runner.train import train
+    from runner.run.train import train
 
     run_dir = tmp_path_factory.mktemp("one_epoch")
     train(compose_run("batch_size=256", "dataset.val_fraction=0.9"), run_dir)  # few steps: a quick epoch

@@ -194,9 +194,9 @@ def test_a_single_runs_unexpected_failure_is_one_line_and_the_log_holds_the_trac
     foresaw ends as one line, the run's log file holds the traceback, summary.json says failed."""
     run_dir = tmp_path / "run"
     code = ("import runpy, sys\n"
-            "import runner.train\n"
+            "import runner.run.train\n"
             "def boom(seed): raise RuntimeError('injected fault')\n"
-            "runner.train.seed_everything = boom\n"
+            "runner.run.train.seed_everything = boom\n"
             f"sys.argv = ['runner', 'epochs=1', 'tensorboard=false', 'hydra.run.dir={run_dir}']\n"
             "runpy.run_module('runner', run_name='__main__', alter_sys=True)\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "0"}

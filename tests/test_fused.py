@@ -10,7 +10,7 @@ import torch
 
 from runner.fused.loop import train_fused
 from runner.fused.stack import StackedModels
-from runner.train import train
+from runner.run.train import train
 
 # Float rounding differs between vmapped and plain convolutions (~1e-8). Digits are 8x8 images
 # upscaled to 32x32, so max-pool windows hold exact ties; at lr 0.05 and above a rounding-level

@@ -163,7 +163,7 @@ def test_a_stopping_hook_drops_its_trial_from_the_stack_and_the_others_train_on(
     third trial differs from the second only in epochs: with hooks it gets no shared trajectory, so its
     own hook is asked after its epoch (a follower would never be)."""
     from runner.fused.loop import train_fused
-    from runner.train import train
+    from runner.run.train import train
 
     calls: list[tuple[str, int]] = []
 

@@ -1,4 +1,4 @@
-"""One GPU per parallel trial (runner/gpu_lease.py): real file locks held by real processes and
+"""One GPU per parallel trial (runner/run/gpu_lease.py): real file locks held by real processes and
 threads, with pretend device counts and CUDA_VISIBLE_DEVICES lists, so it runs on a CPU; the
 sweeps on real GPUs are marked `cuda` and skipped without one."""
 
@@ -19,14 +19,14 @@ import torch
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from runner.gpu_lease import LEASE_FOLDER, GpuPool, lease_folder, physical_ids, preference
+from runner.run.gpu_lease import LEASE_FOLDER, GpuPool, lease_folder, physical_ids, preference
 from tests.conftest import ROOT, run_cli
 
 # A process that leases a slot, prints "index physical slot" and holds it until its stdin closes.
 HOLDER = """
 import sys
 from pathlib import Path
-from runner.gpu_lease import GpuPool
+from runner.run.gpu_lease import GpuPool
 folder, count, visible, per_gpu = sys.argv[1:]
 pool = GpuPool(Path(folder), int(count), None if visible == "-" else visible, int(per_gpu))
 lease = pool.take(on_wait=lambda: print("waiting", flush=True), poll_s=0.05)
@@ -173,7 +173,7 @@ def _summaries(sweep_dir: Path) -> list[dict]:
 
 
 def test_a_cpu_run_in_a_parallel_sweep_records_no_gpu(make_cfg, tmp_path):
-    from runner.train import train
+    from runner.run.train import train
 
     leases = tmp_path / "sweep" / LEASE_FOLDER  # what a joblib job with n_jobs=2 is given
     cfg = make_cfg("epochs=1", "device=auto", "compute.threads=1", "compute.trials_per_gpu=2")

@@ -54,8 +54,8 @@ def test_circles_are_found():
 
 
 def test_training_does_not_load_the_collector():
-    code = ("import sys, runner.train, runner.fused.loop; "
-            "print(sorted(m for m in sys.modules if m in ('runner.collect', 'runner.collect_read', 'runner.best_run')))")
+    code = ("import sys, runner.run.train, runner.fused.loop; "
+            "print(sorted(m for m in sys.modules if m in ('runner.collect', 'runner.results.read', 'runner.results.best_run')))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "[]"

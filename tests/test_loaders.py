@@ -13,9 +13,9 @@ from hydra.utils import execution_whitelist, instantiate
 from PIL import Image
 
 from data.base import ImageDataset
-from runner.config import TRUSTED_TARGETS
+from runner.config.schema import TRUSTED_TARGETS
 from common.errors import ConfigError
-from runner.train import train
+from runner.run.train import train
 from tests.conftest import write_miniplaces
 
 

@@ -20,8 +20,8 @@ import pytest
 import torch
 
 from common.errors import ConfigError
-from runner.run_folder import RunFolder
-from runner.train import train
+from runner.record.run_folder import RunFolder
+from runner.run.train import train
 from tests.conftest import ROOT, run_cli
 
 FAST = ["tensorboard=false", "progress=false"]
@@ -116,7 +116,7 @@ def test_rerun_true_runs_a_finished_run_again_from_a_clean_folder(tmp_path):
 # ---------------------------------------------------------------- one live sweep per sweep dir
 HOLD_LOCK = textwrap.dedent("""
     import sys, time
-    from runner import locks
+    from runner.sweep import locks
     locks.acquire(sys.argv[1])
     print("locked", flush=True)
     time.sleep(600)
@@ -138,7 +138,7 @@ def test_a_second_sweep_into_a_live_sweep_dir_is_refused_until_its_holder_dies(t
     finally:
         holder.kill()
         holder.wait()
-    from runner import locks
+    from runner.sweep import locks
 
     locks.acquire(sweep)  # the lock died with its holder (kill -9)
     locks.release(sweep)

@@ -18,9 +18,9 @@ from models.custom_conv import unfold_conv2d
 from models.finetune import FineTuneResNet
 from models.profile import main as profile_main
 from models.resnet import VARIANTS, ResNet
-from runner.config import TRUSTED_TARGETS
+from runner.config.schema import TRUSTED_TARGETS
 from common.errors import ConfigError
-from runner.train import train
+from runner.run.train import train
 
 CONF_MODELS = Path(__file__).resolve().parents[1] / "conf" / "model"
 

@@ -9,8 +9,8 @@ import yaml
 from omegaconf import OmegaConf
 
 from runner.fused.train_group import objective_value as fused_value
-from runner.objective import objective_value, recorded_objective
-from runner.optuna_trials import recover_trial
+from runner.config.objective import objective_value, recorded_objective
+from runner.search.trials import recover_trial
 
 SUMMARY = {"status": "completed", "best_val_acc": 50.0, "best_val_robust_acc": 30.0}
 

@@ -1,4 +1,4 @@
-"""The resumable Optuna sweeper (runner/optuna_sweeper.py), end to end through `python -m runner -m`.
+"""The resumable Optuna sweeper (runner/search/sweeper.py), end to end through `python -m runner -m`.
 
 Each search runs the real command on the digits data set with one epoch per trial and one CPU
 thread (short trials: a command's time is mostly imports), with sqlite storage in a tmp sweep dir.
@@ -19,7 +19,7 @@ import pytest
 from hydra.core.utils import JobReturn, JobStatus
 from optuna.trial import TrialState
 
-from runner.optuna_sweeper import record_result
+from runner.search.sweeper import record_result
 from tests.conftest import run_cli, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,7 +137,7 @@ def test_unusable_values_are_recorded_as_failed_trials(tmp_path, value):
 def test_runner_optuna_is_our_sweeper_and_optuna_stays_the_plugins():
     out = subprocess.run([sys.executable, "-m", "runner", "hydra/sweeper=runner_optuna", "--cfg", "hydra", "-p", "hydra.sweeper"],
                          cwd=ROOT, capture_output=True, text=True, env={**os.environ}, timeout=120)
-    assert "_target_: runner.optuna_sweeper.ResumableOptunaSweeper" in out.stdout, out.stdout + out.stderr
+    assert "_target_: runner.search.sweeper.ResumableOptunaSweeper" in out.stdout, out.stdout + out.stderr
     assert "storage: sqlite:///${hydra.sweep.dir}/optuna.db" in out.stdout
     plugins = run_cli("-m", "hydra/sweeper=optuna", *FAST)  # the plugin's own sweeper: refused, ours named
     assert plugins.returncode == 2 and plugins.stderr.strip().endswith(

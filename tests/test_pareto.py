@@ -1,4 +1,4 @@
-"""Several objectives (runner/pareto.py): Optuna's multi-objective study, tables ranked by Pareto front,
+"""Several objectives (runner/results/pareto.py): Optuna's multi-objective study, tables ranked by Pareto front,
 best.json holding exactly the front, and one line for settings that don't fit together."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from hydra import compose, initialize_config_dir
 
 from common.errors import ConfigError
 from runner.collect import collect_and_report
-from runner.config import check_config
-from runner.objective import objective_value
-from runner.pareto import check_sweep_objectives, front_ranks
+from runner.config.schema import check_config
+from runner.config.objective import objective_value
+from runner.results.pareto import check_sweep_objectives, front_ranks
 from tests.conftest import CONF_DIR, run_cli, run_sweep
 from tests.fake_runs import write_fake_run
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from runner.collect import collect, key_columns
-from runner.plots import BEST_COLOUR, accuracy_by_param_figure, curves_figure
+from runner.results.plots import BEST_COLOUR, accuracy_by_param_figure, curves_figure
 from tests.fake_runs import write_fake_run
 
 

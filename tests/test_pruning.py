@@ -1,4 +1,4 @@
-"""Pruning (runner/pruning.py + the sweeper): jobs report to their trial each epoch and stop when told.
+"""Pruning (runner/search/pruning.py + the sweeper): jobs report to their trial each epoch and stop when told.
 
 The search space has one learning rate that trains (lr=0.05: well above 40% val accuracy after
 one epoch on digits, seed 0) and four that stay near chance (lr=1e-6..4e-6), and a ThresholdPruner
@@ -78,7 +78,7 @@ def test_a_pruner_config_may_only_name_optunas_pruners():
     import pytest
     from omegaconf import OmegaConf
 
-    from runner.pruning import build_pruner
+    from runner.search.pruning import build_pruner
 
     pruner = build_pruner(OmegaConf.create({"_target_": "optuna.pruners.HyperbandPruner", "max_resource": 10}))
     assert isinstance(pruner, optuna.pruners.HyperbandPruner)

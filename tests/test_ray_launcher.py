@@ -23,7 +23,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from common.errors import ConfigError
-from runner.trust import check_command_line_only
+from runner.trust.targets import check_command_line_only
 from tests.conftest import ROOT, run_cli
 from tests.test_trust import assert_refused, compose_full
 
@@ -232,7 +232,7 @@ def test_the_ray_plugins_own_launchers_are_refused_with_ours_named(tmp_path):
     ("cuda", {"num_gpus": 0.5}, {"num_gpus": 0.5}),  # set by the user: two trials share a GPU
 ])
 def test_a_job_asks_ray_for_a_gpu_when_it_trains_on_one(device, remote, wanted):
-    from runner.ray_launcher import job_resources
+    from runner.sweep.ray_launcher import job_resources
 
     job = compose_full("hydra/launcher=runner_ray", f"device={device}")
     assert OmegaConf.to_container(job_resources(OmegaConf.create(remote), job)) == wanted

@@ -41,7 +41,7 @@ def read(path: Path):
 def job(tmp_path_factory):
     """A replicates=3 job from the command line, and the three single runs of its seeds (the first
     from the command line with replicates left at its default, the others in this process)."""
-    from runner.train import train
+    from runner.run.train import train
 
     root = tmp_path_factory.mktemp("replicates")
     command = [*FAST, "epochs=2", f"seed={SEED}", "replicates=3", f"hydra.run.dir={root / 'job'}"]
@@ -132,8 +132,8 @@ def test_the_same_command_again_reuses_the_finished_job(job):
 
 def test_a_diverged_replicate_is_excluded_and_counted(tmp_path):
     """At lr 0.6 some seeds of this config diverge in their first epoch and others train on."""
-    from runner.objective import objective_value
-    from runner.replicates import train_replicates
+    from runner.config.objective import objective_value
+    from runner.sweep.replicates import train_replicates
 
     summary = train_replicates(compose("epochs=1", "lr=0.6", "seed=0", "replicates=3"), tmp_path / "job")
     block = summary["replicates"]
@@ -194,7 +194,7 @@ def test_bad_replicates_is_one_line_and_leaves_nothing(tmp_path, overrides, mess
 
 def test_a_replicates_job_fuses_its_own_replicates_not_with_other_jobs():
     from runner.fused.groups import group_key
-    from runner.replicates import fuses, replicate_config
+    from runner.sweep.replicates import fuses, replicate_config
 
     job = compose("replicates=3", "seed=7")
     assert group_key(job) is None and group_key(compose()) is not None  # the fused launcher runs it alone
@@ -204,7 +204,7 @@ def test_a_replicates_job_fuses_its_own_replicates_not_with_other_jobs():
 
 
 def test_the_pruner_is_asked_once_an_epoch_with_the_replicates_mean():
-    from runner.replicates import MeanCurve, ReplicateHook
+    from runner.sweep.replicates import MeanCurve, ReplicateHook
 
     asked = []
     curve = MeanCurve(lambda epoch, row: asked.append((epoch, row)) or ("stop" if row["val_acc"] < 50 else None),

@@ -1,19 +1,19 @@
-"""The run folder's statuses and file names have one home (runner/run_folder.py), and a run writes them."""
+"""The run folder's statuses and file names have one home (runner/record/run_folder.py), and a run writes them."""
 
 from __future__ import annotations
 
 import ast
 import json
 
-from runner.optuna_storage import mark_interrupted
-from runner.run_folder import (BEST_CHECKPOINT_FILE, CHECKPOINT_FILE, CONFIG_FILE, CURVES_FILE, HYDRA_DIR, HYDRA_FILE,
+from runner.search.storage import mark_interrupted
+from runner.record.run_folder import (BEST_CHECKPOINT_FILE, CHECKPOINT_FILE, CONFIG_FILE, CURVES_FILE, HYDRA_DIR, HYDRA_FILE,
                                METRICS_FILE, OVERRIDES_FILE, SUMMARY_FILE, RunFolder, Status, read_summary,
                                record_interrupted)
 from tests.conftest import ROOT, run_cli
 
-EXCLUDED = {"runner/run_folder.py"}  # their home
+EXCLUDED = {"runner/record/run_folder.py"}  # their home
 # Words that are also statuses in another vocabulary: the CUDA-graph step self-check's verdict.
-OTHER_VOCABULARIES = {("runner/capture_check.py", "failed")}
+OTHER_VOCABULARIES = {("runner/capture/check.py", "failed")}
 # "tensorboard" is left out: it is also a config key.
 FILE_NAMES = {SUMMARY_FILE, METRICS_FILE, CONFIG_FILE, CURVES_FILE, CHECKPOINT_FILE, BEST_CHECKPOINT_FILE,
               HYDRA_DIR, HYDRA_FILE, OVERRIDES_FILE}
@@ -80,7 +80,7 @@ def test_the_check_finds_spelled_out_statuses_and_file_names():
 
 
 def test_no_module_spells_out_a_status_or_a_run_folder_file_name():
-    """Statuses and run-folder file names are runner/run_folder.py's: every other module imports them."""
+    """Statuses and run-folder file names are runner/record/run_folder.py's: every other module imports them."""
     found = []
     for package in ("runner", "hydra_plugins"):
         for path in sorted((ROOT / package).rglob("*.py")):
@@ -88,4 +88,34 @@ def test_no_module_spells_out_a_status_or_a_run_folder_file_name():
             if name not in EXCLUDED:
                 found += [f"{name}:{line}: {text!r}" for line, text in spelled_out(path.read_text())
                           if (name, text) not in OTHER_VOCABULARIES]
-    assert found == [], "use runner.run_folder's Status and file-name constants:\n" + "\n".join(found)
+    assert found == [], "use runner.record.run_folder's Status and file-name constants:\n" + "\n".join(found)
+
+
+def test_a_run_recorded_before_a_class_moved_is_reused_resumed_and_collected(make_cfg, tmp_path):
+    """An older run names the warm-up scheduler by its old path: a re-run reuses it, `resume=`
+    continues it, and the collector shows the class as named today."""
+    import torch
+    import yaml
+
+    from runner.config.moved import MOVED_TARGETS
+    from runner.results.read import read_config as collected_config
+    from runner.run.train import train
+    from runner.sweep.rerun import prepare_run_folder
+
+    old_name = next(old for old, new in MOVED_TARGETS.items() if new.endswith("LinearWarmup"))
+    overrides = ("epochs=2", "scheduler=warmup", "tensorboard=false")
+    run_dir = tmp_path / "old"
+    train(make_cfg(*overrides), run_dir)
+    config = yaml.safe_load((run_dir / CONFIG_FILE).read_text())
+    config["scheduler"]["_target_"] = old_name  # as the run was recorded before the move
+    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
+    state = torch.load(run_dir / CHECKPOINT_FILE, weights_only=True)
+    state["config"]["scheduler"]["_target_"] = old_name
+    torch.save(state, run_dir / CHECKPOINT_FILE)
+
+    reused = prepare_run_folder(make_cfg(*overrides), run_dir)
+    assert reused is not None and reused["status"] == Status.COMPLETED
+    assert collected_config(run_dir)["scheduler._target_"] == MOVED_TARGETS[old_name]
+    # the warm-up's length follows epochs, so the resumed run keeps them: it rebuilds and loads everything
+    resumed = train(make_cfg(*overrides, f"resume={run_dir / CHECKPOINT_FILE}"), tmp_path / "resumed")
+    assert resumed["status"] == Status.COMPLETED and resumed["best_val_acc"] == reused["best_val_acc"]

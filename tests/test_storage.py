@@ -20,17 +20,17 @@ from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
 from common.errors import ConfigError
-from runner.optuna_db import check_url, sqlite_url, study_url
+from runner.search.db import check_url, sqlite_url, study_url
 from tests.conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 ODD = "s?x=1#a %20&b=c{d}"  # URL syntax in a folder name: query, fragment, escape, format field
 
-# One worker: open the study as the sweeper does (runner.optuna_storage.study_setup), add one trial.
+# One worker: open the study as the sweeper does (runner.search.storage.study_setup), add one trial.
 WORKER = """
 import os, sys, time
 import optuna
-from runner.optuna_storage import study_setup
+from runner.search.storage import study_setup
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 go, ready, urls = sys.argv[1], sys.argv[2], sys.argv[3:]
 open(ready, "w").close()

@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from common.errors import ConfigError
-from runner.optuna_study_rules import check_options
+from runner.search.study_rules import check_options
 from tests.conftest import run_cli
 from tests.test_cli_errors import assert_one_line_error
 

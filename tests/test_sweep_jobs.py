@@ -54,7 +54,7 @@ def test_a_job_refused_before_training_shows_refused_not_running(tmp_path):
     from omegaconf import OmegaConf
 
     from runner.collect import collect_and_report
-    from runner.job_records import count_jobs, jobs_line, write_job_record
+    from runner.sweep.job_records import count_jobs, jobs_line, write_job_record
     from tests.fake_runs import write_fake_run
 
     write_fake_run(tmp_path / "0", {"lr": 0.01}, 50.0)

@@ -123,10 +123,10 @@ def test_trackers_change_no_result(make_cfg):
     from omegaconf import OmegaConf
 
     from runner.collect import varying_columns
-    from runner.config_keys import flatten
-    from runner.rerun import _same_run
-    from runner.resume import _recipe, _typed_keys
-    from runner.tb_hparams import hparams_of
+    from runner.config.keys import flatten
+    from runner.sweep.rerun import _same_run
+    from runner.run.resume import _recipe, _typed_keys
+    from runner.record.tb_hparams import hparams_of
 
     with_trackers = OmegaConf.to_container(make_cfg("logger=[mlflow,wandb]"), resolve=True)
     before = OmegaConf.to_container(make_cfg(), resolve=True)
@@ -141,7 +141,7 @@ def test_trackers_change_no_result(make_cfg):
 
 
 def test_tensorboard_follows_the_logger_list(make_cfg):
-    from runner.trackers import tensorboard_wanted
+    from runner.record.trackers import tensorboard_wanted
 
     assert tensorboard_wanted(make_cfg("tensorboard=true"))  # the default list holds it
     assert tensorboard_wanted(make_cfg("tensorboard=true", "logger=[tensorboard,mlflow]"))

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 import torch
 
-import runner.train as train_module
-from runner.run_folder import METRIC_COLUMNS
-from runner.train import train
+import runner.run.train as train_module
+from runner.record.run_folder import METRIC_COLUMNS
+from runner.run.train import train
 
 TIMING = ["train_s", "val_s"]
 
@@ -109,7 +109,7 @@ def test_step_scheduler_adam_and_contiguous_layout_train(make_cfg, tmp_path):
 def test_auto_threads_share_the_cores_among_parallel_trials():
     import os
 
-    from runner.compute import cpu_threads
+    from runner.run.compute import cpu_threads
 
     cores = len(os.sched_getaffinity(0))
     assert cpu_threads("auto", 1) == cores

@@ -12,12 +12,12 @@ import torch
 from hydra.utils import execution_whitelist, instantiate
 from torch import nn
 
-import runner.build as build_module  # train() builds every group through runner.build
+import runner.run.build as build_module  # train() builds every group through runner.run.build
 from data.augment import Compose, RandomCrop
-from runner.config import TRUSTED_TARGETS
+from runner.config.schema import TRUSTED_TARGETS
 from common.errors import ConfigError
-from runner.build import build_scheduler
-from runner.train import train
+from runner.run.build import build_scheduler
+from runner.run.train import train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 TINY_TRAIN = 64  # of the 80 images write_image_folder makes; 16 go to validation
@@ -61,7 +61,7 @@ EPOCHS, STEPS = 6, 5  # epochs and batches per epoch in the simulated loop
 
 
 def run_schedule(scheduler, interval: str, optimizer, epochs: int = EPOCHS, start: int = 0) -> list[float]:
-    """The lr at the start of each epoch, stepping the scheduler as runner.train does."""
+    """The lr at the start of each epoch, stepping the scheduler as runner.run.train does."""
     lrs = []
     for _ in range(start, epochs):
         lrs.append(optimizer.param_groups[0]["lr"])

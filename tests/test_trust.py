@@ -18,11 +18,11 @@ from hydra.utils import execution_whitelist
 from omegaconf import OmegaConf
 
 from common.errors import ConfigError
-from runner.build import build
+from runner.run.build import build
 from runner.eval import parse_args, trusted_eval_targets
-from runner.preflight import remove_refused_run_folder
-from runner.build import build_scheduler
-from runner.trust import (EVAL_TARGETS, HYDRA_TARGETS, RUN_TARGETS, check_config_trust, flat, iter_targets,
+from runner.trust.preflight import remove_refused_run_folder
+from runner.run.build import build_scheduler
+from runner.trust.targets import (EVAL_TARGETS, HYDRA_TARGETS, RUN_TARGETS, check_config_trust, flat, iter_targets,
                           run_whitelist)
 from tests.conftest import CONF_DIR, ROOT, run_cli
 
@@ -294,7 +294,7 @@ def test_optuna_study_refuses_trials_with_other_fixed_overrides(tmp_path):
     storage = f"sqlite:///{tmp_path / 'sweep' / 'optuna.db'}"
     assert len(optuna.load_study(study_name="lenet_digits", storage=storage).trials) == 1
 
-    # the same fixed overrides (and a speed setting, which changes no result: runner/config_keys.py) extend it
+    # the same fixed overrides (and a speed setting, which changes no result: runner/config/keys.py) extend it
     again = run_cli(*common, "hydra.sweeper.n_trials=2", "epochs=1", "compute.cudnn_benchmark=false", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     assert len(optuna.load_study(study_name="lenet_digits", storage=storage).trials) == 2

@@ -6,7 +6,7 @@ it registers the sweeper class below and puts its config files on the search pat
 from hydra.core.config_search_path import ConfigSearchPath
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 
-from runner.optuna_sweeper import ResumableOptunaSweeper  # noqa: F401  (Hydra registers the Plugin classes it finds here)
+from runner.search.sweeper import ResumableOptunaSweeper  # noqa: F401  (Hydra registers the Plugin classes it finds here)
 
 
 class SweepRunnerSearchPath(SearchPathPlugin):

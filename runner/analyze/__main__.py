@@ -43,7 +43,7 @@ INTEGER_KEYS = {"n": 1, "seed": 0, "steps": 1, "images": 1, "samples": 1, "image
 
 def parse_epsilons(text: str) -> list[float]:
     """'0,1/255,0.1' -> [0.0, 0.00392..., 0.1], each checked to lie in [0, 1]."""
-    from runner.attacks import check_epsilon
+    from runner.run.attacks import check_epsilon
 
     values = []
     for part in str(text).split(","):

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from data.splits import Batch, Split
-from runner.attacks import logits_of, predict
-from runner.epoch import EVAL_BATCH
+from runner.run.attacks import logits_of, predict
+from runner.run.epoch import EVAL_BATCH
 
 
 def images_at(split: Split, indices: list[int] | torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""A fused group's eager batch source for the one epoch loop (runner/epoch.py).
+"""A fused group's eager batch source for the one epoch loop (runner/run/epoch.py).
 
 Each trial draws its own shuffle and augmentation from its own stream (runner/fused/rng.py),
 exactly as its single run draws them; the K batches are stacked into one (K, B, ...) input in
@@ -11,11 +11,11 @@ from typing import Iterator
 
 import torch
 
-from runner.epoch import BatchSource
+from runner.run.epoch import BatchSource
 from runner.fused.learner import FusedLearner
 from runner.fused.stack import StackedModels
-from runner.setup import RunData
-from runner.step import Learner, Totals
+from runner.run.setup import RunData
+from runner.run.step import Learner, Totals
 
 
 class FusedBatches(BatchSource):

@@ -1,12 +1,12 @@
 """A fused group's step captured as one CUDA graph: K trials' gather, augmentation and vmapped step.
 
-The single run's capture machinery (runner/capture.py: eligibility, tensor learning rates,
+The single run's capture machinery (runner/capture/plan.py: eligibility, tensor learning rates,
 `GraphedStep`) over the fused `Learner`. Each trial's shuffle is drawn from its own stream, as
 its single run draws it, outside the graph; inside the graph augmentation and dropout draw from
 the CUDA generator (graph-safe, different per image and per trial, but not the single run's
 draws, which the eager fused step reproduces). A trial leaving the stack (diverged, finished)
 restacks the weights, so the group captures again for the trials that remain (and checks again:
-each capture's first replay is compared with the eager step, runner/capture_check.py).
+each capture's first replay is compared with the eager step, runner/capture/check.py).
 Eligibility is every stacked trial's (their optimizer and scheduler options may differ), and the
 input takes the stack's layout (channels-last where the run asks) as the eager fused step's does.
 """
@@ -18,15 +18,15 @@ from typing import Any
 
 import torch
 
-from runner.capture import optimizer_tensors, use_tensor_lr, why_not_captured
-from runner.config import switch
-from runner.epoch import BatchSource
+from runner.capture.plan import optimizer_tensors, use_tensor_lr, why_not_captured
+from runner.config.schema import switch
+from runner.run.epoch import BatchSource
 from runner.fused.batches import FusedBatches
 from runner.fused.learner import FusedLearner
 from runner.fused.stack import StackedModels
-from runner.graphed_step import CapturedBatches, GraphedStep, check_fields
-from runner.setup import RunData
-from runner.step import Learner, Totals, train_step
+from runner.capture.graphed_step import CapturedBatches, GraphedStep, check_fields
+from runner.run.setup import RunData
+from runner.run.step import Learner, Totals, train_step
 
 log = logging.getLogger("runner")
 

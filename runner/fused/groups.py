@@ -1,7 +1,7 @@
 """Which jobs of a sweep can train as one fused run: those equal in everything but per-trial scalars.
 
 What may differ inside a group (each trial has its own optimizer, scheduler, RNG and run folder):
-the per_trial and display keys of runner/config_keys.py: lr, every optimizer option but its class
+the per_trial and display keys of runner/config/keys.py: lr, every optimizer option but its class
 (momentum, weight decay, betas, ...), every scheduler option but its class, label smoothing, grad
 clip, seed and epochs; progress, tensorboard, logger and rerun. Everything else (model and its
 options, data set, batch size, augmentation, compute, device, adversary, ...) must be equal.
@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from runner.config_keys import fusible_apart, without
+from runner.config.keys import fusible_apart, without
 
 
 def without_hydra(cfg: DictConfig) -> DictConfig:
@@ -44,7 +44,7 @@ def prefix_families(cfgs: list[DictConfig], members: list[int]) -> list[list[int
 
 def has_pruner(cfg: DictConfig) -> bool:
     """True for the job of an Optuna trial with a pruner (the sweeper sets its trial number in env_set)."""
-    from runner.pruning import TRIAL_ENV, wants_pruning
+    from runner.search.pruning import TRIAL_ENV, wants_pruning
 
     hydra = cfg.get("hydra")
     return (hydra is not None and TRIAL_ENV in (hydra.job.get("env_set") or {})
@@ -57,7 +57,7 @@ def group_key(cfg: DictConfig) -> str | None:
     adversary = (plain.get("adversary") or {}).get("_target_")
     if plain.get("resume") or adversary or plain.get("compute", {}).get("compile"):
         return None
-    if plain.get("replicates", 1) != 1:  # such a job fuses its own replicates (runner/replicates.py)
+    if plain.get("replicates", 1) != 1:  # such a job fuses its own replicates (runner/sweep/replicates.py)
         return None
     return json.dumps(without(plain, fusible_apart), sort_keys=True, default=str)
 

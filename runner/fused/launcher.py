@@ -54,7 +54,7 @@ def fusable_task(task: TaskFunction) -> TaskFunction:
 
 def fuse_pays(cfg: DictConfig) -> bool:
     """`fuse=auto`'s rule for a group of this config: on a GPU always, on a CPU up to CPU_FUSE_MAX_BATCH.
-    A job's own replicates (runner/replicates.py) fuse by the same rule, whatever the launcher."""
+    A job's own replicates (runner/sweep/replicates.py) fuse by the same rule, whatever the launcher."""
     import torch
 
     on_gpu = str(cfg.device).startswith("cuda") or (str(cfg.device) == "auto" and torch.cuda.is_available())
@@ -66,11 +66,11 @@ class _Claimed:
     """What a fused job's task leaves for the group: its config, folder and pruner hook."""
     cfg: DictConfig
     run_dir: Path
-    epoch_end: Any = None  # an Optuna trial's pruner hook (runner/pruning.py), or None
+    epoch_end: Any = None  # an Optuna trial's pruner hook (runner/search/pruning.py), or None
 
 
 def check_fuse_option(launcher: DictConfig) -> None:
-    """Refuse a bad `hydra.launcher.fuse` in one line (runner/preflight.py calls this before Hydra acts)."""
+    """Refuse a bad `hydra.launcher.fuse` in one line (runner/trust/preflight.py calls this before Hydra acts)."""
     if launcher.get("_target_") == FusedLauncherConf._target_ and str(launcher.get("fuse")).lower() not in (
             "auto", "true", "false"):
         from common.errors import ConfigError
@@ -98,7 +98,7 @@ class FusedLauncher(Launcher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from runner.fused.groups import fusible_groups, prefix_families
-        from runner.job_boundary import refusal
+        from runner.trust.job_boundary import refusal
 
         setup_globals()
         assert self.hydra_context is not None and self.config is not None and self.task_function is not None
@@ -109,7 +109,7 @@ class FusedLauncher(Launcher):
                      len(configs))
             return [self._run(cfg, self.task_function) for cfg in configs]
         groups, alone = fusible_groups(configs)
-        # A job refused at the boundary (runner/job_boundary.py) runs alone: its task records the refusal.
+        # A job refused at the boundary (runner/trust/job_boundary.py) runs alone: its task records the refusal.
         refused = {i for i, cfg in enumerate(configs) if refusal(cfg)}
         alone += [i for g in groups for i in g if i in refused or len(set(g) - refused) < 2]
         groups = [[i for i in g if i not in refused] for g in groups if len(set(g) - refused) >= 2]
@@ -150,7 +150,7 @@ class FusedLauncher(Launcher):
         An Optuna trial's pruner hook is built in its claim, as runner/__main__.py does for a single
         run: the trial number and study name are in the environment Hydra sets only while the job runs.
         """
-        from runner.pruning import trial_pruner
+        from runner.search.pruning import trial_pruner
 
         claimed: dict[int, _Claimed] = {}
         returns = {}

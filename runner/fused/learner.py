@@ -1,4 +1,4 @@
-"""A fused group of trials as the one training step's `Learner` (runner/step.py).
+"""A fused group of trials as the one training step's `Learner` (runner/run/step.py).
 
 The forward is the stack's one vmapped call; the loss is each trial's own cross-entropy (its
 label smoothing) stacked to shape (K,); after backward every trial's clip and optimizer step run
@@ -16,7 +16,7 @@ from torch import nn
 
 from runner.fused.stack import StackedModels
 from runner.fused.update import step_optimizers
-from runner.step import Learner
+from runner.run.step import Learner
 
 
 class FusedLearner(Learner):

@@ -1,6 +1,6 @@
 """The fused loop: a group of trials (same model, data, batch size) trained as one, epoch by epoch.
 
-The set-up is the single run's (runner/train.py: seed, model, optimizer, scheduler, per trial),
+The set-up is the single run's (runner/run/train.py: seed, model, optimizer, scheduler, per trial),
 the step is one vmapped forward and one backward for all K trials, then each trial's own
 optimizer and scheduler step; everything recorded per epoch goes through the same
 `TrialRecord` as a single run, so each trial's folder is a single run's folder.
@@ -21,21 +21,21 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from models import count_model_params
-from runner.build import build
-from runner.compute import pick_device
-from runner.config import check_config
-from runner.epoch import evaluate, train_epoch
+from runner.run.build import build
+from runner.run.compute import pick_device
+from runner.config.schema import check_config
+from runner.run.epoch import evaluate, train_epoch
 from runner.fused.capture import plan_fused_step
 from runner.fused.learner import FusedLearner
 from runner.fused.prefix import prefix_leaders
 from runner.fused.rng import TrialRng
 from runner.fused.stack import NotFusible, OwnStorage, StackedModels, fusible
-from runner.gpu_lease import gpu_fields
-from runner.pruning import STOP, EpochEnd
-from runner.run_folder import Status
-from runner.setup import RunData, build_optimization, open_data, seed_everything
-from runner.trial_record import Trained, TrialRecord
-from runner.trust import run_whitelist
+from runner.run.gpu_lease import gpu_fields
+from runner.search.pruning import STOP, EpochEnd
+from runner.record.run_folder import Status
+from runner.run.setup import RunData, build_optimization, open_data, seed_everything
+from runner.record.trial_record import Trained, TrialRecord
+from runner.trust.targets import run_whitelist
 
 log = logging.getLogger("runner")
 
@@ -46,8 +46,8 @@ class Trial:
     def __init__(self, cfg: DictConfig, record: TrialRecord, model: nn.Module, rng: TrialRng,
                  steps_per_epoch: int, epoch_end: EpochEnd | None = None) -> None:
         self.cfg, self.record, self.model, self.rng = cfg, record, model, rng
-        self.epoch_end = epoch_end  # the trial's pruner hook (runner/pruning.py), as train()'s epoch_end
-        optimization = build_optimization(cfg, model, steps_per_epoch)  # as a single run's (runner/setup.py)
+        self.epoch_end = epoch_end  # the trial's pruner hook (runner/search/pruning.py), as train()'s epoch_end
+        optimization = build_optimization(cfg, model, steps_per_epoch)  # as a single run's (runner/run/setup.py)
         self.optimizer, self.scheduler, self.interval = optimization.optimizer, optimization.scheduler, optimization.interval
         self.label_smoothing = float(cfg.label_smoothing)
         self.grad_clip = cfg.grad_clip
@@ -60,7 +60,7 @@ def train_fused(cfgs: list[DictConfig], run_dirs: list[Path],
 
     `epoch_ends[k]`: trial k's pruner hook (or None), called after each of its epochs as in train();
     a hook with an `observe(epoch, row)` method is first shown every trial's row of the epoch that
-    trained on (a job's replicates decide together on their mean, runner/replicates.py).
+    trained on (a job's replicates decide together on their mean, runner/sweep/replicates.py).
     `parallel_jobs`: as train()'s (how many jobs share the machine, for compute.threads=auto).
     """
     with execution_whitelist(run_whitelist(cfgs[0]), reset=True):
@@ -103,13 +103,13 @@ def _set_up(cfgs: list[DictConfig], records: list[TrialRecord], epoch_ends: list
     for cfg in cfgs:
         check_config(cfg)
     device = pick_device(str(first.device))
-    data = open_data(first, device, parallel_jobs)  # runner/setup.py; draws nothing from torch's generator
+    data = open_data(first, device, parallel_jobs)  # runner/run/setup.py; draws nothing from torch's generator
     steps_per_epoch = data.steps_per_epoch(first.batch_size)
     models, rngs = [], []
     for cfg in cfgs:
         with open_dict(cfg):
             cfg.dataset.num_classes = first.dataset.num_classes
-        seed_everything(cfg.seed)  # exactly as runner/train.py: seed, then build the model
+        seed_everything(cfg.seed)  # exactly as runner/run/train.py: seed, then build the model
         models.append(build(cfg.model, "model").to(device))
         rngs.append(TrialRng(device))  # the stream as the single run leaves it after the model
     reason = fusible(models[0])
@@ -144,7 +144,7 @@ def _run_epochs(group: Group) -> None:
     for epoch in range(1, max(t.cfg.epochs for t in active) + 1):
         lrs = [float(t.optimizer.param_groups[0]["lr"]) for t in active]  # a tensor on the captured path
         t0 = time.perf_counter()
-        rows = train_epoch(learner, source)  # runner/epoch.py: the one epoch loop, K trials wide
+        rows = train_epoch(learner, source)  # runner/run/epoch.py: the one epoch loop, K trials wide
         train_s = (time.perf_counter() - t0) / len(active)  # each trial's share of the fused epoch
         recorded = []  # (trial, row) of each trial that did not diverge this epoch
         for trial, row, lr in zip(active, rows, lrs):

@@ -12,7 +12,7 @@ import json
 
 from omegaconf import DictConfig, OmegaConf
 
-from runner.config_keys import result_neutral, without
+from runner.config.keys import result_neutral, without
 
 # Schedules whose lr at epoch e does not depend on the run's total epochs.
 TOTAL_FREE_SCHEDULERS = {"torch.optim.lr_scheduler.ConstantLR", "torch.optim.lr_scheduler.StepLR"}

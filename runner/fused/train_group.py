@@ -1,6 +1,6 @@
 """A fused group's jobs from claimed folders to values: reuse, resume, fuse, or fall back to single runs.
 
-The folder logic is a single run's (runner/rerun.py): each member's folder is locked for as long
+The folder logic is a single run's (runner/sweep/rerun.py): each member's folder is locked for as long
 as the group trains, a finished identical run is reused, a cut-off one resumes on its own (a
 resumed trial is not fused), and a folder of another config is refused for that job only.
 """
@@ -16,16 +16,16 @@ from omegaconf import DictConfig
 
 from common.errors import ConfigError
 from runner.fused.stack import NotFusible
-from runner.locks import holding_run_folder
-from runner.objective import objective_value as run_value, objectives_of
-from runner.pruning import EpochEnd
-from runner.rerun import clear_run_folder, prepare_run_folder
+from runner.sweep.locks import holding_run_folder
+from runner.config.objective import objective_value as run_value, objectives_of
+from runner.search.pruning import EpochEnd
+from runner.sweep.rerun import clear_run_folder, prepare_run_folder
 
 log = logging.getLogger("runner")
 
 
 def objective_value(cfg: DictConfig, summary: dict[str, Any]) -> float | tuple[float, ...] | None:
-    """What runner/__main__.py returns to the sweeper for a run (runner/objective.py)."""
+    """What runner/__main__.py returns to the sweeper for a run (runner/config/objective.py)."""
     return run_value(objectives_of(cfg), summary)
 
 
@@ -34,12 +34,12 @@ def train_group(jobs: dict[int, tuple[DictConfig, Path]],
                 strict: bool = False) -> dict[int, float | None]:
     """Train the jobs {index: (config, run folder)}; return each job's value (None: failed, as in a sweep).
 
-    `epoch_ends`: {index: the job's pruner hook} for an Optuna trial's job (runner/pruning.py).
+    `epoch_ends`: {index: the job's pruner hook} for an Optuna trial's job (runner/search/pruning.py).
     `parallel_jobs`: as train()'s. `strict`: a ConfigError (a config that can't train, the same for
     every member, e.g. a job's replicates) is raised instead of failing that member alone.
     """
     from runner.fused.loop import train_fused
-    from runner.train import train
+    from runner.run.train import train
 
     hooks = epoch_ends or {}
     values: dict[int, float | None] = {}

@@ -43,7 +43,7 @@ def _plain_sgd(optimizer: torch.optim.Optimizer) -> bool:
     if type(optimizer) is not torch.optim.SGD or len(optimizer.param_groups) != 1:
         return False
     group = optimizer.param_groups[0]
-    # A tensor lr (the captured step's, runner/capture.py) stays with the optimizer's own step:
+    # A tensor lr (the captured step's, runner/capture/plan.py) stays with the optimizer's own step:
     # StackedSGD.step builds its options tensor from the param groups on the host, which no CUDA graph may hold.
     if not all(isinstance(group[key], (int, float)) for key in ("lr", "momentum", "dampening", "weight_decay")):
         return False

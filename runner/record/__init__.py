@@ -1,0 +1,3 @@
+"""What a run leaves: its run folder (file names, statuses, summary, metrics, config), its
+per-epoch bookkeeping, checkpoints, and the copies sent to experiment trackers.
+"""
