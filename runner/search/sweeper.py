@@ -281,7 +281,7 @@ class ResumableOptunaSweeper(TrialAsking, OptunaSweeper):
         """Run trials' jobs as one launcher call (the fused launcher fuses those it can) and wait for them.
 
         A launcher numbers a call's jobs on from `initial_job_idx`; a job number another worker took
-        in between (runner/optuna_storage.claim_job_dir) splits the batch into one call per run of
+        in between (runner/search/storage.py claim_job_dir) splits the batch into one call per run of
         consecutive numbers.
         """
         if len(batch) > 1:
