@@ -13,7 +13,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import runner.config.schema  # noqa: F401  (importing it registers the schema Hydra composes with)
-from runner.trust.targets import HYDRA_TARGETS, flat
+from runner.trust.allowed import HYDRA_TARGETS
+from runner.trust.targets import flat
 from runner.run import interrupts
 from runner.sweep import locks
 from runner.sweep.rerun import claimed_run_folder

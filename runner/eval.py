@@ -32,7 +32,8 @@ from runner.record.checkpoint import check_model_shapes, for_weights, load_check
 from runner.run.compute import pick_device
 from runner.run.epoch import evaluate
 from runner.run.setup import RunData, open_data
-from runner.trust.targets import EVAL_TARGETS, RUN_TARGETS, check_run_targets, run_whitelist
+from runner.trust.allowed import EVAL_TARGETS, RUN_TARGETS
+from runner.trust.targets import check_run_targets, run_whitelist
 
 USAGE = "usage: python -m runner.eval checkpoint=PATH [split=val|test] [device=auto] [dataset.root=DIR]"
 

@@ -12,7 +12,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from common.errors import ConfigError
-from runner.trust.targets import ALLOWED_ENV, check_command_line_only, check_config_trust
+from runner.trust.allowed import ALLOWED_ENV
+from runner.trust.targets import check_command_line_only, check_config_trust
 from tests.conftest import run_cli
 from tests.test_trust import assert_refused, compose_full
 

@@ -55,7 +55,8 @@ def __getattr__(name: str) -> tuple[str, ...]:
     """`TRUSTED_TARGETS`: Hydra's execution whitelist for a run's groups, the exact classes of
     runner/trust/targets.py RUN_TARGETS (built on first use: it imports them to add canonical names)."""
     if name == "TRUSTED_TARGETS":
-        from runner.trust.targets import RUN_TARGETS, flat, hydra_whitelist
+        from runner.trust.allowed import RUN_TARGETS
+        from runner.trust.targets import flat, hydra_whitelist
 
         return hydra_whitelist(flat(RUN_TARGETS))
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

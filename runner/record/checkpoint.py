@@ -59,7 +59,8 @@ def load_checkpoint(path: str | Path, key: str = "checkpoint") -> dict[str, Any]
                           f"pass a checkpoint.pth.tar written by the runner")
     if isinstance(state["config"], dict):  # the classes it names first: a crafted file is told so plainly
         from runner.config.moved import with_current_targets
-        from runner.trust.targets import RUN_TARGETS, check_run_targets
+        from runner.trust.allowed import RUN_TARGETS
+        from runner.trust.targets import check_run_targets
 
         state["config"] = with_current_targets(state["config"])  # an older run's moved classes, as named now
         check_run_targets(state["config"], RUN_TARGETS, "the checkpoint's config names it, and it is ")

@@ -99,7 +99,7 @@ class TrialAsking:
         if not cfg or cfg.get("seed") is None or isinstance(sampler, optuna.samplers.GridSampler):
             return sampler
         cfg = dict(cfg, seed=int(cfg["seed"]) + existing)
-        from runner.trust.targets import HYDRA_TARGETS
+        from runner.trust.allowed import HYDRA_TARGETS
 
         reseeded = instantiate(cfg, _execution_whitelist_=HYDRA_TARGETS["hydra.sweeper.sampler"])
         log.info("Sampler seed %s -> %s (so it does not repeat suggestions already made)",

@@ -23,7 +23,7 @@ from typing import Any, Callable
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from runner.trust.targets import OPTUNA_STUDY_ENV, OPTUNA_TRIAL_ENV, PRUNER_TARGETS
+from runner.trust.allowed import OPTUNA_STUDY_ENV, OPTUNA_TRIAL_ENV, PRUNER_TARGETS
 
 log = logging.getLogger("runner")
 

@@ -4,6 +4,7 @@ refused before it starts."""
 
 from __future__ import annotations
 
+import functools
 import shlex
 import sys
 from pathlib import Path
@@ -107,3 +108,28 @@ def check_options(pruner: DictConfig | None, **settings: Any) -> None:
         reason = next((line.strip() for line in str(cause).splitlines() if line.strip()), type(cause).__name__)
         raise ConfigError(f"hydra.sweeper.pruner ({name}) refuses its settings: {reason}; fix the "
                           "hydra.sweeper.pruner.* value it names") from None
+
+
+def create_study(name: str | None, storage: Any, sampler: Any, pruner: Any, directions: list[str], url: Any) -> Any:
+    """The study, new or resumed; ConfigError in one line when it was started with other directions
+    (a study of one objective resumed with several, say)."""
+    import optuna
+
+    from runner.search.db import display_url
+
+    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
+                                directions=directions, load_if_exists=True)
+    started = [d.name.lower() for d in study.directions]  # Optuna resumes a study with its own directions
+    if started != [str(d).lower() for d in directions]:
+        shown = started[0] if len(started) == 1 else f"[{','.join(started)}]"
+        raise ConfigError(f"Optuna study '{name}' ({display_url(url)}) was started with hydra.sweeper.direction="
+                          f"{shown}: repeat its objective and direction to extend it, or start a separate study "
+                          f"with hydra.sweeper.study_name=<new name>")
+    return study
+
+
+def is_grid(sampler: Any) -> bool:
+    """Whether hydra.sweeper.sampler is Optuna's GridSampler (the plugin leaves it to be built with the grid)."""
+    import optuna
+
+    return (isinstance(sampler, functools.partial) and sampler.func is optuna.samplers.GridSampler)

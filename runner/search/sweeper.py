@@ -49,7 +49,6 @@ plugin's private functions it reuses are called through runner/hydra_adapter.py.
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import os
@@ -70,7 +69,7 @@ from common.errors import ConfigError
 from runner import hydra_adapter
 from runner.search.asking import Search, TrialAsking
 from runner.search.space import _space_size, _tally
-from runner.search.study_rules import check_fixed_overrides, check_options, resume_command
+from runner.search.study_rules import check_fixed_overrides, check_options, create_study, is_grid, resume_command
 from runner.search.db import study_url
 from runner.search.storage import heartbeat_enabled, study_setup
 from runner.search.trials import record_result
@@ -138,7 +137,7 @@ class ResumableOptunaSweeper(TrialAsking, OptunaSweeper):
         # Search space: as the plugin does it (hydra.sweeper.params, then command-line sweeps).
         space, fixed_params, fixed_overrides = hydra_adapter.search_space(impl, arguments)
         sampler, n_trials = impl.sampler, impl.n_trials
-        if _is_grid(sampler):
+        if is_grid(sampler):
             grid = {name: hydra_adapter.grid_choices(impl, d) for name, d in space.items()}
             sampler = sampler(grid)
             n_trials = min(n_trials, math.prod(len(v) for v in grid.values()))
@@ -320,28 +319,3 @@ class ResumableOptunaSweeper(TrialAsking, OptunaSweeper):
             self._waiting = True
         time.sleep(min(5.0, float(self.heartbeat_interval)))
         return True
-
-
-# ---------------------------------------------------------------------- plain functions
-def create_study(name: str | None, storage: Any, sampler: Any, pruner: Any, directions: list[str], url: Any) -> Any:
-    """The study, new or resumed; ConfigError in one line when it was started with other directions
-    (a study of one objective resumed with several, say)."""
-    import optuna
-
-    from runner.search.db import display_url
-
-    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
-                                directions=directions, load_if_exists=True)
-    started = [d.name.lower() for d in study.directions]  # Optuna resumes a study with its own directions
-    if started != [str(d).lower() for d in directions]:
-        shown = started[0] if len(started) == 1 else f"[{','.join(started)}]"
-        raise ConfigError(f"Optuna study '{name}' ({display_url(url)}) was started with hydra.sweeper.direction="
-                          f"{shown}: repeat its objective and direction to extend it, or start a separate study "
-                          f"with hydra.sweeper.study_name=<new name>")
-    return study
-
-
-def _is_grid(sampler: Any) -> bool:
-    import optuna
-
-    return (isinstance(sampler, functools.partial) and sampler.func is optuna.samplers.GridSampler)

@@ -33,7 +33,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from common.errors import ConfigError
 from runner import hydra_adapter
 from runner.hydra_adapter import ConfigLoaderImpl
-from runner.trust.targets import COMMAND_LINE_ONLY, COMMAND_LINE_ONLY_NODES, check_config_trust, resolved_or_written
+from runner.trust.allowed import COMMAND_LINE_ONLY, COMMAND_LINE_ONLY_NODES
+from runner.trust.targets import check_config_trust, resolved_or_written
 
 REFUSED_KEY = "_refused_"  # set on a refused sweep job's config: the reason, for the job to record
 # Settings a refused sweep job takes from its sweep instead: everything Hydra acts on before the job runs.
