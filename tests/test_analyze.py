@@ -18,7 +18,7 @@ from runner.analyze import compute
 from runner.analyze.__main__ import main as analyze_main
 from runner.analyze.figures import DPI, grid_size
 from runner.analyze.views import View, filters
-from runner.run.attacks import pgd, robust_accuracy
+from runner.run.attacks import Attack, pgd, robust_accuracy
 from runner.eval import restore
 from runner.run.epoch import evaluate
 from runner.run.train import train
@@ -44,7 +44,7 @@ def attacked_accuracy(run, epsilon: float, steps: int, random_start: bool = Fals
     """Accuracy on the first 160 validation images under the attack (fewer images: a faster test)."""
     torch.manual_seed(0)
     batches = run.splits["val"].batches(160, shuffle=False, device=run.device)
-    return robust_accuracy(run.model, [next(batches)], run.normalize, epsilon, steps, None, random_start)
+    return robust_accuracy(run.model, [next(batches)], run.normalize, Attack(epsilon, steps, None, random_start))
 
 
 def analyze(*args: str) -> int:
@@ -71,7 +71,7 @@ def test_pgd_is_at_least_as_strong_as_fgsm(run):
 
 def test_attacked_images_stay_in_the_ball_and_the_pixel_range(run):
     x, y = next(run.splits["val"].batches(64, shuffle=False, device=run.device))
-    adversarial = pgd(run.model.eval(), run.normalize, x, y, epsilon=8 / 255, steps=3)
+    adversarial = pgd(run.model.eval(), run.normalize, x, y, Attack(epsilon=8 / 255, steps=3))
     assert (adversarial - x.float()).abs().max() <= 8 + 1e-4
     assert adversarial.min() >= 0 and adversarial.max() <= 255
 

@@ -18,7 +18,7 @@ from common.io import atomic_write_text
 from data.splits import Split
 from runner.analyze import compute
 from runner.analyze.figures import Cell, confusion_figure, image_grid, robustness_figure, scaled
-from runner.run.attacks import ATTACK_BATCH, default_alpha, pgd, predict, robust_accuracy
+from runner.run.attacks import ATTACK_BATCH, Attack, default_alpha, pgd, predict, robust_accuracy
 from runner.eval import Restored
 
 MAX_MAPS = 16  # activation maps shown per conv stage
@@ -169,6 +169,10 @@ def robustness(v: View) -> list[Path]:
     model, normalize, device = v.run.model, v.run.normalize, v.run.device
     steps, alpha = int(o["steps"]), o["alpha"]
     random_start = o["random_start"] if o["random_start"] is not None else steps > 1
+
+    def attack_at(epsilon: float) -> Attack:
+        return Attack(epsilon, steps, alpha, random_start)
+
     limit = int(o["images"]) if o["images"] else len(v.split.labels)
     rows = []
     for epsilon in o["eps"]:
@@ -176,9 +180,9 @@ def robustness(v: View) -> list[Path]:
         batches = compute.first_images(v.split.batches(ATTACK_BATCH, shuffle=False, device=device), limit)
         rows.append({"epsilon": epsilon, "epsilon_255": epsilon * 255, "steps": steps,
                      "alpha": default_alpha(epsilon, steps) if alpha is None else alpha, "random_start": random_start,
-                     "accuracy": robust_accuracy(model, batches, normalize, epsilon, steps, alpha, random_start),
+                     "accuracy": robust_accuracy(model, batches, normalize, attack_at(epsilon)),
                      "images": min(limit, len(v.split.labels))})
-    attack = "FGSM" if steps == 1 else f"PGD-{steps}"
+    attack = attack_at(0.0).name
     paths = [v.write_csv(pd.DataFrame(rows), "pgd.csv"),
              robustness_figure(list(o["eps"]), [r["accuracy"] for r in rows], v.out / "pgd_accuracy.png",
                                f"{attack} (L-inf) on {v.split_name}, {rows[0]['images']} images")]
@@ -187,7 +191,7 @@ def robustness(v: View) -> list[Path]:
     images = compute.images_at(v.split, shown).to(device).float()
     labels = v.split.labels[torch.tensor(shown, device=v.split.labels.device)].to(device)
     torch.manual_seed(o["seed"])
-    adversarial = pgd(model.eval(), normalize, images, labels, epsilon, steps, alpha, random_start)
+    adversarial = pgd(model.eval(), normalize, images, labels, attack_at(epsilon))
     clean_pred = predict(model, normalize, images).argmax(1)
     adv_pred = predict(model, normalize, adversarial).argmax(1)
     delta = adversarial - images

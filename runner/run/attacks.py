@@ -10,6 +10,7 @@ of a 1/255 step round to nothing.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterable
 
 import torch
@@ -39,20 +40,36 @@ def default_alpha(epsilon: float, steps: int) -> float:
     return epsilon if steps == 1 else 2.5 * epsilon / steps
 
 
-def pgd(model: nn.Module, normalize: nn.Module, images: torch.Tensor, labels: torch.Tensor, epsilon: float,
-        steps: int = 10, alpha: float | None = None, random_start: bool = True) -> torch.Tensor:
-    """Projected gradient ascent on the cross-entropy within an L-inf ball of radius `epsilon`.
+@dataclass(frozen=True)
+class Attack:
+    """An L-inf attack: PGD with `steps` steps of size `alpha` (None: `default_alpha`) within `epsilon`,
+    from a random start or the clean image. FGSM is steps=1, random_start=False."""
+
+    epsilon: float
+    steps: int = 10
+    alpha: float | None = None
+    random_start: bool = True
+
+    @property
+    def name(self) -> str:
+        return "FGSM" if self.steps == 1 else f"PGD-{self.steps}"
+
+
+def pgd(model: nn.Module, normalize: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+        attack: Attack) -> torch.Tensor:
+    """Projected gradient ascent on the cross-entropy within an L-inf ball of radius `attack.epsilon`.
 
     `images` are 0..255 (uint8 or float); returns float 0..255 adversarial images, each within
-    epsilon * 255 of its clean image and inside [0, 255]. FGSM is steps=1, random_start=False.
+    epsilon * 255 of its clean image and inside [0, 255].
     The model's mode (train/eval) is the caller's choice; its parameters get no gradient.
     """
     x = images.float()
+    epsilon, steps = attack.epsilon, attack.steps
     radius = epsilon * 255.0
     if radius == 0.0 or steps == 0:
         return x
-    step = (default_alpha(epsilon, steps) if alpha is None else alpha) * 255.0
-    delta = torch.empty_like(x).uniform_(-radius, radius) if random_start else torch.zeros_like(x)
+    step = (default_alpha(epsilon, steps) if attack.alpha is None else attack.alpha) * 255.0
+    delta = torch.empty_like(x).uniform_(-radius, radius) if attack.random_start else torch.zeros_like(x)
     delta = (x + delta).clamp(0.0, 255.0) - x
     with torch.enable_grad(), torch.autocast(x.device.type, enabled=False):
         for _ in range(steps):
@@ -72,13 +89,12 @@ def predict(model: nn.Module, normalize: nn.Module, images: torch.Tensor) -> tor
 
 
 def robust_accuracy(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], normalize: nn.Module,
-                    epsilon: float, steps: int = 10, alpha: float | None = None,
-                    random_start: bool = True) -> float:
-    """Top-1 accuracy (percent) on PGD images, the model in eval mode."""
+                    attack: Attack) -> float:
+    """Top-1 accuracy (percent) on attacked images, the model in eval mode."""
     model.eval()
     correct, seen = 0, 0
     for x, y in batches:
-        adversarial = pgd(model, normalize, x, y, epsilon, steps, alpha, random_start)
+        adversarial = pgd(model, normalize, x, y, attack)
         correct += int((predict(model, normalize, adversarial).argmax(1) == y).sum())
         seen += len(y)
     return 100.0 * correct / max(seen, 1)
@@ -103,17 +119,18 @@ class Adversary:
         self.steps = int(steps)
         self.alpha = None if alpha is None else float(alpha)
         self.random_start = bool(random_start)
+        self.attack = Attack(self.epsilon, self.steps, self.alpha, self.random_start)
 
     def perturb(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                 normalize: nn.Module) -> torch.Tensor:
         """The adversarial version of a training batch (float, 0..255)."""
-        return pgd(model, normalize, images, labels, self.epsilon, self.steps, self.alpha, self.random_start)
+        return pgd(model, normalize, images, labels, self.attack)
 
     def robust_accuracy(self, model: nn.Module, split, normalize: nn.Module) -> float:
         """Accuracy (percent) on a split attacked at the training epsilon with the training attack."""
         device = next(model.parameters()).device
         batches = split.batches(ATTACK_BATCH, shuffle=False, device=device)
-        return robust_accuracy(model, batches, normalize, self.epsilon, self.steps, self.alpha, self.random_start)
+        return robust_accuracy(model, batches, normalize, self.attack)
 
 
 def build_adversary(cfg) -> Adversary | None:

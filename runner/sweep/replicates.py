@@ -23,6 +23,7 @@ import math
 import shutil
 import statistics
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -124,12 +125,11 @@ def _train(cfg: DictConfig, run_dir: Path, folders: list[Path], parallel_jobs: i
            epoch_end: EpochEnd | None) -> dict[str, Any]:
     from runner.fused.train_group import train_group
 
-    started_at, t0 = time.time(), time.perf_counter()
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    job = RunFolder(run_dir, tensorboard=False)
-    job.write_config(plain)  # a killed job's config: a second attempt resumes it only if it is the same
     cfgs = [replicate_config(cfg, k) for k in range(len(folders))]
     seeds = [int(c.seed) for c in cfgs]
+    job = ReplicatesJob(cfg, RunFolder(run_dir, tensorboard=False), OmegaConf.to_container(cfg, resolve=True),
+                        folders, seeds)
+    job.folder.write_config(job.plain)  # a killed job's config: a second attempt resumes it only if it is the same
     for folder, seed in zip(folders, seeds):
         write_hydra_files(run_dir, folder, seed)
     fused = fuses(cfgs[0])
@@ -146,27 +146,42 @@ def _train(cfg: DictConfig, run_dir: Path, folders: list[Path], parallel_jobs: i
                 train_group({k: job_k}, {k: hooks[k]}, parallel_jobs, strict=True)
     except ConfigError:  # the job's config can't train: refused, leaving no replicate folder behind
         remove_untrained(folders)
-        job.close()
+        job.folder.close()
         raise
     except KeyboardInterrupt:  # the job says so too; running it again goes on from its replicates
-        _write_job(cfg, job, plain, folders, seeds, started_at, time.perf_counter() - t0, interrupted=True)
+        _write_job(job, interrupted=True)
         raise
-    return _write_job(cfg, job, plain, folders, seeds, started_at, time.perf_counter() - t0, interrupted=False)
+    return _write_job(job, interrupted=False)
 
 
-def _write_job(cfg: DictConfig, job: RunFolder, plain: dict[str, Any], folders: list[Path], seeds: list[int],
-               started_at: float, wall_s: float, interrupted: bool) -> dict[str, Any]:
-    summary = job_summary(objective_of(cfg), folders, seeds, started_at, wall_s, launched_as(job.path))
+@dataclass
+class ReplicatesJob:
+    """A replicates job under way: its config, its own folder, its replicates' folders and seeds."""
+
+    cfg: DictConfig
+    folder: RunFolder
+    plain: dict[str, Any]  # the job's resolved config
+    folders: list[Path]
+    seeds: list[int]
+    started_at: float = field(default_factory=time.time)
+    t0: float = field(default_factory=time.perf_counter)
+
+
+def _write_job(job: ReplicatesJob, interrupted: bool) -> dict[str, Any]:
+    """The job's own files from its replicates' folders: summary.json, config, the mean curve."""
+    folder, folders = job.folder, job.folders
+    summary = job_summary(objective_of(job.cfg), folders, job.seeds, job.started_at,
+                          time.perf_counter() - job.t0, launched_as(folder.path))
     if interrupted:
         summary["status"] = Status.INTERRUPTED
     history = mean_curve(folders)
     try:
-        job.write_config(filled_config(plain, folders))
-        job.write_metrics(history)
-        job.write_summary(summary)
-        job.plot_curves(history)
+        folder.write_config(filled_config(job.plain, folders))
+        folder.write_metrics(history)
+        folder.write_summary(summary)
+        folder.plot_curves(history)
     finally:
-        job.close()
+        folder.close()
     block = summary["replicates"]
     log.info("replicates: %s %s over %d of %d (std %s), statuses %s", summary["status"],
              "n/a" if block["mean"] is None else f"mean {block['mean']:.2f}", block["n"], block["requested"],
