@@ -178,7 +178,8 @@ class WandbTracker:
                      step=int(row["epoch"]))
 
     def end(self, summary: dict[str, Any], best_checkpoint: Path) -> None:
-        self.run.summary.update({k: v for k, v in summary.items() if v is not None})
+        # plain strings: W&B writes an Enum (a Status) by its name, not its value
+        self.run.summary.update({k: str(v) if isinstance(v, str) else v for k, v in summary.items() if v is not None})
         self.run.finish(exit_code=0 if summary.get("status") in (Status.COMPLETED, Status.PRUNED) else 1)
 
 
