@@ -2,7 +2,7 @@
 
 MACs come from PyTorch's `FlopCounterMode`, which counts the matrix products and convolutions
 actually executed (FLOPs = 2 x MACs; the additions of biases, norms and activations are left
-out, as in the usual closed-form counts). `python -m models.profile` prints both for a run's
+out, as in the usual closed-form counts). `python -m runner.profile` prints both for a run's
 model config.
 """
 

@@ -87,3 +87,11 @@ def test_only_the_adapter_reaches_into_hydra_internals():
     others = [p for package in (*PACKAGES, "hydra_plugins") for p in (ROOT / package).rglob("*.py") if p != adapter]
     assert [use for path in others for use in private_hydra_uses(path)] == []
     assert private_hydra_uses(adapter)  # the check does see them
+
+
+def test_data_and_models_never_import_the_runner():
+    """The layers point one way: data/ and models/ share only common/ with the runner."""
+    graph = module_graph()
+    reaching = {name: sorted(t for t in targets if t.split(".")[0] == "runner")
+                for name, targets in graph.items() if name.split(".")[0] in ("data", "models", "common")}
+    assert {name: targets for name, targets in reaching.items() if targets} == {}

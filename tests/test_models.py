@@ -16,7 +16,7 @@ from models.cnn5 import CNN5
 from models.custom_conv import Conv2d as CustomConv2d
 from models.custom_conv import unfold_conv2d
 from models.finetune import FineTuneResNet
-from models.profile import main as profile_main
+from runner.profile import main as profile_main
 from models.resnet import VARIANTS, ResNet
 from runner.config.schema import TRUSTED_TARGETS
 from common.errors import ConfigError

@@ -1,6 +1,6 @@
 """Print the parameter count and MACs per image of the model a run would build.
 
-    python -m models.profile model=cnn5 dataset=imagefolder dataset.image_size=224 dataset.num_classes=10
+    python -m runner.profile model=cnn5 dataset=imagefolder dataset.image_size=224 dataset.num_classes=10
 
 takes the same overrides as `python -m runner`; the counting is models.cost.model_cost.
 """
