@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
+from common.errors import ConfigError
 from data.base import ImageDataset, ImageSplits, cached_tensors, fingerprint
 from data.images import check_list_entry, decode_images, file_signature
-from common.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from typing import Iterator, Protocol
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from common.errors import ConfigError
 from data.base import ImageDataset
 from data.images import BadImageError, available_memory_bytes, decode_image, require_files
-from common.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

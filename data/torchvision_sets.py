@@ -14,9 +14,9 @@ import numpy as np
 import torch
 import torchvision
 
+from common.errors import ConfigError
 from data.base import ImageDataset, ImageSplits, cached_tensors, fingerprint, resize_uint8
 from data.images import decode_images, file_signature
-from common.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

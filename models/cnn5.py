@@ -13,9 +13,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from common.errors import ConfigError
 from models.layers import activation as make_activation
 from models.layers import check_conv_impl, conv2d
-from common.errors import ConfigError
 
 BLOCKS = 5
 ORGANISATIONS = ("same", "double", "half")

@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.layers import check_conv_impl, conv2d
 from common.errors import ConfigError
+from models.layers import check_conv_impl, conv2d
 
 
 class BasicBlock(nn.Module):

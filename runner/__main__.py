@@ -13,23 +13,23 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import runner.config.schema  # noqa: F401  (importing it registers the schema Hydra composes with)
-from runner.trust.allowed import HYDRA_TARGETS
-from runner.trust.targets import flat
-from runner.run import interrupts
-from runner.sweep import locks
-from runner.sweep.rerun import claimed_run_folder
-from runner.sweep.job_records import write_job_record
-from runner.config.run_names import register_resolvers
 from common.errors import ConfigError, entry_point, error_line, os_failure
-from runner.fused.launcher import fusable_task
-from runner.run.gpu_lease import lease_folder
-from runner.hydra_adapter import traits_of
 from runner.config.objective import objective_of, objective_value, objectives_of
+from runner.config.run_names import register_resolvers
+from runner.fused.launcher import fusable_task
+from runner.hydra_adapter import traits_of
+from runner.record.run_folder import Status, record_refused
+from runner.run import interrupts
+from runner.run.gpu_lease import lease_folder
+from runner.search.pruning import trial_pruner
+from runner.sweep import locks
+from runner.sweep.job_records import write_job_record
+from runner.sweep.replicates import replicates_of, train_replicates
+from runner.sweep.rerun import claimed_run_folder
+from runner.trust.allowed import HYDRA_TARGETS
 from runner.trust.job_boundary import install as check_every_job_config, refusal
 from runner.trust.preflight import preflight, remove_refused_run_folder
-from runner.search.pruning import trial_pruner
-from runner.sweep.replicates import replicates_of, train_replicates
-from runner.record.run_folder import Status, record_refused
+from runner.trust.targets import flat
 
 log = logging.getLogger("runner")
 register_resolvers()  # ${run_suffix:} in conf/config.yaml's run and sweep dirs

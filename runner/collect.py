@@ -49,11 +49,11 @@ from runner.results.read import (ACCURACY_PICTURE, BEST_FILE, CURVES_PICTURE, FR
                                  read_outcome, reset_warnings)
 
 from runner.config.keys import is_display
-from runner.sweep.job_records import with_job_records
+from runner.record.run_folder import Status
 from runner.results.pareto import FRONT, with_front
 from runner.results.pareto_report import in_table_order, write_front_plot
 from runner.results.replicate_stats import STAT_COLUMNS
-from runner.record.run_folder import Status
+from runner.sweep.job_records import with_job_records
 
 log = logging.getLogger("runner.collect")
 

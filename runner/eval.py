@@ -27,8 +27,8 @@ from torch import nn
 
 from common.errors import ConfigError, entry_point
 from data.splits import Split
-from runner.run.build import build
 from runner.record.checkpoint import check_model_shapes, for_weights, load_checkpoint, load_model_state
+from runner.run.build import build
 from runner.run.compute import pick_device
 from runner.run.epoch import evaluate
 from runner.run.setup import RunData, open_data

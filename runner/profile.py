@@ -10,8 +10,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from models.cost import model_cost
 from common.errors import ConfigError
+from models.cost import model_cost
 
 
 def main(overrides: list[str]) -> None:

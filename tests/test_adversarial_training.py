@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from common.errors import ConfigError
-from runner.run.attacks import Adversary
 from runner.record.run_folder import METRIC_COLUMNS
+from runner.run.attacks import Adversary
 from tests.conftest import run_cli
 
 FAST = ["epochs=1", "tensorboard=false", "progress=false", "compute.threads=1"]

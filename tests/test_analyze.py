@@ -18,8 +18,8 @@ from runner.analyze import compute
 from runner.analyze.__main__ import main as analyze_main
 from runner.analyze.figures import DPI, grid_size
 from runner.analyze.views import View, filters
-from runner.run.attacks import Attack, pgd, robust_accuracy
 from runner.eval import restore
+from runner.run.attacks import Attack, pgd, robust_accuracy
 from runner.run.epoch import evaluate
 from runner.run.train import train
 from tests.conftest import CONF_DIR, run_cli

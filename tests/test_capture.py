@@ -18,12 +18,12 @@ from torch import nn
 import runner.run.train as train_module
 from data.augment import Normalize
 from data.splits import ResidentSplit
-from runner.run.build import build, build_scheduler
 from runner.capture.plan import plan_step, why_not_captured
+from runner.run.build import build, build_scheduler
 from runner.run.setup import Optimization, RunData
 from runner.run.step import SingleLearner
-from runner.trust.targets import run_whitelist
 from runner.run.train import train
+from runner.trust.targets import run_whitelist
 from tests.conftest import run_cli
 
 

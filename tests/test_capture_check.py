@@ -18,10 +18,10 @@ import torch
 
 import runner.run.setup as run_setup
 import runner.run.train as train_module
-from runner.capture.plan import CapturedEpochs, plan_step
-from runner.capture.graphed_step import CaptureFailed
 from runner.capture.check import LOSS_RTOL, UPDATE_RTOL, compare_steps
 from runner.capture.cuda_graph import CaptureError, first_cause, torch_too_old
+from runner.capture.graphed_step import CaptureFailed
+from runner.capture.plan import CapturedEpochs, plan_step
 from runner.run.train import train
 from tests.conftest import CONF_DIR
 from tests.test_capture import summary_and_rows

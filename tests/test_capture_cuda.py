@@ -24,9 +24,9 @@ import torch
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS; read when CUDA starts
 
 import runner.run.train as train_module  # noqa: E402
-from runner.capture.plan import plan_step  # noqa: E402
-from runner.capture.graphed_step import GraphedStep  # noqa: E402
 from runner.capture.cuda_graph import CaptureError, record  # noqa: E402
+from runner.capture.graphed_step import GraphedStep  # noqa: E402
+from runner.capture.plan import plan_step  # noqa: E402
 from runner.run.train import train  # noqa: E402
 
 pytestmark = [pytest.mark.cuda,

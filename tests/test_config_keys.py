@@ -17,10 +17,10 @@ from runner.collect import collect
 from runner.config.keys import DISPLAY, PER_TRIAL, RESULT, SPEED, declared_kind, flatten, kind_of
 from runner.fused.groups import fusible_groups
 from runner.fused.prefix import prefix_leaders
+from runner.record.tb_hparams import hparams_of
+from runner.run.resume import resume_from_checkpoint
 from runner.search.study_rules import differing_overrides
 from runner.sweep.rerun import prepare_run_folder
-from runner.run.resume import resume_from_checkpoint
-from runner.record.tb_hparams import hparams_of
 from tests.conftest import CONF_DIR
 from tests.fake_runs import write_fake_run
 

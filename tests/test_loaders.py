@@ -12,9 +12,9 @@ import torchvision
 from hydra.utils import execution_whitelist, instantiate
 from PIL import Image
 
+from common.errors import ConfigError
 from data.base import ImageDataset
 from runner.config.schema import TRUSTED_TARGETS
-from common.errors import ConfigError
 from runner.run.train import train
 from tests.conftest import write_miniplaces
 

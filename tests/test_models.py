@@ -11,15 +11,15 @@ import torchvision
 from hydra.utils import execution_whitelist, instantiate
 from torch import nn
 
+from common.errors import ConfigError
 from models import model_cost
 from models.cnn5 import CNN5
 from models.custom_conv import Conv2d as CustomConv2d
 from models.custom_conv import unfold_conv2d
 from models.finetune import FineTuneResNet
-from runner.profile import main as profile_main
 from models.resnet import VARIANTS, ResNet
 from runner.config.schema import TRUSTED_TARGETS
-from common.errors import ConfigError
+from runner.profile import main as profile_main
 from runner.run.train import train
 
 CONF_MODELS = Path(__file__).resolve().parents[1] / "conf" / "model"

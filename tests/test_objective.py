@@ -8,8 +8,8 @@ import optuna
 import yaml
 from omegaconf import OmegaConf
 
-from runner.fused.train_group import objective_value as fused_value
 from runner.config.objective import objective_value, recorded_objective
+from runner.fused.train_group import objective_value as fused_value
 from runner.search.trials import recover_trial
 
 SUMMARY = {"status": "completed", "best_val_acc": 50.0, "best_val_robust_acc": 30.0}

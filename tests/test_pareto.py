@@ -15,8 +15,8 @@ from hydra import compose, initialize_config_dir
 
 from common.errors import ConfigError
 from runner.collect import collect_and_report
-from runner.config.schema import check_config
 from runner.config.objective import objective_value
+from runner.config.schema import check_config
 from runner.results.pareto import check_sweep_objectives, front_ranks
 from tests.conftest import CONF_DIR, run_cli, run_sweep
 from tests.fake_runs import write_fake_run

@@ -13,9 +13,9 @@ from hydra.utils import execution_whitelist, instantiate
 from torch import nn
 
 import runner.run.build as build_module  # train() builds every group through runner.run.build
+from common.errors import ConfigError
 from data.augment import Compose, RandomCrop
 from runner.config.schema import TRUSTED_TARGETS
-from common.errors import ConfigError
 from runner.run.build import build_scheduler
 from runner.run.train import train
 

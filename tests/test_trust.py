@@ -18,11 +18,11 @@ from hydra.utils import execution_whitelist
 from omegaconf import OmegaConf
 
 from common.errors import ConfigError
-from runner.run.build import build
 from runner.eval import parse_args, trusted_eval_targets
-from runner.trust.preflight import remove_refused_run_folder
+from runner.run.build import build
 from runner.run.build import build_scheduler
 from runner.trust.allowed import EVAL_TARGETS, HYDRA_TARGETS, RUN_TARGETS
+from runner.trust.preflight import remove_refused_run_folder
 from runner.trust.targets import check_config_trust, flat, iter_targets, run_whitelist
 from tests.conftest import CONF_DIR, ROOT, run_cli
 

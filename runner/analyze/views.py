@@ -18,8 +18,8 @@ from common.io import atomic_write_text
 from data.splits import Split
 from runner.analyze import compute
 from runner.analyze.figures import Cell, confusion_figure, image_grid, robustness_figure, scaled
-from runner.run.attacks import ATTACK_BATCH, Attack, default_alpha, pgd, predict, robust_accuracy
 from runner.eval import Restored
+from runner.run.attacks import ATTACK_BATCH, Attack, default_alpha, pgd, predict, robust_accuracy
 
 MAX_MAPS = 16  # activation maps shown per conv stage
 

@@ -34,10 +34,10 @@ from torch import nn
 
 from data.augment import Compose, RandomCrop, RandomHorizontalFlip
 from data.splits import ResidentSplit
-from runner.config.schema import switch
 from runner.capture.cuda_graph import torch_too_old
-from runner.run.epoch import BatchSource, ShuffledBatches
 from runner.capture.graphed_step import CapturedBatches, GraphedStep, check_fields
+from runner.config.schema import switch
+from runner.run.epoch import BatchSource, ShuffledBatches
 from runner.run.setup import RunData
 from runner.run.step import SingleLearner, Totals, train_step
 

@@ -11,9 +11,9 @@ from typing import Iterator
 
 import torch
 
-from runner.run.epoch import BatchSource
 from runner.fused.learner import FusedLearner
 from runner.fused.stack import StackedModels
+from runner.run.epoch import BatchSource
 from runner.run.setup import RunData
 from runner.run.step import Learner, Totals
 

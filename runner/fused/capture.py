@@ -18,13 +18,13 @@ from typing import Any
 
 import torch
 
+from runner.capture.graphed_step import CapturedBatches, GraphedStep, check_fields
 from runner.capture.plan import optimizer_tensors, use_tensor_lr, why_not_captured
 from runner.config.schema import switch
-from runner.run.epoch import BatchSource
 from runner.fused.batches import FusedBatches
 from runner.fused.learner import FusedLearner
 from runner.fused.stack import StackedModels
-from runner.capture.graphed_step import CapturedBatches, GraphedStep, check_fields
+from runner.run.epoch import BatchSource
 from runner.run.setup import RunData
 from runner.run.step import Learner, Totals, train_step
 

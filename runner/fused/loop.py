@@ -21,20 +21,20 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from models import count_model_params
-from runner.run.build import build
-from runner.run.compute import pick_device
 from runner.config.schema import check_config
-from runner.run.epoch import evaluate, train_epoch
 from runner.fused.capture import plan_fused_step
 from runner.fused.learner import FusedLearner
 from runner.fused.prefix import prefix_leaders
 from runner.fused.rng import TrialRng
 from runner.fused.stack import NotFusible, OwnStorage, StackedModels, fusible
-from runner.run.gpu_lease import gpu_fields
-from runner.search.pruning import STOP, EpochEnd
 from runner.record.run_folder import Status
-from runner.run.setup import RunData, build_optimization, open_data, seed_everything
 from runner.record.trial_record import Trained, TrialRecord
+from runner.run.build import build
+from runner.run.compute import pick_device
+from runner.run.epoch import evaluate, train_epoch
+from runner.run.gpu_lease import gpu_fields
+from runner.run.setup import RunData, build_optimization, open_data, seed_everything
+from runner.search.pruning import STOP, EpochEnd
 from runner.trust.targets import run_whitelist
 
 log = logging.getLogger("runner")

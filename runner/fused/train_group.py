@@ -15,10 +15,10 @@ from typing import Any
 from omegaconf import DictConfig
 
 from common.errors import ConfigError
-from runner.fused.stack import NotFusible
-from runner.sweep.locks import holding_run_folder
 from runner.config.objective import objective_value as run_value, objectives_of
+from runner.fused.stack import NotFusible
 from runner.search.pruning import EpochEnd
+from runner.sweep.locks import holding_run_folder
 from runner.sweep.rerun import clear_run_folder, prepare_run_folder
 
 log = logging.getLogger("runner")

@@ -17,11 +17,11 @@ from typing import Any, NamedTuple
 import torch
 from omegaconf import DictConfig
 
-from runner.run.attacks import best_robust_acc
 from runner.record.checkpoint import save_checkpoint
-from runner.sweep.job_records import launched_as
 from runner.record.run_folder import RunFolder, Status
 from runner.record.trackers import Trackers, tensorboard_wanted
+from runner.run.attacks import best_robust_acc
+from runner.sweep.job_records import launched_as
 
 log = logging.getLogger("runner")
 

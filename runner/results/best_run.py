@@ -19,8 +19,8 @@ from typing import Any
 
 import pandas as pd
 from common.io import atomic_write_json
-from runner.results.read import BEST_FILE, printable, read_json_object
 from runner.results.ranking import best_row, objective_metric, plain_cell, resolved
+from runner.results.read import BEST_FILE, printable, read_json_object
 from runner.results.repeat_command import repeat_record
 
 log = logging.getLogger("runner.collect")

@@ -37,8 +37,8 @@ import numpy as np
 import pandas as pd
 
 from common.io import atomic_write_text
-from runner.results.read import PARAM_TABLE_FILE, printable
 from runner.record.run_folder import Status
+from runner.results.read import PARAM_TABLE_FILE, printable
 
 log = logging.getLogger("runner.collect")
 

@@ -22,9 +22,9 @@ from typing import Any, Sequence
 import pandas as pd
 
 from common.errors import ConfigError
-from runner.results.read import read_config
 from runner.config.objective import check_objective, direction, objectives_of, summary_column
 from runner.record.run_folder import FINISHED
+from runner.results.read import read_config
 
 FRONT = "front"
 # Optuna samplers that refuse a study of several objectives (Optuna raises at the first ask).

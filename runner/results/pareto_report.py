@@ -13,10 +13,10 @@ from typing import Any
 
 import pandas as pd
 
-from runner.results.read import FRONT_PICTURE, printable
 from runner.config.objective import direction, summary_column
 from runner.results.pareto import FRONT, front_run_dirs, objective_fields, study_objectives, table_objectives
 from runner.results.ranking import plain_cell, ranked, same_folder
+from runner.results.read import FRONT_PICTURE, printable
 from runner.results.repeat_command import repeat_record
 
 

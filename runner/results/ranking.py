@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from runner.record.run_folder import NO_VALUE, Status
 from runner.results.read import printable
 from runner.sweep.job_records import ORDER
-from runner.record.run_folder import NO_VALUE, Status
 
 # Runs whose value may make them the best (every status but the untrained); completed ones come first.
 MAY_BE_BEST = tuple(status for status in ORDER if status not in NO_VALUE)

@@ -19,8 +19,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from runner.results.read import printable, read_json_object, read_yaml
 from runner.record.run_folder import CONFIG_FILE, HYDRA_DIR, HYDRA_FILE, OVERRIDES_FILE, SUMMARY_FILE
+from runner.results.read import printable, read_json_object, read_yaml
 
 log = logging.getLogger("runner.collect")
 

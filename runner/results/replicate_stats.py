@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from runner.results.read import read_choices, read_config, read_outcome, warn
 from runner.record.run_folder import COUNTED_IN_ROW, FAILURES, NO_VALUE, REPLICATE_FOLDER, SUMMARY_FILE, Status
+from runner.results.read import read_choices, read_config, read_outcome, warn
 
 STAT_COLUMNS = ("n", "n_failed", "values", "seeds", "replicate_dirs")
 NOT_GROUPED = ("seed", "replicates")  # what replicates of one config differ in

@@ -32,10 +32,10 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from common.errors import ConfigError
+from runner.config.keys import ABSENT as _ABSENT, changes_result, differences, flatten
+from runner.config.schema import check_config
 from runner.record.checkpoint import check_resume_state, check_stored_config, load_checkpoint, restore_on_cpu
 from runner.run.compute import configure_compute, pick_device
-from runner.config.schema import check_config
-from runner.config.keys import ABSENT as _ABSENT, changes_result, differences, flatten
 from runner.trust.targets import run_whitelist
 
 # The result keys resume applies itself (_check_rules); speed and display keys may change too.

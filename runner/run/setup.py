@@ -25,9 +25,9 @@ from data.augment import Normalize
 from data.base import ImageDataset
 from data.splits import Split, open_splits
 from models.shape_check import check_image_size
+from runner.config.schema import switch
 from runner.run.build import build, build_scheduler
 from runner.run.compute import configure_compute, to_model_input
-from runner.config.schema import switch
 
 
 @dataclass

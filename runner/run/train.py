@@ -20,18 +20,18 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from models import count_model_params
+from runner.capture.plan import plan_step
+from runner.config.schema import check_config, switch
+from runner.record.checkpoint import for_weights, load_model_state
+from runner.record.run_folder import Status
+from runner.record.trial_record import Trained, TrialRecord
 from runner.run.attacks import build_adversary
 from runner.run.build import build
-from runner.capture.plan import plan_step
-from runner.record.checkpoint import for_weights, load_model_state
-from runner.config.schema import check_config, switch
 from runner.run.epoch import evaluate, train_epoch
 from runner.run.gpu_lease import JobGpu, gpu_fields
 from runner.run.resume import apply_new_lr, resume_from_checkpoint
-from runner.record.run_folder import Status
 from runner.run.setup import build_optimization, compile_model, open_data, seed_everything
 from runner.run.step import SingleLearner
-from runner.record.trial_record import Trained, TrialRecord
 from runner.trust.targets import run_whitelist
 
 log = logging.getLogger("runner")

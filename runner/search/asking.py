@@ -20,9 +20,9 @@ from hydra.utils import instantiate
 from runner import hydra_adapter
 from runner.search.space import (_params_key, _seen_params, _surplus, _taken_elsewhere, _tally,
                                  _unseen_point)
+from runner.search.pruning import STUDY_ENV, TRIAL_ENV
 from runner.search.storage import claim_job_dir, heartbeat_thread, stale_trial_ids
 from runner.search.trials import _owner_gone, _tell, recover_trial
-from runner.search.pruning import STUDY_ENV, TRIAL_ENV
 
 log = logging.getLogger("runner.search.sweeper")
 

@@ -67,14 +67,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from common.errors import ConfigError
 from runner import hydra_adapter
-from runner.search.asking import Search, TrialAsking
-from runner.search.space import _space_size, _tally
-from runner.search.study_rules import check_fixed_overrides, check_options, create_study, is_grid, resume_command
-from runner.search.db import study_url
-from runner.search.storage import heartbeat_enabled, study_setup
-from runner.search.trials import record_result
 from runner.config.objective import objectives_of
+from runner.search.asking import Search, TrialAsking
+from runner.search.db import study_url
 from runner.search.pruning import build_pruner, wants_pruning
+from runner.search.space import _space_size, _tally
+from runner.search.storage import heartbeat_enabled, study_setup
+from runner.search.study_rules import check_fixed_overrides, check_options, create_study, is_grid, resume_command
+from runner.search.trials import record_result
 
 log = logging.getLogger(__name__)
 

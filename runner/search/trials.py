@@ -17,8 +17,8 @@ from typing import Any
 from hydra.core.utils import JobReturn, JobStatus
 
 from runner.config.objective import as_values, objective_value, recorded_objectives
-from runner.search.storage import mark_interrupted
 from runner.record.run_folder import ENDED, Status, read_summary
+from runner.search.storage import mark_interrupted
 
 log = logging.getLogger("runner.search.sweeper")
 

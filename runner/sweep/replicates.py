@@ -32,14 +32,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from common.errors import ConfigError
 from common.io import atomic_write_text
+from runner.config.objective import objective_of
 from runner.config.schema import check_config
+from runner.record.run_folder import CONFIG_FILE, HYDRA_DIR, HYDRA_FILE, OVERRIDES_FILE, REPLICATE_FOLDER, RunFolder, Status
+from runner.search.pruning import EpochEnd
 from runner.sweep.job_records import launched_as
 from runner.sweep.locks import holding_run_folder
-from runner.config.objective import objective_of
-from runner.search.pruning import EpochEnd
 from runner.sweep.replicate_summary import filled_config, job_summary, mean_curve
 from runner.sweep.rerun import prepare_job_folder
-from runner.record.run_folder import CONFIG_FILE, HYDRA_DIR, HYDRA_FILE, OVERRIDES_FILE, REPLICATE_FOLDER, RunFolder, Status
 
 log = logging.getLogger("runner")
 

@@ -26,9 +26,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from common.errors import ConfigError
 from common.io import remove_stale_temp_files
-from runner.sweep.locks import holding_run_folder
 from runner.config.keys import differences, result_neutral
 from runner.record.run_folder import CHECKPOINT_FILE, CURVES_FILE, FINISHED, RUN_OUTPUTS, SUMMARY_FILE, Status, read_config, read_summary
+from runner.sweep.locks import holding_run_folder
 
 log = logging.getLogger("runner")
 

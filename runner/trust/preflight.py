@@ -35,13 +35,13 @@ from omegaconf.errors import OmegaConfBaseException
 
 from common.errors import ConfigError
 from runner.config.schema import check_hydra_settings
+from runner.fused.launcher import check_fuse_option
+from runner.record.run_folder import CONFIG_FILE, CURVES_FILE, HYDRA_DIR, METRICS_FILE, SUMMARY_FILE, TENSORBOARD_DIR
+from runner.results.pareto import check_sweep_objectives
+from runner.sweep.locks import RUN_LOCK_NAME
+from runner.sweep.ray_launcher import check_installed as check_ray_installed
 from runner.trust.job_boundary import refusal
 from runner.trust.targets import check_command_line_only
-from runner.fused.launcher import check_fuse_option
-from runner.sweep.ray_launcher import check_installed as check_ray_installed
-from runner.sweep.locks import RUN_LOCK_NAME
-from runner.results.pareto import check_sweep_objectives
-from runner.record.run_folder import CONFIG_FILE, CURVES_FILE, HYDRA_DIR, METRICS_FILE, SUMMARY_FILE, TENSORBOARD_DIR
 
 HYDRA_BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 # A sweep's jobs need folders of their own: its subdir must name something that differs per job.
