@@ -21,6 +21,7 @@ from common.errors import ConfigError
 from runner.capture.check import StepCheck, compare_steps
 from runner.capture.cuda_graph import first_cause, record
 from runner.run.epoch import BatchSource
+from runner.run.setup import RunData
 from runner.run.step import Learner, Totals
 
 log = logging.getLogger("runner")
@@ -171,6 +172,13 @@ class CapturedBatches(GraphedStep, BatchSource):
     static_idx: torch.Tensor
     learner: Learner
     totals: Totals
+
+    def __init__(self, data: RunData, summaries: list[list[dict[str, Any]]], graph: bool, path: str,
+                 strict: bool) -> None:
+        split = data.splits["train"]  # resident on the training device (runner/capture/plan.py checks)
+        GraphedStep.__init__(self, split.images.device, summaries, graph, path, strict)
+        BatchSource.__init__(self, data)
+        self.images, self.labels = split.images, split.labels
 
     def draw_order(self) -> torch.Tensor:
         raise NotImplementedError

@@ -35,7 +35,7 @@ from torch import nn
 from data.augment import Compose, RandomCrop, RandomHorizontalFlip
 from data.splits import ResidentSplit
 from runner.capture.cuda_graph import torch_too_old
-from runner.capture.graphed_step import CapturedBatches, GraphedStep, check_fields
+from runner.capture.graphed_step import CapturedBatches, check_fields
 from runner.config.schema import switch
 from runner.run.epoch import BatchSource, ShuffledBatches
 from runner.run.setup import RunData
@@ -127,11 +127,8 @@ class CapturedEpochs(CapturedBatches):
 
     def __init__(self, learner: SingleLearner, data: RunData, batch_size: int, summary: dict[str, Any],
                  graph: bool = True, strict: bool = False) -> None:
-        split = data.splits["train"]
-        GraphedStep.__init__(self, split.images.device, [[summary]], graph, "captured", strict)
-        BatchSource.__init__(self, data)
+        super().__init__(data, [[summary]], graph, "captured", strict)
         self.learner = learner
-        self.images, self.labels = split.images, split.labels
         self.static_idx = torch.zeros(batch_size, dtype=torch.long, device=self.device)
         self.totals = Totals(self.device)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from runner.capture.graphed_step import CapturedBatches, GraphedStep, check_fields
+from runner.capture.graphed_step import CapturedBatches, check_fields
 from runner.capture.plan import optimizer_tensors, use_tensor_lr, why_not_captured
 from runner.config.schema import switch
 from runner.fused.batches import FusedBatches
@@ -36,11 +36,8 @@ class FusedCapturedEpochs(CapturedBatches):
 
     def __init__(self, data: RunData, stack: StackedModels, batch_size: int, graph: bool = True,
                  strict: bool = False) -> None:
-        split = data.splits["train"]
-        GraphedStep.__init__(self, split.images.device, [], graph, "fused-captured", strict)
-        BatchSource.__init__(self, data)
+        super().__init__(data, [], graph, "fused-captured", strict)
         self.stack, self.batch_size = stack, batch_size
-        self.images, self.labels = split.images, split.labels
         self.learner: FusedLearner | None = None
 
     def start_epoch(self, learner: Learner) -> Totals:

@@ -115,7 +115,6 @@ class ResumableOptunaSweeper(TrialAsking, OptunaSweeper):
         from runner.optuna_report import write_report
 
         search = self._open_search(arguments)
-        self._log_start(search)
         stopped, failed_out = self._run_trials(search)
         write_report(search.study, search.sweep_dir, search.url)
         if failed_out:
@@ -173,13 +172,15 @@ class ResumableOptunaSweeper(TrialAsking, OptunaSweeper):
             study.sampler = self._reseed(sampler, existing)
         self._next_job = self._next_job_num(study, sweep_dir)
         space_size = _space_size(space) if impl.custom_search_space_extender is None else None
-        return Search(study, url, sweep_dir, space, fixed_params, fixed_overrides, space_size, n_trials)
+        search = Search(study, url, sweep_dir, space, fixed_params, fixed_overrides, space_size, n_trials)
+        self._log_start(search, counted, running_elsewhere)
+        return search
 
-    def _log_start(self, search: Search) -> None:
+    def _log_start(self, search: Search, counted: int, running_elsewhere: int) -> None:
+        """Where the study is and how far it has come (the tally `_open_search` took), its sampler and pruner."""
         from runner.search.db import display_url
 
         study, n_trials = search.study, search.n_trials
-        counted, running_elsewhere = _tally(study)
         objectives, directions = objectives_of(self.sweeper.config), hydra_adapter.directions(self.sweeper)
         log.info("Optuna study '%s' in %s: %d of n_trials=%d done%s; job folders from %s/%d",
                  study.study_name, display_url(search.url), counted, n_trials,
